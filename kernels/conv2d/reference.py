@@ -1,0 +1,176 @@
+"""2-D convolution in plain NumPy: the readable spec every faster kernel is checked against.
+
+Layout is NCHW throughout: an input `x` is (N, C, H, W), a conv weight `w` is
+(Cout, Cin, kh, kw), and `stride`, `padding`, `dilation` are pairs (sh, sw), (ph, pw), (dh, dw).
+Every function takes and returns raw arrays; the output dtype is the input dtype (float32 stays
+float32). `xp = get_array_module(x)` keeps the bodies ready for CuPy arrays.
+
+The im2col idea
+---------------
+A convolution output pixel (oy, ox) is a dot product between the weight and one window of the
+zero-padded input, whose tap (ky, kx) sits at
+
+    x_pad[oy*sh + ky*dh, ox*sw + kx*dw].
+
+`im2col` gathers every window at once into `cols` of shape (N, Cin, kh, kw, Ho, Wo), with
+
+    cols[n, c, ky, kx, oy, ox] = x_pad[n, c, oy*sh + ky*dh, ox*sw + kx*dw].
+
+Both indices are linear in (ky, oy) and (kx, ox), so this is a *strided view* of x_pad (no loop):
+the ky axis steps dh rows, the oy axis steps sh rows. The convolution is then one tensor
+contraction (a BLAS matrix product) over (Cin, kh, kw):
+
+    y[n, co, oy, ox] = sum_{c, ky, kx} w[co, c, ky, kx] * cols[n, c, ky, kx, oy, ox].
+
+Backward
+--------
+The conv is linear in x and in w, so both gradients are adjoints:
+- d/dw: contract grad_out (N, Cout, Ho, Wo) with the same `cols` over (N, Ho, Wo).
+- d/dx: contract w with grad_out over Cout to get gradient columns (N, Cin, kh, kw, Ho, Wo), then
+  `col2im`, the adjoint of im2col, adds each column entry back onto the input pixel it was read
+  from. Windows overlap, so one pixel may receive several contributions; we loop over the kh*kw
+  taps, inside which no two (oy, ox) hit the same pixel, so a vectorised `+=` is exact.
+
+Transposed convolution
+----------------------
+`conv_transpose2d` (x (N, Cin, H, W), w (Cin, Cout, kh, kw) as in PyTorch) is *defined* as the
+adjoint of conv2d w.r.t. its input: each input pixel scatters a copy of w into the output. So
+    conv_transpose2d_forward        = conv2d_backward_input   (x plays grad_out),
+    conv_transpose2d_backward_input = conv2d_forward          (grad_out plays x),
+    conv_transpose2d_backward_weight = conv2d_backward_weight with x and grad_out swapped,
+and this file implements them by calling those three, with no code of their own.
+"""
+
+from tinygen.backend import get_array_module
+
+
+def conv_output_size(size, kernel, stride, padding, dilation):
+    """Output length of a convolution along one spatial dim.
+
+    The last tap of the last window, (out-1)*stride + dilation*(kernel-1), must stay inside the
+    padded input of length size + 2*padding.
+
+    >>> conv_output_size(28, 3, 2, 1, 1)
+    14
+    """
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation):
+    """Output length of a transposed convolution along one spatial dim (PyTorch's formula).
+
+    Several conv input sizes give the same conv output size; `output_padding` picks which one the
+    transposed conv produces (it only adds rows/columns at the end).
+
+    >>> conv_transpose_output_size(14, 3, 2, 1, 1, 1)
+    28
+    """
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def im2col(x, kernel_size, stride, padding, dilation):
+    """Gather every conv window of x (N, C, H, W) into cols (N, C, kh, kw, Ho, Wo), a new array."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (N, C, H + 2ph, W + 2pw), contiguous
+    sN, sC, sH, sW = x_pad.strides  # bytes per step along each axis
+    # cols[n, c, ky, kx, oy, ox] = x_pad[n, c, oy*sh + ky*dh, ox*sw + kx*dw]: a view, no copy yet.
+    # NOTE: CuPy has its own as_strided; a GPU kernel may prefer a gather, but the spec is this.
+    windows = xp.lib.stride_tricks.as_strided(
+        x_pad, shape=(N, C, kh, kw, Ho, Wo), strides=(sN, sC, dh * sH, dw * sW, sh * sH, sw * sW)
+    )
+    # Copy: the view aliases x_pad (overlapping windows share entries); never write through it.
+    return xp.ascontiguousarray(windows)
+
+
+def col2im(cols, input_shape, stride, padding, dilation):
+    """Adjoint of im2col: add each entry of cols (N, C, kh, kw, Ho, Wo) back onto its input pixel.
+
+    Returns an array of `input_shape` (N, C, H, W). Ho, Wo are taken from `cols`, so an input
+    larger than the windows reach (possible when stride > 1) simply gets zeros at the end.
+    """
+    xp = get_array_module(cols)
+    N, C, kh, kw, Ho, Wo = cols.shape
+    H, W = input_shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    x_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            # Tap (ky, kx) of window (oy, ox) read x_pad[oy*sh + ky*dh, ox*sw + kx*dw]; for a fixed
+            # tap these pixels are all distinct, so this += never drops a duplicate index.
+            rows = slice(ky * dh, ky * dh + (Ho - 1) * sh + 1, sh)  # Ho rows
+            columns = slice(kx * dw, kx * dw + (Wo - 1) * sw + 1, sw)  # Wo columns
+            x_pad[:, :, rows, columns] += cols[:, :, ky, kx]  # (N, C, Ho, Wo)
+    return x_pad[:, :, ph : ph + H, pw : pw + W]  # crop the padding: its gradient goes nowhere
+
+
+def conv2d_forward(x, w, stride, padding, dilation):
+    """y (N, Cout, Ho, Wo) = x (N, Cin, H, W) convolved with w (Cout, Cin, kh, kw); no bias."""
+    xp = get_array_module(x, w)
+    cols = im2col(x, w.shape[2:], stride, padding, dilation)  # (N, Cin, kh, kw, Ho, Wo)
+    y = xp.tensordot(w, cols, axes=([1, 2, 3], [1, 2, 3]))  # (Cout, N, Ho, Wo)
+    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3))  # (N, Cout, Ho, Wo)
+
+
+def conv2d_backward_input(grad_out, w, input_hw, stride, padding, dilation):
+    """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cout, Cin, kh, kw).
+
+    `input_hw` = (H, W) is needed because with stride > 1 several input sizes give the same Ho.
+    """
+    xp = get_array_module(grad_out, w)
+    N = grad_out.shape[0]
+    Cin = w.shape[1]
+    cols = xp.tensordot(w, grad_out, axes=([0], [1]))  # (Cin, kh, kw, N, Ho, Wo)
+    cols = cols.transpose(3, 0, 1, 2, 4, 5)  # (N, Cin, kh, kw, Ho, Wo)
+    return col2im(cols, (N, Cin, *input_hw), stride, padding, dilation)
+
+
+def conv2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
+    """grad_w (Cout, Cin, kh, kw) from x (N, Cin, H, W) and grad_out (N, Cout, Ho, Wo)."""
+    xp = get_array_module(x, grad_out)
+    Ho, Wo = grad_out.shape[2:]
+    cols = im2col(x, kernel_hw, stride, padding, dilation)  # (N, Cin, kh, kw, >=Ho, >=Wo)
+    # A no-op for a conv; conv_transpose2d_backward_weight needs the crop when
+    # output_padding >= stride, where the windows of its grad_out outnumber its input pixels.
+    cols = cols[..., :Ho, :Wo]  # (N, Cin, kh, kw, Ho, Wo)
+    return xp.tensordot(grad_out, cols, axes=([0, 2, 3], [0, 4, 5]))  # (Cout, Cin, kh, kw)
+
+
+def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):
+    """y (N, Cout, Ho, Wo) = transposed conv of x (N, Cin, H, W) with w (Cin, Cout, kh, kw).
+
+    Ho = (H-1)*sh - 2*ph + dh*(kh-1) + output_padding[0] + 1, likewise Wo. This is the gradient of
+    conv2d (weight w, which has the conv layout (Cout_conv=Cin, Cin_conv=Cout, kh, kw)) w.r.t. a
+    conv input of size (Ho, Wo), at grad_out = x.
+    """
+    H, W = x.shape[2:]
+    kh, kw = w.shape[2:]
+    Ho = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0], dilation[0])
+    Wo = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1], dilation[1])
+    return conv2d_backward_input(x, w, (Ho, Wo), stride, padding, dilation)
+
+
+def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
+    """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw).
+
+    The adjoint of a scatter is a gather: conv2d of grad_out with w. That conv gives
+    H + output_padding // stride rows, i.e. H whenever output_padding < stride; only when
+    output_padding >= stride (allowed if dilation > stride) the sizes alone do not determine H,
+    and the caller passes `input_hw` = (H, W) to crop the surplus rows/columns.
+    """
+    grad_x = conv2d_forward(grad_out, w, stride, padding, dilation)  # (N, Cin, >=H, >=W)
+    if input_hw is not None:
+        grad_x = grad_x[:, :, : input_hw[0], : input_hw[1]]
+    return grad_x
+
+
+def conv_transpose2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
+    """grad_w (Cin, Cout, kh, kw) from x (N, Cin, H, W) and grad_out (N, Cout, Ho, Wo).
+
+    In the underlying conv, grad_out is the input and x the output gradient; conv2d_backward_weight
+    then returns the conv layout (Cout_conv, Cin_conv, ...) = (Cin, Cout, kh, kw), as wanted.
+    """
+    return conv2d_backward_weight(grad_out, x, kernel_hw, stride, padding, dilation)

@@ -1,0 +1,39 @@
+"""tinygen: GANs, VAEs and diffusion models from scratch on a tiny autograd engine."""
+
+import numpy as np
+
+from tinygen.backend import get_default_dtype, manual_seed, set_default_dtype
+from tinygen.errors import (
+    ArgumentError,
+    BackendUnavailableError,
+    CheckpointError,
+    DatasetFormatError,
+    DTypeError,
+    ShapeError,
+    StateDictError,
+    TinygenError,
+)
+from tinygen.tensor import (
+    Function,
+    Tensor,
+    arange,
+    cat,
+    full,
+    is_grad_enabled,
+    no_grad,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    randn_like,
+    stack,
+    tensor,
+    zeros,
+    zeros_like,
+)
+
+__version__ = "0.1.0"
+
+float32 = np.float32
+float64 = np.float64
+int64 = np.int64

@@ -1,0 +1,417 @@
+"""Layers and losses as functions, with PyTorch's names and argument order.
+
+Only `conv2d`, `conv_transpose2d` and `unfold` call primitives of their own (backed by the kernels
+in `tinygen.kernels.conv2d`); everything else is composed from tensor operations, so its gradient
+comes from autograd. Arguments are checked here, where the user enters, and a bad one raises an
+error naming the argument, the value found and the value expected.
+"""
+
+import math
+
+import numpy as np
+
+from tinygen import backend, ops
+from tinygen.errors import ArgumentError, DTypeError, ShapeError
+from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size
+from tinygen.tensor import Tensor
+
+# --- argument checks ------------------------------------------------------------------------
+
+
+def _pair(value, name, minimum):
+    """Normalise an int or (int, int) argument to a pair and check its range."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+        raise ArgumentError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ArgumentError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_tensor(x, name, ndim=None, floating=True):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tinygen Tensor, got {type(x).__name__}")
+    if ndim is not None and x.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ShapeError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if floating and x.dtype.kind != "f":
+        raise DTypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+
+
+def _check_conv(input, weight, bias, in_channels_axis, bias_channels):
+    _check_tensor(input, "input", 4)
+    _check_tensor(weight, "weight", 4)
+    if input.shape[1] != weight.shape[in_channels_axis]:
+        raise ShapeError(
+            f"input has {input.shape[1]} channels (shape {tuple(input.shape)}) but weight of shape "
+            f"{tuple(weight.shape)} expects {weight.shape[in_channels_axis]}"
+        )
+    if bias is not None:
+        _check_tensor(bias, "bias", 1)
+        if bias.shape[0] != bias_channels:
+            raise ShapeError(f"bias has shape {tuple(bias.shape)}, expected ({bias_channels},)")
+    if input.dtype != weight.dtype:
+        raise DTypeError(f"input is {input.dtype} but weight is {weight.dtype}")
+
+
+def _add_channel_bias(y, bias):
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def _check_output_size(input_hw, kernel_hw, stride, padding, dilation, what):
+    out = tuple(conv_output_size(n, k, s, p, d) for n, k, s, p, d in zip(input_hw, kernel_hw, stride, padding, dilation))
+    if min(out) < 1:
+        raise ShapeError(
+            f"{what}: input of size {tuple(input_hw)} with kernel {tuple(kernel_hw)}, stride {stride}, "
+            f"padding {padding}, dilation {dilation} gives output size {out}; it must be at least 1"
+        )
+    return out
+
+
+def _no_groups(groups):
+    if groups != 1:
+        raise ArgumentError(f"groups={groups} is not supported; tinygen convolutions have groups=1")
+
+
+# --- linear and convolution -----------------------------------------------------------------
+
+
+def linear(input, weight, bias=None):
+    """y = x W^T + b, with weight of shape (out_features, in_features)."""
+    _check_tensor(input, "input")
+    _check_tensor(weight, "weight", 2)
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ShapeError(
+            f"input of shape {tuple(input.shape)} does not match weight of shape "
+            f"{tuple(weight.shape)}: the last dimension must be {weight.shape[1]}"
+        )
+    out = input @ weight.T
+    return out if bias is None else out + bias
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation of (N, Cin, H, W) with weight (Cout, Cin, kh, kw)."""
+    _no_groups(groups)
+    _check_conv(input, weight, bias, 1, weight.shape[0] if weight.ndim == 4 else None)
+    stride, padding, dilation = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+    _check_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation, "conv2d")
+    y = ops.Conv2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation)
+    return _add_channel_bias(y, bias)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The adjoint of conv2d: (N, Cin, H, W) with weight (Cin, Cout, kh, kw) -> (N, Cout, Ho, Wo),
+    Ho = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1."""
+    _no_groups(groups)
+    _check_conv(input, weight, bias, 0, weight.shape[1] if weight.ndim == 4 else None)
+    stride, padding, dilation = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+    output_padding = _pair(output_padding, "output_padding", 0)
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= max(s, d):
+            raise ArgumentError(
+                f"output_padding {output_padding} must be smaller than stride {stride} or dilation {dilation}"
+            )
+    out_hw = tuple(map(conv_transpose_output_size, input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation))
+    if min(out_hw) < 1:
+        raise ShapeError(f"conv_transpose2d: input of size {tuple(input.shape[2:])} gives output size {out_hw}")
+    y = ops.ConvTranspose2d.apply(
+        input, weight, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation
+    )
+    return _add_channel_bias(y, bias)
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """Extract sliding windows: (N, C, H, W) -> (N, C * kh * kw, L), as torch.nn.functional.unfold."""
+    _check_tensor(input, "input", 4, floating=False)
+    kernel_size = _pair(kernel_size, "kernel_size", 1)
+    stride, padding, dilation = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+    _check_output_size(input.shape[2:], kernel_size, stride, padding, dilation, "unfold")
+    cols = ops.Unfold.apply(input, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
+    n, c, kh, kw, ho, wo = cols.shape
+    return cols.reshape(n, c * kh * kw, ho * wo)  # (N, C, kh, kw, Ho, Wo) -> (N, C*kh*kw, L)
+
+
+# --- pooling and resampling -----------------------------------------------------------------
+
+
+def _windows(input, kernel_size, stride, padding, dilation, pad_value, what):
+    """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): every pooling window along axis 2."""
+    _check_tensor(input, "input", 4)
+    kernel_size = _pair(kernel_size, "kernel_size", 1)
+    stride = kernel_size if stride is None else _pair(stride, "stride", 1)
+    padding, dilation = _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+    if any(2 * p > k for p, k in zip(padding, kernel_size)):
+        raise ArgumentError(f"{what}: padding {padding} must be at most half of kernel_size {kernel_size}")
+    ho, wo = _check_output_size(input.shape[2:], kernel_size, stride, padding, dilation, what)
+    if any(padding):
+        (ph, pw) = padding
+        input = ops.Pad.apply(input, widths=((0, 0), (0, 0), (ph, ph), (pw, pw)), value=pad_value)
+    cols = ops.Unfold.apply(input, kernel_size=kernel_size, stride=stride, padding=(0, 0), dilation=dilation)
+    n, c = input.shape[:2]
+    return cols.reshape(n, c, kernel_size[0] * kernel_size[1], ho, wo)  # (N, C, kh*kw, Ho, Wo)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0):
+    """Mean over each window; zero padding counts in the mean (count_include_pad=True)."""
+    return _windows(input, kernel_size, stride, padding, 1, 0.0, "avg_pool2d").mean(2)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
+    """Maximum over each window (padding is -inf). NOTE: tied maxima share the gradient."""
+    return _windows(input, kernel_size, stride, padding, dilation, -np.inf, "max_pool2d").amax(2)
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest"):
+    """Resize (N, C, H, W) by nearest neighbour: source index floor(dst * in / out)."""
+    _check_tensor(input, "input", 4)
+    if mode != "nearest":
+        raise ArgumentError(f"interpolate supports mode='nearest' only, got {mode!r}")
+    if (size is None) == (scale_factor is None):
+        raise ArgumentError("interpolate needs exactly one of size and scale_factor")
+    h, w = input.shape[2:]
+    if size is not None:
+        out_h, out_w = _pair(size, "size", 1)
+    else:
+        sh, sw = (scale_factor, scale_factor) if np.isscalar(scale_factor) else scale_factor
+        if sh <= 0 or sw <= 0:
+            raise ArgumentError(f"scale_factor must be positive, got {scale_factor!r}")
+        out_h, out_w = int(math.floor(h * sh)), int(math.floor(w * sw))
+    if out_h % h == 0 and out_w % w == 0:  # integer upsampling: a broadcast, no gather
+        n, c = input.shape[:2]
+        fh, fw = out_h // h, out_w // w
+        x = input.reshape(n, c, h, 1, w, 1).expand(n, c, h, fh, w, fw)
+        return x.reshape(n, c, out_h, out_w)  # (N, C, H, fh, W, fw) -> (N, C, H*fh, W*fw)
+    rows = (np.arange(out_h) * h) // out_h
+    cols = (np.arange(out_w) * w) // out_w
+    return input[:, :, rows[:, None], cols[None, :]]
+
+
+# --- activations ----------------------------------------------------------------------------
+
+
+def relu(input):
+    return input.relu()
+
+
+def leaky_relu(input, negative_slope=0.01):
+    return input.relu() - negative_slope * (-input).relu()
+
+
+def sigmoid(input):
+    return input.sigmoid()
+
+
+def tanh(input):
+    return input.tanh()
+
+
+def silu(input):
+    """x * sigmoid(x), the swish activation of the DDPM UNet."""
+    return input * input.sigmoid()
+
+
+def softplus(input):
+    """log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow for large |x|."""
+    return input.relu() + (-input.abs()).exp().log1p()
+
+
+def softmax(input, dim):
+    return input.softmax(dim)
+
+
+def log_softmax(input, dim):
+    return input.log_softmax(dim)
+
+
+def logsumexp(input, dim, keepdim=False):
+    return input.logsumexp(dim, keepdim)
+
+
+# --- normalisation and regularisation -------------------------------------------------------
+
+
+def _affine(x, weight, bias, shape):
+    if weight is not None:
+        x = x * weight.reshape(shape)
+    if bias is not None:
+        x = x + bias.reshape(shape)
+    return x
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalise each channel (dim 1) by batch statistics in training, running ones in eval.
+
+    In training the running statistics (arrays or tensors, updated in place) move towards the
+    batch's: running = (1 - momentum) running + momentum batch, with the unbiased variance.
+    """
+    _check_tensor(input, "input", (2, 3, 4))
+    c = input.shape[1]
+    axes = (0,) + tuple(range(2, input.ndim))
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.numel() // c
+        if count < 2:
+            raise ShapeError(f"batch_norm in training needs more than one value per channel, got shape {tuple(input.shape)}")
+        mean = input.mean(axes, keepdim=True)
+        var = input.var(axes, keepdim=True, correction=0)
+        if running_mean is not None:
+            rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+            rm *= 1 - momentum
+            rm += momentum * mean.data.reshape(c)
+        if running_var is not None:
+            rv = running_var.data if isinstance(running_var, Tensor) else running_var
+            rv *= 1 - momentum
+            rv += momentum * var.data.reshape(c) * (count / (count - 1))
+    else:
+        if running_mean is None or running_var is None:
+            raise ArgumentError("batch_norm in eval mode needs running_mean and running_var")
+        mean = Tensor(running_mean).reshape(shape)
+        var = Tensor(running_var).reshape(shape)
+    x = (input - mean) / (var + eps).sqrt()
+    return _affine(x, weight, bias, shape)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise each group of C / num_groups channels over the group and the spatial dims."""
+    _check_tensor(input, "input", (2, 3, 4, 5))
+    n, c = input.shape[:2]
+    if num_groups < 1 or c % num_groups:
+        raise ArgumentError(f"num_groups={num_groups} must divide the {c} channels")
+    x = input.reshape(n, num_groups, -1)  # (N, C, *) -> (N, G, C/G * prod(*))
+    x = (x - x.mean(2, keepdim=True)) / (x.var(2, keepdim=True, correction=0) + eps).sqrt()
+    x = x.reshape(input.shape)
+    return _affine(x, weight, bias, (1, c) + (1,) * (input.ndim - 2))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing dimensions given by `normalized_shape`."""
+    _check_tensor(input, "input")
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(input.shape[input.ndim - k :]) != normalized_shape or k == 0:
+        raise ShapeError(f"layer_norm over {normalized_shape} does not match input shape {tuple(input.shape)}")
+    dims = tuple(range(input.ndim - k, input.ndim))
+    x = (input - input.mean(dims, keepdim=True)) / (input.var(dims, keepdim=True, correction=0) + eps).sqrt()
+    return _affine(x, weight, bias, normalized_shape)
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p) (inverted dropout)."""
+    if not 0 <= p <= 1:
+        raise ArgumentError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * 0
+    keep = backend.generator().random(input.shape) >= p
+    return input * Tensor((keep / (1 - p)).astype(input.dtype))
+
+
+def embedding(input, weight):
+    """Rows of `weight` (num_embeddings, dim) picked by the integer indices in `input`."""
+    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"embedding indices must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+        raise ArgumentError(
+            f"embedding index out of range: found values in [{idx.min()}, {idx.max()}], "
+            f"the table has {weight.shape[0]} rows"
+        )
+    return weight[idx]
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """Constant padding with PyTorch's order: (left, right, top, bottom, ...) from the last dim."""
+    if mode != "constant":
+        raise ArgumentError(f"pad supports mode='constant' only, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > input.ndim or any(p < 0 for p in pad):
+        raise ArgumentError(f"pad must hold non-negative (before, after) pairs for at most {input.ndim} dims, got {pad}")
+    widths = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        widths[input.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    return ops.Pad.apply(input, widths=tuple(widths), value=value)
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ArgumentError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_same_shape(input, target, what):
+    if tuple(input.shape) != tuple(target.shape):
+        raise ShapeError(f"{what}: input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ")
+
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def mse_loss(input, target, reduction="mean"):
+    target = _as_tensor(target)
+    _check_same_shape(input, target, "mse_loss")
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """-[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], computed from the logits x as
+    (1 - t) x + (1 + (p - 1) t) softplus(-x), which never takes the log of 0."""
+    target = _as_tensor(target)
+    _check_same_shape(input, target, "binary_cross_entropy_with_logits")
+    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
+    loss = (1 - target) * input + log_weight * softplus(-input)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def cross_entropy(input, target, weight=None, reduction="mean", label_smoothing=0.0):
+    """Negative log-likelihood of class indices `target` (N,) under logits `input` (N, C).
+
+    With `weight`, 'mean' divides by the summed weights of the targets, as PyTorch does.
+    """
+    _check_tensor(input, "input", 2)
+    idx = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"cross_entropy targets must be integer class indices, got dtype {idx.dtype}")
+    if idx.shape != input.shape[:1]:
+        raise ShapeError(f"cross_entropy: target shape {idx.shape} must be ({input.shape[0]},)")
+    n, c = input.shape
+    if idx.size and (idx.min() < 0 or idx.max() >= c):
+        raise ArgumentError(f"cross_entropy: targets must be in [0, {c - 1}], found [{idx.min()}, {idx.max()}]")
+    if not 0 <= label_smoothing <= 1:
+        raise ArgumentError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    logp = input.log_softmax(1)
+    w = None if weight is None else _as_tensor(weight)
+    nll = -logp[np.arange(n), idx]
+    if w is not None:
+        nll = nll * w[idx]
+    if label_smoothing:
+        smooth = -(logp * w.reshape(1, c)).sum(1) if w is not None else -logp.sum(1)
+        nll = (1 - label_smoothing) * nll + label_smoothing / c * smooth
+    if reduction == "mean" and w is not None:
+        return nll.sum() / w[idx].sum()
+    return _reduce(nll, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """0.5 (log max(var, eps) + (input - target)^2 / max(var, eps)) [+ 0.5 log 2 pi].
+
+    As in PyTorch, the clamp of var to eps does not block its gradient.
+    """
+    target, var = _as_tensor(target), _as_tensor(var)
+    _check_same_shape(input, target, "gaussian_nll_loss")
+    if (var.data < 0).any():
+        raise ArgumentError("gaussian_nll_loss: var has negative entries")
+    var = var + (var.clamp(min=eps) - var).detach()
+    loss = 0.5 * (var.log() + (input - target) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)

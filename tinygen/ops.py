@@ -1,0 +1,449 @@
+"""The primitive ops: the only operations with hand-written backward passes.
+
+Each primitive is a `Function` with `forward(ctx, *arrays, **params)` and `backward(ctx,
+grad_out)` side by side, on raw arrays (NumPy or CuPy: `xp = get_array_module(x)`). Everything
+else in tinygen (mean, var, softmax, the norms, the losses, pooling) is composed from these, so its
+gradient follows from the chain rule and is covered by the same gradient checks.
+
+| group       | primitives                                                   |
+| ----------- | ------------------------------------------------------------ |
+| binary      | Add, Sub, Mul, Div, Pow, MatMul (NumPy broadcasting)          |
+| unary       | Neg, Exp, Log, Log1p, Sqrt, Abs, Relu, Sigmoid, Tanh, Clamp, Cast |
+| reduction   | Sum, Max                                                     |
+| movement    | Reshape, Permute, Expand, GetItem, Pad, Cat                  |
+| convolution | Unfold, Conv2d, ConvTranspose2d (kernels in tinygen.kernels)  |
+
+Conventions at the kinks (NOTE: tested in tests/test_ops.py): relu'(0) = 0, abs'(0) = 0, clamp
+passes the gradient where min <= x <= max (boundaries included), and a maximum shared by several
+elements splits the gradient equally among them (as torch.amax does).
+"""
+
+import numpy as np
+
+from tinygen.kernels import conv2d as conv_kernels
+from tinygen.backend import get_array_module
+from tinygen.tensor import Function, unbroadcast
+
+# --- binary ---------------------------------------------------------------------------------
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        sa, sb = ctx.shapes
+        return unbroadcast(grad_out, sa), unbroadcast(grad_out, sb)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        sa, sb = ctx.shapes
+        return unbroadcast(grad_out, sa), unbroadcast(-grad_out, sb)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast(grad_out * b, a.shape) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(grad_out * a, b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, b = ctx.saved_tensors
+        ga = unbroadcast(grad_out / b, a.shape) if ctx.needs_input_grad[0] else None
+        gb = unbroadcast(-grad_out * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Pow(Function):
+    """a ** b; d/da = b a^(b-1), d/db = a^b log(a) (only computed when b requires grad)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a**b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, b, out = ctx.saved_tensors
+        xp = get_array_module(a)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = unbroadcast(grad_out * b * a ** (b - 1), a.shape)
+        if ctx.needs_input_grad[1]:
+            gb = unbroadcast(grad_out * out * xp.log(a), b.shape)
+        return ga, gb
+
+
+class MatMul(Function):
+    """Batched matrix product with NumPy's rules for 1-D operands and batch broadcasting."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, b = ctx.saved_tensors
+        xp = get_array_module(a)
+        # Treat a 1-D a as a row (1, k) and a 1-D b as a column (k, 1), restoring the
+        # dimension the product removed, so the 2-D formulas below apply throughout.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad_out
+        if a.ndim == 1:
+            g = xp.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = xp.expand_dims(g, -1)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:  # dL/dA = dL/dC B^T
+            ga = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if ctx.needs_input_grad[1]:  # dL/dB = A^T dL/dC
+            gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+# --- unary ----------------------------------------------------------------------------------
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return -x
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return -grad_out
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = get_array_module(x).exp(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        return grad_out * out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return get_array_module(x).log(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out / x
+
+
+class Log1p(Function):
+    """log(1 + x), accurate for small x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return get_array_module(x).log1p(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out / (1 + x)
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = get_array_module(x).sqrt(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        return grad_out / (2 * out)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return get_array_module(x).abs(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * get_array_module(x).sign(x)  # NOTE: abs'(0) = sign(0) = 0
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, x):
+        mask = x > 0
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (mask,) = ctx.saved_tensors
+        return grad_out * mask  # NOTE: relu'(0) = 0
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        # 1 / (1 + e^-x) = exp(-log(1 + e^-x)): logaddexp never overflows, so both tails
+        # keep their relative accuracy.
+        xp = get_array_module(x)
+        out = xp.exp(-xp.logaddexp(0, -x))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        return grad_out * out * (1 - out)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        out = get_array_module(x).tanh(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        return grad_out * (1 - out * out)
+
+
+class Clamp(Function):
+    @staticmethod
+    def forward(ctx, x, min=None, max=None):
+        xp = get_array_module(x)
+        inside = xp.ones(x.shape, dtype=bool)
+        if min is not None:
+            inside &= x >= min
+        if max is not None:
+            inside &= x <= max
+        ctx.save_for_backward(inside)
+        return xp.clip(x, min, max)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside  # NOTE: the boundaries pass the gradient, as in PyTorch
+
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.dtype = x.dtype
+        return x.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out.astype(ctx.dtype)
+
+
+# --- reductions -----------------------------------------------------------------------------
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdim):
+        ctx.shape, ctx.axis = x.shape, axis
+        return x.sum(axis=axis, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xp = get_array_module(grad_out)
+        g = xp.expand_dims(grad_out, ctx.axis) if grad_out.ndim < len(ctx.shape) else grad_out
+        return xp.broadcast_to(g, ctx.shape)
+
+
+class Max(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdim):
+        ctx.axis, ctx.keepdim = axis, keepdim
+        out = x.max(axis=axis, keepdims=True)
+        is_max = x == out
+        # NOTE: ties share the gradient equally; count[i] = how many elements share max i.
+        ctx.save_for_backward(is_max, is_max.sum(axis=axis, keepdims=True).astype(x.dtype))
+        return out if keepdim else out.squeeze(axis)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        is_max, count = ctx.saved_tensors
+        g = grad_out if ctx.keepdim else get_array_module(grad_out).expand_dims(grad_out, ctx.axis)
+        return g * is_max / count
+
+
+# --- movement -------------------------------------------------------------------------------
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return x.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out.reshape(ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, x, order):
+        ctx.order = order
+        return x.transpose(order)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out.transpose(np.argsort(ctx.order))
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return get_array_module(x).broadcast_to(x, shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return unbroadcast(grad_out, ctx.shape)
+
+
+class GetItem(Function):
+    """x[index] for any NumPy index: ints, slices, None, Ellipsis, integer and boolean arrays."""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
+        return x[index]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xp = get_array_module(grad_out)
+        grad = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        if _is_basic_index(ctx.index):
+            grad[ctx.index] = grad_out  # a basic index selects each element at most once
+        else:
+            xp.add.at(grad, ctx.index, grad_out)  # an index array may repeat elements
+        return grad
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+
+
+class Pad(Function):
+    """Constant padding; `widths` holds (before, after) for every axis."""
+
+    @staticmethod
+    def forward(ctx, x, widths, value):
+        ctx.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))
+        return get_array_module(x).pad(x, widths, mode="constant", constant_values=value)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out[ctx.slices]
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis):
+        ctx.axis = axis
+        ctx.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        return get_array_module(*arrays).concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return tuple(get_array_module(grad_out).split(grad_out, ctx.splits, axis=ctx.axis))
+
+
+# --- convolution ----------------------------------------------------------------------------
+# stride, padding, dilation, output_padding arrive as (h, w) pairs, validated by
+# tinygen.nn.functional; the arithmetic lives in tinygen.kernels.conv2d.
+
+
+class Unfold(Function):
+    """im2col: (N, C, H, W) -> (N, C, kh, kw, Ho, Wo), every kernel window laid out."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, dilation):
+        ctx.shape, ctx.params = x.shape, (stride, padding, dilation)
+        return conv_kernels.im2col(x, kernel_size, stride, padding, dilation)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return conv_kernels.col2im(grad_out, ctx.shape, *ctx.params)
+
+
+class Conv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, dilation):
+        ctx.save_for_backward(x, w)
+        ctx.params = (stride, padding, dilation)
+        return conv_kernels.conv2d_forward(x, w, *ctx.params)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, w = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = conv_kernels.conv2d_backward_input(grad_out, w, x.shape[2:], *ctx.params)
+        if ctx.needs_input_grad[1]:
+            gw = conv_kernels.conv2d_backward_weight(x, grad_out, w.shape[2:], *ctx.params)
+        return gx, gw
+
+
+class ConvTranspose2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, output_padding, dilation):
+        ctx.save_for_backward(x, w)
+        ctx.params = (stride, padding, dilation)
+        return conv_kernels.conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, w = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = conv_kernels.conv_transpose2d_backward_input(grad_out, w, *ctx.params, input_hw=x.shape[2:])
+        if ctx.needs_input_grad[1]:
+            gw = conv_kernels.conv_transpose2d_backward_weight(x, grad_out, w.shape[2:], *ctx.params)
+        return gx, gw
