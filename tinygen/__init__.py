@@ -12,7 +12,9 @@ from tinygen.errors import (
     ShapeError,
     StateDictError,
     TinygenError,
+    UnsupportedTypeError,
 )
+from tinygen.serialization import load, save
 from tinygen.tensor import (
     Function,
     Tensor,
@@ -31,6 +33,7 @@ from tinygen.tensor import (
     zeros,
     zeros_like,
 )
+from tinygen import nn, optim  # noqa: E402  (after Tensor: both build on it)
 
 __version__ = "0.1.0"
 

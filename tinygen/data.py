@@ -8,6 +8,7 @@ file otherwise.
 """
 
 import gzip
+import math
 import os
 import struct
 
@@ -59,7 +60,7 @@ def read_idx(path, max_bytes=MAX_IDX_BYTES):
             if len(dims_raw) < 4 * ndim:
                 raise DatasetFormatError(f"{path}: truncated header ({ndim} dimensions announced)")
             shape = struct.unpack(f">{ndim}I", dims_raw)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
             if nbytes > max_bytes:
                 raise DatasetFormatError(f"{path}: header announces shape {shape} ({nbytes} bytes), over the {max_bytes}-byte cap")
             body = f.read(nbytes + 1)  # one byte more reveals trailing garbage

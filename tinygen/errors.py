@@ -19,6 +19,10 @@ class DTypeError(TinygenError, TypeError):
     """An array has a dtype the operation does not accept."""
 
 
+class UnsupportedTypeError(TinygenError, TypeError):
+    """A value of a type the operation cannot handle (saving a function in a checkpoint...)."""
+
+
 class ArgumentError(TinygenError, ValueError):
     """An argument has a value outside its allowed range (stride, padding, probability...)."""
 

@@ -117,10 +117,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g = grad_out
+        if b.ndim == 1:  # first: for 1-D @ 1-D, g is 0-d and gets its column axis, then its row
+            g = xp.expand_dims(g, -1)
         if a.ndim == 1:
             g = xp.expand_dims(g, -2)
-        if b.ndim == 1:
-            g = xp.expand_dims(g, -1)
         ga = gb = None
         if ctx.needs_input_grad[0]:  # dL/dA = dL/dC B^T
             ga = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
@@ -211,7 +211,7 @@ class Relu(Function):
     def forward(ctx, x):
         mask = x > 0
         ctx.save_for_backward(mask)
-        return x * mask
+        return get_array_module(x).maximum(x, 0)  # not x * mask: -inf * 0 is nan
 
     @staticmethod
     def backward(ctx, grad_out):

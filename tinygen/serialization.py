@@ -47,14 +47,17 @@ import zlib
 
 import numpy as np
 
-from tinygen.errors import CheckpointError, DTypeError
+from tinygen.errors import CheckpointError, DTypeError, UnsupportedTypeError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "__tinygen__"
 
 _ARRAY_KINDS = "biufc"  # bool, signed, unsigned, float, complex: what .npy stores without pickle
 
-# What NumPy and zipfile raise on a damaged archive; each is reported as a CheckpointError.
+# What NumPy and zipfile raise on a damaged archive, each reported as a CheckpointError. Flipping
+# single bytes of a checkpoint gave BadZipFile, ValueError, EOFError, OSError, NotImplementedError
+# (a "compression method") and RuntimeError (an "encrypted" flag); zlib.error comes from a damaged
+# np.savez_compressed file, MemoryError from a header claiming a huge shape.
 _CORRUPT_ERRORS = (
     zipfile.BadZipFile, zlib.error, struct.error, ValueError, EOFError, OSError,
     NotImplementedError, RuntimeError, OverflowError, MemoryError,
@@ -67,8 +70,9 @@ def save(obj, path):
     """Write `obj` (nested dicts/lists/tuples of arrays, Tensors and plain values) to `path`.
 
     `path` (str or os.PathLike) is written exactly as given: no ``.npz`` is appended and no
-    directory is created. Unsupported values raise `TypeError`; file-system problems raise
-    `CheckpointError`, and in every failure an existing file at `path` is left as it was.
+    directory is created. Unsupported values raise `UnsupportedTypeError` (a `TypeError`); a structure that contains
+    itself, two arrays with one entry name (``0`` and ``"0"`` in one dict) and file-system
+    problems raise `CheckpointError`. In every failure an existing file at `path` is left as it was.
     """
     path = os.fspath(path)
     entries = {}
@@ -118,7 +122,7 @@ def _flatten(value, parts, entries, ancestors):
             return {"dict": pairs}
         items = [_flatten(item, parts + (str(i),), entries, ancestors) for i, item in enumerate(value)]
         return {"tuple" if isinstance(value, tuple) else "list": items}
-    raise TypeError(
+    raise UnsupportedTypeError(
         f"cannot save {_where(parts)}: values of type {type(value).__qualname__} are not supported "
         "(a checkpoint holds dicts, lists, tuples, str, int, float, bool, None, "
         "numeric NumPy arrays and scalars, and Tensors)"
@@ -131,8 +135,8 @@ def _dict_key(key, parts):
         return str(key), key.replace("%", "%25").replace("/", "%2F")
     if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         return int(key), str(int(key))
-    raise TypeError(
-        f"cannot save the dict at {_where(parts)}: key {key!r} is a {type(key).__qualname__}, "
+    raise UnsupportedTypeError(
+        f"cannot save {_where(parts)}: dict key {key!r} is a {type(key).__qualname__}, "
         "but checkpoint dict keys must be str or int"
     )
 
@@ -198,6 +202,8 @@ def _write_npz(file, entries):
 
 def _new_file_mode():
     """The permissions `open()` would give a new file (mkstemp's are 0o600, owner only)."""
+    # NOTE: reading the umask means setting it; another thread creating a file in between gets
+    # umask 0. Checkpoints are saved from the training loop's thread, so this is accepted.
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

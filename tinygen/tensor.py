@@ -517,9 +517,11 @@ class Tensor:
             for n, s in zip((1,) * (len(shape) - self.ndim) + self.shape, shape)
         )
         try:
-            np.broadcast_shapes(self.shape, shape)
+            expandable = np.broadcast_shapes(self.shape, shape) == shape  # (2,) to (1,) broadcasts, wrongly
         except ValueError:
-            raise ShapeError(f"cannot expand shape {self.shape} to {shape}") from None
+            expandable = False
+        if not expandable:
+            raise ShapeError(f"cannot expand shape {self.shape} to {shape}")
         return ops.Expand.apply(self, shape=shape)
 
     def __getitem__(self, index):
@@ -538,6 +540,8 @@ class Tensor:
     def to(self, dtype):
         """A copy with another dtype; differentiable between floating-point dtypes."""
         dtype = np.dtype(dtype)
+        if dtype.kind != "f" and dtype != self.dtype:  # integer or bool: outside the graph
+            return Tensor(self.data.astype(dtype))
         return self if dtype == self.dtype else ops.Cast.apply(self, dtype=dtype)
 
     def float(self):

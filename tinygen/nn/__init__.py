@@ -1,0 +1,63 @@
+"""Neural-network building blocks: `Module`, `Parameter`, layers, and the `functional` and
+`init` and `utils` submodules, with PyTorch's names (`tinygen.nn.Linear` is `torch.nn.Linear`'s twin)."""
+
+from tinygen.nn import functional, init, utils
+from tinygen.nn.layers import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    Embedding,
+    Flatten,
+    GroupNorm,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ModuleList,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+    Unflatten,
+    Upsample,
+)
+from tinygen.nn.module import IncompatibleKeys, Module
+from tinygen.nn.parameter import Parameter
+
+__all__ = [
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv2d",
+    "ConvTranspose2d",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GroupNorm",
+    "Identity",
+    "IncompatibleKeys",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "MaxPool2d",
+    "Module",
+    "ModuleList",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+    "Unflatten",
+    "Upsample",
+    "functional",
+    "init",
+    "utils",
+]

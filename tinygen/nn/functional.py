@@ -20,7 +20,7 @@ from tinygen.tensor import Tensor
 
 def _pair(value, name, minimum):
     """Normalise an int or (int, int) argument to a pair and check its range."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    pair = (value, value) if np.ndim(value) == 0 else tuple(value)  # a float is reported below
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
         raise ArgumentError(f"{name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in pair):
@@ -161,7 +161,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest"):
-    """Resize (N, C, H, W) by nearest neighbour: source index floor(dst * in / out)."""
+    """Resize (N, C, H, W) by nearest neighbour, with PyTorch's source indices: floor(dst * in / out)
+    for `size`, floor(dst / scale_factor) for `scale_factor` (see `_nearest_source`)."""
     _check_tensor(input, "input", 4)
     if mode != "nearest":
         raise ArgumentError(f"interpolate supports mode='nearest' only, got {mode!r}")
@@ -170,19 +171,39 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest"):
     h, w = input.shape[2:]
     if size is not None:
         out_h, out_w = _pair(size, "size", 1)
+        sh = sw = None
     else:
         sh, sw = (scale_factor, scale_factor) if np.isscalar(scale_factor) else scale_factor
         if sh <= 0 or sw <= 0:
             raise ArgumentError(f"scale_factor must be positive, got {scale_factor!r}")
         out_h, out_w = int(math.floor(h * sh)), int(math.floor(w * sw))
-    if out_h % h == 0 and out_w % w == 0:  # integer upsampling: a broadcast, no gather
-        n, c = input.shape[:2]
-        fh, fw = out_h // h, out_w // w
+        if min(out_h, out_w) < 1:
+            raise ShapeError(
+                f"interpolate: input of size {(h, w)} with scale_factor {scale_factor!r} gives output size "
+                f"{(out_h, out_w)}; it must be at least 1"
+            )
+    rows, cols = _nearest_source(h, out_h, sh), _nearest_source(w, out_w, sw)
+    fh, fw = out_h // h, out_w // w
+    repeats = fh * h == out_h and fw * w == out_w
+    if repeats and (rows == np.arange(out_h) // fh).all() and (cols == np.arange(out_w) // fw).all():
+        n, c = input.shape[:2]  # integer upsampling: a broadcast, no gather
         x = input.reshape(n, c, h, 1, w, 1).expand(n, c, h, fh, w, fw)
         return x.reshape(n, c, out_h, out_w)  # (N, C, H, fh, W, fw) -> (N, C, H*fh, W*fw)
-    rows = (np.arange(out_h) * h) // out_h
-    cols = (np.arange(out_w) * w) // out_w
     return input[:, :, rows[:, None], cols[None, :]]
+
+
+def _nearest_source(n_in, n_out, scale_factor):
+    """The input index each output index copies, as PyTorch's 'nearest' computes it.
+
+    NOTE: with a scale_factor PyTorch reads floor(dst / scale_factor), in float32, not
+    floor(dst * in / out): 5 pixels scaled by 1.7 give 8, and dst 5 reads 2 (5 / 1.7 = 2.94), not 3.
+    Sizes equal to in or 2 * in are exact copies either way.
+    """
+    dst = np.arange(n_out)
+    if scale_factor is None or n_out in (n_in, 2 * n_in):
+        return dst * n_in // n_out
+    src = np.floor(dst.astype(np.float32) * np.float32(1.0 / scale_factor)).astype(np.int64)
+    return np.minimum(src, n_in - 1)
 
 
 # --- activations ----------------------------------------------------------------------------
@@ -210,8 +231,14 @@ def silu(input):
 
 
 def softplus(input):
-    """log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow for large |x|."""
-    return input.relu() + (-input.abs()).exp().log1p()
+    """log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow for large |x|.
+
+    NOTE: written so the kink conventions cancel at x = 0: max(x, 0) as clamp (derivative 1 at 0)
+    and -|x| as -clamp(x, min=0) - relu(-x) (derivative -1 at 0) give softplus'(0) = 1 - 1/2 = 1/2,
+    where relu(x) + log1p(exp(-abs(x))) would give 0.
+    """
+    positive = input.clamp(min=0)
+    return positive + (-positive - (-input).relu()).exp().log1p()
 
 
 def softmax(input, dim):
@@ -245,6 +272,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     _check_tensor(input, "input", (2, 3, 4))
     c = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ShapeError(
+                f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({c},) for the {c} channels "
+                f"of input {tuple(input.shape)}"
+            )
     axes = (0,) + tuple(range(2, input.ndim))
     shape = (1, c) + (1,) * (input.ndim - 2)
     if training:

@@ -1,0 +1,133 @@
+"""The comparison helper and the gradient checker every op test uses.
+
+- `gradcheck(fn, *inputs)`: a directional finite-difference check in float64 (HIPS/autograd
+  style): two extra forward passes per input instead of one per element.
+- `check_op(tg_fn, torch_fn, *arrays)`: one line per op: shape and dtype, then values, then
+  gradients, against the NumPy oracle, the finite differences, and PyTorch when it is installed.
+
+`torch` is the torch module, or None where PyTorch is not installed; `requires_torch` marks a
+test that cannot run without it. check_op skips its PyTorch comparison by itself.
+"""
+
+import numpy as np
+import pytest
+
+from tinygen.tensor import Tensor, no_grad
+
+try:
+    import torch
+except ImportError:  # the NumPy and finite-difference oracles still run
+    torch = None
+
+requires_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+# Tolerances for comparing two implementations of the same op in one dtype (different summation
+# orders, different but equivalent formulas). The absolute part is scaled by the largest |value|.
+TOLERANCES = {
+    np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
+    np.dtype(np.float64): dict(rtol=1e-7, atol=1e-10),
+}
+
+
+def assert_close(actual, expected, what, rtol=None, atol=None):
+    """Shape, dtype, then values of `actual` against `expected` (arrays or tensors)."""
+    actual, expected = _as_numpy(actual), _as_numpy(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype}, expected {expected.dtype}"
+    if actual.dtype.kind not in "fc":
+        np.testing.assert_array_equal(actual, expected, err_msg=what)
+        return
+    tol = TOLERANCES[actual.dtype]
+    rtol = tol["rtol"] if rtol is None else rtol
+    atol = tol["atol"] if atol is None else atol
+    finite = expected[np.isfinite(expected)]
+    scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def gradcheck(fn, *inputs, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0, wrt=None):
+    """Check the gradients of `fn` at `inputs` along random directions, in float64.
+
+    `fn` takes tensors and returns a tensor. Floating-point `inputs` (arrays or tensors) are
+    differentiated, those listed in `wrt` if it is given (indices); the others are passed as
+    constant tensors. With a random output cotangent r and L(x) = sum(fn(x) * r), backward gives
+    g = dL/dx; for a random direction v per input the central difference
+    (L(x + eps v) - L(x - eps v)) / 2 eps must equal sum(g * v). Keep inputs away from kinks.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [_as_numpy(x) for x in inputs]
+    wrt = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"] if wrt is None else list(wrt)
+    arrays = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
+    leaves = [Tensor(a.copy(), requires_grad=i in wrt) for i, a in enumerate(arrays)]
+    out = fn(*leaves)
+    assert out.dtype == np.float64, f"float64 inputs gave a {out.dtype} output"
+    assert out.requires_grad, "the output does not require grad: it is not connected to the inputs"
+    r = rng.standard_normal(out.shape)
+    out.backward(r)
+    scale = float(np.abs(out.numpy() * r).sum())  # the round-off of L is about 1e-16 * scale
+
+    def loss(i, step):
+        with no_grad():
+            shifted = [Tensor(a + step if j == i else a) for j, a in enumerate(arrays)]
+            return float((fn(*shifted).numpy() * r).sum())
+
+    for i in wrt:
+        grad = leaves[i].grad
+        grad = np.zeros_like(arrays[i]) if grad is None else grad.numpy()
+        assert grad.shape == arrays[i].shape, f"input {i}: grad shape {grad.shape}, expected {arrays[i].shape}"
+        assert grad.dtype == np.float64, f"input {i}: grad dtype {grad.dtype}, expected float64"
+        v = rng.standard_normal(arrays[i].shape)
+        numeric = (loss(i, eps * v) - loss(i, -eps * v)) / (2 * eps)
+        analytic = float(np.sum(grad * v))
+        assert abs(numeric - analytic) <= atol * (1 + scale) + rtol * abs(analytic), (
+            f"input {i} of shape {arrays[i].shape}: directional derivative {analytic!r} from backward, "
+            f"{numeric!r} from finite differences"
+        )
+
+
+def check_op(tg_fn, torch_fn, *arrays, np_fn=None, grad=True, numeric_grad=True, wrt=None, rtol=None, atol=None):
+    """Run `tg_fn` on `arrays` and compare it with every oracle; returns tinygen's output tensor.
+
+    `arrays` are NumPy arrays; floating ones are differentiated (or those whose indices are in
+    `wrt`), integer and boolean ones are passed as constant tensors. `tg_fn` takes tinygen
+    tensors, `torch_fn` torch tensors (or None), `np_fn` NumPy arrays (or None). In order:
+    1. shape and dtype of the output, then its values, against `np_fn` and against torch;
+    2. gradients: `gradcheck` in float64 (unless `numeric_grad=False`), and against torch's
+       autograd at the inputs' own dtype with the same output cotangent.
+    Tolerances default to TOLERANCES for the output's dtype (float32: float32 tolerances).
+    """
+    arrays = [np.asarray(a) for a in arrays]
+    wrt = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"] if wrt is None else list(wrt)
+    grad = grad and bool(wrt)
+    leaves = [Tensor(a.copy(), requires_grad=grad and i in wrt) for i, a in enumerate(arrays)]
+    out = tg_fn(*leaves)
+    assert isinstance(out, Tensor), f"tinygen returned {type(out).__name__}, not a Tensor"
+    if np_fn is not None:
+        assert_close(out, np.asarray(np_fn(*arrays)), "value vs NumPy", rtol, atol)
+
+    if torch is not None and torch_fn is not None:
+        torch_leaves = [torch.from_numpy(a.copy()).requires_grad_(grad and i in wrt) for i, a in enumerate(arrays)]
+        torch_out = torch_fn(*torch_leaves)
+        assert_close(out, torch_out.detach().numpy(), "value vs torch", rtol, atol)
+        if grad:
+            r = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
+            out.backward(r)
+            torch_out.backward(torch.from_numpy(r.copy()))
+            for i in wrt:
+                expected = torch_leaves[i].grad
+                expected = np.zeros_like(arrays[i]) if expected is None else expected.numpy()
+                actual = leaves[i].grad
+                actual = np.zeros_like(arrays[i]) if actual is None else actual.numpy()
+                assert_close(actual, expected, f"gradient of input {i} vs torch", rtol, atol)
+
+    if grad and numeric_grad:
+        gradcheck(tg_fn, *arrays, wrt=wrt)
+    return out
+
+
+def _as_numpy(x):
+    if isinstance(x, Tensor):
+        return x.numpy()
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().numpy()
+    return np.asarray(x)

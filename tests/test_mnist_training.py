@@ -1,0 +1,50 @@
+"""Learning on real data: a few hundred steps on an MNIST subset must more than halve the loss.
+
+This is the short version of `python -m benchmarks.mnist_classifier` (same models, same loop).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import tinygen
+from benchmarks import mnist_classifier
+from tinygen import optim
+from tinygen.data import load_mnist
+from tinygen.nn import functional as F
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+@pytest.fixture(scope="module")
+def mnist_subset():
+    if not os.path.isdir(DATA_DIR):
+        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+    train_images, train_labels = load_mnist(DATA_DIR, train=True)
+    test_images, test_labels = load_mnist(DATA_DIR, train=False)
+    train = mnist_classifier.as_inputs(train_images[:6000]), train_labels[:6000]
+    test = mnist_classifier.as_inputs(test_images[:1000]), test_labels[:1000]
+    return train, test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, steps", [("mlp", 300), ("cnn", 200)])
+def test_loss_falls_by_more_than_half(mnist_subset, name, steps):
+    (images, labels), (test_images, test_labels) = mnist_subset
+    tinygen.manual_seed(0)
+    model = mnist_classifier.MODELS[name]()
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    before = held_out_loss(model, test_images, test_labels)
+    losses = mnist_classifier.train_steps(model, opt, images, labels, steps, 64, np.random.default_rng(0))
+    after = held_out_loss(model, test_images, test_labels)
+    assert np.isfinite(losses).all()
+    assert before > 2.0  # ln 10 ≈ 2.30 for an untrained 10-way classifier
+    assert after < before / 2, f"{name}: test loss went from {before:.3f} to {after:.3f}"
+    assert mnist_classifier.accuracy(model, test_images, test_labels) > 0.85
+
+
+@tinygen.no_grad()
+def held_out_loss(model, images, labels):
+    model.eval()
+    return F.cross_entropy(model(tinygen.Tensor(images)), labels.astype(np.int64)).item()
