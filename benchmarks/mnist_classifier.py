@@ -1,6 +1,6 @@
 """Learning on real data: an MLP and a small CNN trained on MNIST with tinygen.
 
-    python -m benchmarks.mnist_classifier                 # both models, 2 epochs each
+    python -m benchmarks.mnist_classifier                 # both models, 3 epochs each
     python -m benchmarks.mnist_classifier --model cnn --epochs 3
 
 Prints, per model, the training loss per epoch, the test accuracy and the seconds per epoch
@@ -11,14 +11,13 @@ are read from ../shared/data/mnist (override with --data-dir).
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 
 import tinygen
+from benchmarks import machine
 from tinygen import nn, optim
-from tinygen.backend import kernel_backend
 from tinygen.data import load_mnist
 from tinygen.nn import functional as F
 
@@ -102,7 +101,7 @@ def run(name, epochs, batch_size, lr, seed, data):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=[*MODELS, "all"], default="all")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,8 +111,7 @@ def main(argv=None):
 
     train, test = load_mnist(args.data_dir, train=True), load_mnist(args.data_dir, train=False)
     data = ((as_inputs(train[0]), train[1]), (as_inputs(test[0]), test[1]))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"tinygen {tinygen.__version__}, kernels={kernel_backend()}, numpy {np.__version__}")
+    print(f"machine: {machine.describe()}")
     names = list(MODELS) if args.model == "all" else [args.model]
     results = [run(name, args.epochs, args.batch_size, args.lr, args.seed, data) for name in names]
     print(f"\n| model | params | epochs | test accuracy | s/epoch (median) |\n|---|---|---|---|---|")
