@@ -79,3 +79,35 @@ def manual_seed(seed):
 def generator():
     """The current NumPy random generator (replaced by each `manual_seed`)."""
     return _generator
+
+
+def get_rng_state():
+    """The generator's state as plain Python data (JSON-friendly), for checkpoints."""
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state from `get_rng_state`, so a resumed run draws the same numbers."""
+    try:
+        _generator.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as err:
+        raise ArgumentError(f"not a random generator state of {type(_generator.bit_generator).__name__}: {err}") from err
+
+
+class fork_rng:
+    """Context manager: draw from a generator seeded with `seed`, then restore the outer one.
+
+    Lets a training run draw its sample grids from a fixed seed without moving the training
+    run's own random stream (so a resumed run stays on the uninterrupted trajectory).
+    """
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __enter__(self):
+        self._outer = _generator
+        return manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        global _generator
+        _generator = self._outer

@@ -44,4 +44,8 @@ class BackendUnavailableError(TinygenError, RuntimeError):
 
 
 class DatasetFormatError(TinygenError, ValueError):
-    """A data file does not have the format it claims (IDX magic, sizes, length)."""
+    """A data file does not have the format or content it claims (IDX header, SHA-256, PNG chunks)."""
+
+
+class DownloadError(TinygenError, OSError):
+    """A file could not be downloaded (no network, every mirror refused or timed out)."""

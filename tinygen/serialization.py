@@ -83,7 +83,7 @@ def save(obj, path):
     entries[METADATA_KEY] = np.frombuffer(metadata.encode("utf-8"), dtype=np.uint8)
     _check_destination(path)
     try:
-        _write_atomically(path, entries)
+        write_atomically(path, lambda file: _write_npz(file, entries))
     except OSError as err:
         raise CheckpointError(f"cannot save checkpoint {path!r}: {err}") from err
 
@@ -171,13 +171,17 @@ def _check_destination(path):
         raise CheckpointError(f"cannot save checkpoint {path!r}: it is a directory")
 
 
-def _write_atomically(path, entries):
-    """Write `entries` to a temporary file beside `path`, then rename it onto `path`."""
+def write_atomically(path, write):
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it onto `path`.
+
+    A crash or an exception leaves the old `path` (or none), never a partial file; the
+    temporary file is removed. Also used for the PNG files and the downloaded data files.
+    """
     directory, name = os.path.split(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            _write_npz(file, entries)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp_path, _new_file_mode())
@@ -203,7 +207,7 @@ def _write_npz(file, entries):
 def _new_file_mode():
     """The permissions `open()` would give a new file (mkstemp's are 0o600, owner only)."""
     # NOTE: reading the umask means setting it; another thread creating a file in between gets
-    # umask 0. Checkpoints are saved from the training loop's thread, so this is accepted.
+    # umask 0. Files are saved from the training loop's thread, so this is accepted.
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

@@ -1,4 +1,4 @@
-"""Reading data: the IDX format of MNIST, checked before it is trusted.
+"""The IDX format of MNIST, read and checked before it is trusted.
 
 IDX (LeCun et al.) is a tiny big-endian format: a 4-byte magic number ``0 0 T D`` (T the element
 type, D the number of dimensions), D 4-byte sizes, then the elements in C order. `read_idx`

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygen.data import load_mnist, read_idx
+from tinygen.data.idx import load_mnist, read_idx
 from tinygen.errors import DatasetFormatError
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 
 
 def idx_bytes(array, code=0x08):

@@ -1,0 +1,276 @@
+"""The DDPM: schedule tables, the forward process, the samplers against hand-unrolled loops,
+the UNet's shapes and gradients, a short real run and resuming from a checkpoint."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+import tinygen
+from helpers import gradcheck
+from tinygen import backend
+from tinygen.errors import ArgumentError, ShapeError
+from tinygen.kernels import diffusion as kernels
+from tinygen.models.diffusion import DDPM, Config, Schedule, UNet
+from tinygen.tensor import Tensor
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
+TINY = dict(channels=(8, 16), groups=4)  # a UNet of a few thousand parameters
+
+
+def tiny_model(**overrides):
+    """A tiny DDPM whose zero-initialised convolutions are randomised, so eps_theta is not 0."""
+    model = DDPM(Config(**{**TINY, **overrides}))
+    rng = np.random.default_rng(0)
+    for name, p in model.net.named_parameters():
+        if not p.data.any():
+            p.data[...] = 0.1 * rng.standard_normal(p.shape)
+    model.ema = tinygen.optim.EMA(model.net, decay=model.config.ema_decay)
+    return model
+
+
+# --- the schedule --------------------------------------------------------------------------
+
+
+def test_linear_schedule_tables_and_closed_forms():
+    s = Schedule(Config(T=1000))
+    t = np.arange(1, 1001)
+    np.testing.assert_allclose(s.betas, 1e-4 + (0.02 - 1e-4) * (t - 1) / 999, rtol=1e-12)
+    assert np.all(np.diff(s.alpha_bar) < 0) and 0 < s.alpha_bar[-1] < s.alpha_bar[0] < 1  # monotone
+    np.testing.assert_allclose(s.alpha_bar, [np.prod(1 - s.betas[:k]) for k in t], rtol=1e-12)
+    np.testing.assert_allclose(s.sqrt_alpha_bar**2 + s.sqrt_one_minus_alpha_bar**2, 1, rtol=1e-12)
+    np.testing.assert_allclose(s.inv_sqrt_alpha, 1 / np.sqrt(1 - s.betas), rtol=1e-12)
+    np.testing.assert_allclose(s.eps_coef, s.betas / np.sqrt(1 - s.alpha_bar), rtol=1e-12)
+    # beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t: 0 at t = 1, between beta_{t-1}-ish and beta_t after
+    assert s.posterior_variance[0] == 0
+    np.testing.assert_allclose(s.posterior_variance[1:], (1 - s.alpha_bar[:-1]) / (1 - s.alpha_bar[1:]) * s.betas[1:],
+                               rtol=1e-12)
+    assert np.all(s.posterior_variance <= s.betas)
+    assert s.alpha_bar[-1] < 1e-4  # x_T is nearly pure noise
+
+
+def test_cosine_schedule_matches_nichol_and_dhariwal():
+    T, s_ = 1000, 0.008
+    s = Schedule(Config(T=T, schedule="cosine"))
+
+    def alpha_bar(t):  # eq. 17, written out
+        return math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2 / math.cos(s_ / (1 + s_) * math.pi / 2) ** 2
+
+    for t in (1, 10, 250, 500, 900):
+        assert s.alpha_bar[t - 1] == pytest.approx(alpha_bar(t), rel=1e-9)
+    assert s.alpha_bar[499] == pytest.approx(0.4938, abs=1e-4)  # cos^2(pi/2 0.504) / cos^2(pi/2 0.0079): about 1/2 at T/2
+    assert s.betas.max() == pytest.approx(0.999)  # the last beta is clipped
+    assert np.all(np.diff(s.alpha_bar) < 0)
+
+
+# --- the forward process q(x_t | x_0) --------------------------------------------------------
+
+
+def test_q_sample_has_the_closed_form_mean_and_variance():
+    # Many copies of one 2x2 image at three timesteps, all in one batch (per-sample coefficients).
+    s = Schedule(Config())
+    rng = np.random.default_rng(0)
+    x0 = np.array([[[[-1.0, 0.5], [0.0, 1.0]]]])  # (1, 1, 2, 2)
+    ts, n = np.array([0, 300, 999]), 20000
+    t = np.repeat(ts, n)  # (3n,)
+    x0s = np.broadcast_to(x0, (3 * n, 1, 2, 2)).copy()
+    eps = rng.standard_normal(x0s.shape)
+    x_t = kernels.q_sample(x0s, eps, s.sqrt_alpha_bar[t], s.sqrt_one_minus_alpha_bar[t]).reshape(3, n, 2, 2)
+    for k, ti in enumerate(ts):
+        var = 1 - s.alpha_bar[ti]
+        mean = np.sqrt(s.alpha_bar[ti]) * x0[0, 0]
+        np.testing.assert_allclose(x_t[k].mean(0), mean, atol=5 * math.sqrt(var / n) + 1e-12)
+        np.testing.assert_allclose(x_t[k].var(0), var, rtol=0.05, atol=1e-6)
+
+
+# --- samplers ---------------------------------------------------------------------------------
+
+
+def test_ddpm_sampling_matches_algorithm_2_unrolled_by_hand():
+    tinygen.manual_seed(0)
+    model = tiny_model(T=3)
+    tinygen.manual_seed(5)
+    out = model.sample(2, sampler="ddpm", use_ema=False)
+
+    # By hand: beta = 1e-4, 0.01005, 0.02; the same generator draws x_T, then z at t = 3 and 2.
+    betas = [1e-4, (1e-4 + 0.02) / 2, 0.02]
+    tinygen.manual_seed(5)
+    rng = backend.generator()
+    x = rng.standard_normal((2, 1, 28, 28), dtype=np.float32).astype(np.float64)
+    for t in (3, 2, 1):
+        beta, alpha_bar = betas[t - 1], np.prod([1 - b for b in betas[:t]])
+        eps = model.net(Tensor(x.astype(np.float32)), np.full(2, t - 1)).numpy().astype(np.float64)
+        z = rng.standard_normal(x.shape, dtype=np.float32) if t > 1 else 0.0
+        x = (x - beta / math.sqrt(1 - alpha_bar) * eps) / math.sqrt(1 - beta) + math.sqrt(beta) * z
+    np.testing.assert_allclose(out, (np.clip(x, -1, 1) + 1) / 2, atol=1e-5)
+    assert out.dtype == np.float32 and out.shape == (2, 1, 28, 28)
+
+
+def test_ddim_with_all_steps_and_eta_1_is_ddpm_with_the_posterior_variance():
+    tinygen.manual_seed(0)
+    model = tiny_model(T=20)
+    s = model.schedule
+    np.testing.assert_array_equal(model.ddim_timesteps(20), np.arange(20))
+    # sigma_t(eta = 1)^2 = beta~_t for consecutive steps (Song et al., below eq. 16)
+    sigma = model.ddim_sigma(s.alpha_bar, s.alpha_bar_prev, 1.0)
+    np.testing.assert_allclose(sigma**2, s.posterior_variance, rtol=1e-10, atol=1e-15)
+    # and one DDIM step equals one DDPM step with sigma^2 = beta~_t, the same z
+    rng = np.random.default_rng(1)
+    x, eps, z = (rng.standard_normal((3, 1, 4, 4)) for _ in range(3))
+    for i in (1, 7, 19):
+        c = lambda v: np.full(3, v)  # noqa: E731
+        ddim = kernels.ddim_step(x, eps, c(s.sqrt_alpha_bar[i]), c(s.sqrt_one_minus_alpha_bar[i]),
+                                 c(math.sqrt(s.alpha_bar[i - 1])), c(sigma[i]), z)
+        ddpm = kernels.p_sample_step(x, eps, c(s.eps_coef[i]), c(s.inv_sqrt_alpha[i]),
+                                     c(math.sqrt(s.posterior_variance[i])), z)
+        np.testing.assert_allclose(ddim, ddpm, rtol=1e-10, atol=1e-12)
+    # so the whole chains agree: both draw x_T and then z for t = T..2 from the same generator
+    tinygen.manual_seed(3)
+    a = model.sample(2, sampler="ddim", steps=20, eta=1.0, use_ema=False)
+    tinygen.manual_seed(3)
+    b = model.sample(2, sampler="ddpm", variance="posterior", use_ema=False)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [dict(sampler="ddim", steps=4), dict(sampler="ddim", steps=4, eta=0.5),
+                                     dict(sampler="ddpm")])
+def test_sampling_is_deterministic_under_a_seed(options):
+    tinygen.manual_seed(0)
+    model = tiny_model(T=8)
+    tinygen.manual_seed(11)
+    a = model.sample(3, **options)
+    tinygen.manual_seed(11)
+    b = model.sample(3, **options)
+    tinygen.manual_seed(12)
+    c = model.sample(3, **options)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
+
+
+def test_classifier_free_guidance_combines_conditional_and_null_predictions():
+    tinygen.manual_seed(0)
+    model = tiny_model(T=10, num_classes=3)
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    labels = np.array([0, 2])
+    cond = model.net(Tensor(x), np.full(2, 4), labels).numpy()
+    null = model.net(Tensor(x), np.full(2, 4), np.full(2, 3)).numpy()
+    np.testing.assert_allclose(model._eps(model.net, x, 4, labels, 2.0), 3 * cond - 2 * null, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(cond, null)  # the class embedding matters
+    out = model.sample(2, sampler="ddim", steps=3, labels=labels, guidance=2.0)
+    assert out.shape == (2, 1, 28, 28)
+
+
+def test_sampling_arguments_are_checked():
+    model = DDPM(Config(T=10, **TINY))
+    with pytest.raises(ArgumentError, match="sampler"):
+        model.sample(1, sampler="euler")
+    with pytest.raises(ArgumentError, match="all T=10 steps"):
+        model.sample(1, sampler="ddpm", steps=5)
+    with pytest.raises(ArgumentError, match="steps must be in 1..10"):
+        model.sample(1, sampler="ddim", steps=11)
+    with pytest.raises(ArgumentError, match="without num_classes"):
+        model.sample(1, labels=[0])
+    with pytest.raises(ArgumentError, match="channels"):
+        Config(channels=(8, 12), groups=8)
+
+
+# --- the UNet -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_classes", [None, 10])
+@pytest.mark.parametrize("channels", [(8,), (8, 16), (8, 16, 16)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_unet_output_has_the_input_shape(num_classes, channels, batch):
+    net = UNet(Config(channels=channels, groups=4, num_classes=num_classes))
+    labels = None if num_classes is None else np.arange(batch) % num_classes
+    out = net(tinygen.randn(batch, 1, 28, 28), np.arange(batch) * 100, labels)
+    assert out.shape == (batch, 1, 28, 28) and out.dtype == np.float32
+
+
+def test_unet_is_differentiable_end_to_end():
+    tinygen.set_default_dtype(np.float64)  # restored by conftest
+    tinygen.manual_seed(0)
+    net = UNet(Config(channels=(4, 8), groups=2, num_classes=3))
+    rng = np.random.default_rng(0)
+    for p in net.parameters():
+        if not p.data.any():
+            p.data[...] = 0.3 * rng.standard_normal(p.shape)  # zero-initialised convs would hide paths
+    t, labels = np.array([3, 500]), np.array([1, 3])
+    x = rng.standard_normal((2, 1, 8, 8))
+    gradcheck(lambda x: net(x, t, labels), x)
+    # and every parameter gets a gradient
+    net(Tensor(x), t, labels).sum().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not np.abs(p.grad.numpy()).sum() > 0]
+    assert missing == []
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_train_step_checks_images():
+    model = DDPM(Config(T=10, **TINY))
+    with pytest.raises(ShapeError, match=r"\(B, 1, H, W\)"):
+        model.train_step(tinygen.rand(2, 28, 28))
+    with pytest.raises(ArgumentError, match="needs labels"):
+        DDPM(Config(T=10, num_classes=10, **TINY)).train_step(tinygen.rand(2, 1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def mnist_2000():
+    if not os.path.isdir(DATA_DIR):
+        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+    from tinygen.data import load_mnist
+
+    images, labels = load_mnist(DATA_DIR, train=True)
+    return images[:2000, None].astype(np.float32) / 255, labels[:2000].astype(np.int64)
+
+
+def test_loss_is_finite_and_falls_on_real_digits(mnist_2000):
+    images, labels = mnist_2000
+    tinygen.manual_seed(0)
+    model = DDPM(Config(warmup_steps=10, num_classes=10, **TINY))
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(80):
+        idx = rng.integers(0, len(images), 32)
+        out = model.train_step(Tensor(images[idx]), labels[idx])
+        losses.append(out["loss"])
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[:5]) > 0.8  # eps_theta starts at 0: the loss starts at E[eps^2] = 1
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
+    assert model.step == 80 and model.ema.num_updates == 80
+
+
+def test_state_dict_round_trip_resumes_identically(tmp_path):
+    images = np.random.default_rng(0).random((6, 4, 1, 28, 28)).astype(np.float32)  # 6 batches of 4
+    labels = np.arange(24).reshape(6, 4) % 10
+
+    def run(model, batches):
+        return [model.train_step(Tensor(images[k]), labels[k])["loss"] for k in batches]
+
+    tinygen.manual_seed(0)
+    config = Config(T=50, warmup_steps=2, num_classes=10, **TINY)
+    model = DDPM(config)
+    run(model, range(3))
+    path = os.path.join(tmp_path, "ddpm.ckpt")
+    tinygen.save(model.state_dict(), path)
+    assert set(model.state_dict()) == {"model", "ema", "optimizer", "step"}
+
+    tinygen.manual_seed(99)
+    resumed = DDPM(config)  # fresh weights, replaced by the checkpoint
+    resumed.load_state_dict(tinygen.load(path))
+    tinygen.manual_seed(1)
+    expected = run(model, range(3, 6))
+    tinygen.manual_seed(1)
+    assert run(resumed, range(3, 6)) == expected
+    assert resumed.step == model.step == 6
+    for (name, a), b in zip(model.net.state_dict().items(), resumed.net.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for name, a in model.ema.shadow.items():
+        np.testing.assert_array_equal(a, resumed.ema.shadow[name], err_msg=name)
+    tinygen.manual_seed(2)
+    a = model.sample(2, steps=3)
+    tinygen.manual_seed(2)
+    np.testing.assert_array_equal(a, resumed.sample(2, steps=3))

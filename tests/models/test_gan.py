@@ -1,0 +1,185 @@
+"""MLPGAN and DCGAN: shapes, parameter counts, the two losses by hand, a short run on real MNIST,
+determinism under a seed, and exact resumption from a state dict (networks and Adam states)."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+import tinygen
+from tinygen.errors import ArgumentError, ShapeError
+from tinygen.models.gan import DCGAN, DCGANConfig, GANConfig, MLPGAN, discriminator_loss, generator_loss
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
+MODELS = [MLPGAN, DCGAN]
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """2,000 real training digits, float32 (N, 1, 28, 28) in [0, 1]."""
+    if not os.path.isdir(DATA_DIR):
+        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+    from tinygen.data import load_mnist
+
+    images, _ = load_mnist(DATA_DIR, train=True)
+    return images[:2000, None].astype(np.float32) / 255
+
+
+def batches(images, batch_size, count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [tinygen.Tensor(images[rng.integers(0, len(images), batch_size)]) for _ in range(count)]
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_network_shapes_and_sample_range(cls):
+    tinygen.manual_seed(0)
+    gan = cls()
+    z = gan.noise(5)
+    assert z.shape == (5, 100)
+    fake = gan.generator(z)
+    assert fake.shape == (5, 1, 28, 28)
+    assert gan.discriminator(fake).shape == (5, 1)
+    samples = gan.sample(7)
+    assert samples.shape == (7, 1, 28, 28) and samples.dtype == np.float32
+    assert samples.min() >= 0 and samples.max() <= 1
+
+
+def test_parameter_counts():
+    g, d = MLPGAN().generator, MLPGAN().discriminator
+    bn = lambda n: 2 * n  # noqa: E731  BatchNorm: a scale and a shift per feature
+    assert g.num_parameters() == (100 * 128 + 128) + bn(128) + (128 * 256 + 256) + bn(256) + (256 * 512 + 512) + bn(512) + (512 * 784 + 784)
+    assert d.num_parameters() == (784 * 512 + 512) + (512 * 256 + 256) + (256 + 1)
+    g, d = DCGAN().generator, DCGAN().discriminator
+    # G: Linear without bias (BN follows), ConvT 128->64 without bias, ConvT 64->1 with bias
+    assert g.num_parameters() == 100 * 128 * 7 * 7 + bn(128) + 128 * 64 * 4 * 4 + bn(64) + (64 * 1 * 4 * 4 + 1)
+    # D: Conv 1->64 with bias, Conv 64->128 without bias (BN follows), Linear 6272->1
+    assert d.num_parameters() == (64 * 16 + 64) + 128 * 64 * 16 + bn(128) + (128 * 7 * 7 + 1)
+
+
+def test_dcgan_initialisation_follows_radford():
+    tinygen.manual_seed(0)
+    gan = DCGAN()
+    w = gan.discriminator[2].weight.numpy()  # Conv 64->128: 131,072 draws from N(0, 0.02^2)
+    assert abs(w.mean()) < 1e-3 and abs(w.std() - 0.02) < 1e-3
+    bn = gan.generator[2].weight.numpy()
+    assert abs(bn.mean() - 1) < 0.01 and 0.01 < bn.std() < 0.03
+    assert (gan.generator[7].bias.numpy() == 0).all()
+
+
+def test_losses_against_hand_computation():
+    # D(x) = 0.8 and D(G(z)) = 0.3 everywhere: logits log(p / (1 - p))
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    real = tinygen.full((4, 1), logit(0.8), dtype=np.float64, requires_grad=True)
+    fake = tinygen.full((4, 1), logit(0.3), dtype=np.float64, requires_grad=True)
+    loss_d = discriminator_loss(real, fake)
+    assert loss_d.item() == pytest.approx(-math.log(0.8) - math.log(1 - 0.3), rel=1e-12)
+    loss_g = generator_loss(fake)
+    assert loss_g.item() == pytest.approx(-math.log(0.3), rel=1e-12)  # non-saturating: -log D(G(z))
+    # gradients wrt the logits: d/dl [-log σ(l)] = σ(l) - 1, d/dl [-log(1 - σ(l))] = σ(l); mean over 4
+    loss_d.backward()
+    np.testing.assert_allclose(real.grad.numpy(), (0.8 - 1) / 4, rtol=1e-12)
+    np.testing.assert_allclose(fake.grad.numpy(), 0.3 / 4, rtol=1e-12)
+
+
+def test_losses_stay_finite_for_confident_discriminators():
+    huge = tinygen.full((2, 1), 200.0)
+    assert math.isfinite(discriminator_loss(huge, -huge).item())  # ~ 0
+    assert generator_loss(-huge).item() == pytest.approx(200.0)  # -log σ(-200) = 200, no log(0)
+
+
+@pytest.mark.parametrize("cls, batch_size, steps", [(MLPGAN, 32, 40), (DCGAN, 16, 12)])
+def test_short_run_on_mnist(mnist, cls, batch_size, steps):
+    tinygen.manual_seed(0)
+    gan = cls(cls.Config(batch_size=batch_size))
+    history = [gan.train_step(x) for x in batches(mnist, batch_size, steps)]
+    for key in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert all(np.isfinite(h[key]) for h in history), key
+    assert all(0 <= h["d_fake"] <= 1 and 0 <= h["d_real"] <= 1 for h in history)
+    # after some D steps the discriminator tells real digits from fakes
+    late = history[steps // 2:]
+    assert np.mean([h["d_real"] for h in late]) > np.mean([h["d_fake"] for h in late]) + 0.1
+    # the D loss falls from its chance value 2 log 2 as D learns
+    assert np.mean([h["loss_d"] for h in late]) < 2 * math.log(2)
+    assert gan.step == steps
+    assert all(p.requires_grad for p in gan.discriminator.parameters())  # unfrozen after the G step
+
+
+def test_generator_step_leaves_the_discriminator_alone(monkeypatch):
+    """Only opt_d changes D; the G step computes no gradients for D's weights."""
+    tinygen.manual_seed(0)
+    gan = MLPGAN(GANConfig(batch_size=8))
+    calls = []
+    original_step = gan.opt_g.step
+
+    def spy_step():
+        calls.append([p.grad for p in gan.discriminator.parameters()])
+        return original_step()
+
+    monkeypatch.setattr(gan.opt_g, "step", spy_step)
+    gan.train_step(tinygen.rand(8, 1, 28, 28))
+    assert calls and all(g is None for g in calls[0])
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_same_seed_same_losses(cls):
+    runs = []
+    for _ in range(2):
+        tinygen.manual_seed(3)
+        gan = cls(cls.Config(batch_size=8))
+        x = tinygen.rand(8, 1, 28, 28)
+        runs.append([gan.train_step(x) for _ in range(2)] + [gan.sample(2).tolist()])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_resume_from_state_dict_is_exact(cls, tmp_path):
+    tinygen.manual_seed(0)
+    config = cls.Config(batch_size=8)
+    x = [tinygen.rand(8, 1, 28, 28) for _ in range(5)]
+    original = cls(config)
+    for batch in x[:3]:
+        original.train_step(batch)
+    path = tmp_path / "gan.npz"
+    tinygen.save(original.state_dict(), path)
+
+    tinygen.manual_seed(99)  # different initial weights, overwritten by the checkpoint
+    restored = cls(config)
+    restored.load_state_dict(tinygen.load(path))
+    assert restored.step == 3
+    for batch in x[3:]:
+        tinygen.manual_seed(7)
+        expected = original.train_step(batch)
+        tinygen.manual_seed(7)
+        assert restored.train_step(batch) == expected  # bit for bit: weights, BN stats, Adam moments
+    tinygen.manual_seed(1)
+    expected = original.sample(3)
+    tinygen.manual_seed(1)
+    np.testing.assert_array_equal(restored.sample(3), expected)
+
+
+def test_sampling_uses_batchnorm_running_statistics():
+    """In eval mode a sample does not depend on the others in its batch."""
+    tinygen.manual_seed(0)
+    gan = DCGAN(DCGANConfig(batch_size=8))
+    gan.train_step(tinygen.rand(8, 1, 28, 28))
+    tinygen.manual_seed(5)
+    four = gan.sample(4)
+    tinygen.manual_seed(5)
+    one = gan.sample(1)  # the same first z (the generator draws in order)
+    np.testing.assert_allclose(one[0], four[0], rtol=1e-5, atol=1e-6)
+    assert gan.generator.training  # sample() restores training mode
+
+
+def test_errors_name_the_problem():
+    gan = MLPGAN()
+    with pytest.raises(ShapeError, match=r"\(B, 1, 28, 28\).*\(4, 784\)"):
+        gan.train_step(tinygen.rand(4, 784))
+    with pytest.raises(ShapeError, match="B >= 2"):
+        gan.train_step(tinygen.rand(1, 1, 28, 28))
+    with pytest.raises(ArgumentError, match="positive integer"):
+        gan.sample(0)
+    with pytest.raises(ArgumentError, match="GANConfig"):
+        MLPGAN(DCGANConfig())
+    with pytest.raises(ArgumentError, match="keys"):
+        gan.load_state_dict({"generator": {}})

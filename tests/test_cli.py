@@ -1,0 +1,145 @@
+"""The training loop and the `tinygen` command: files, resume after a kill, divergence, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tinygen import cli, trainer
+from tinygen.errors import ArgumentError, CheckpointError
+from tinygen.image import read_png
+from tinygen.serialization import load
+
+
+def model_arrays(path):
+    """Every array of a checkpoint's model state, by flat key."""
+    flat = {}
+
+    def walk(node, key):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}/{k}")
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{key}/{i}")
+        elif isinstance(node, np.ndarray):
+            flat[key] = node
+
+    walk(load(path)["model"], "model")
+    return flat
+
+
+def assert_same_state(path_a, path_b):
+    a, b = model_arrays(path_a), model_arrays(path_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_train_writes_checkpoint_metrics_config_and_grids(tmp_path):
+    out = tmp_path / "run"
+    path = trainer.train("vae", str(out), steps=12, checkpoint_every=4, sample_every=6, log_every=2)
+    assert path == str(out / "checkpoint.npz")
+    state = load(path)
+    assert state["step"] == 12 and state["run"]["model"] == "vae"
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 4, 6, 8, 10, 12]
+    assert all(np.isfinite(m["loss"]) and m["steps_per_s"] > 0 for m in lines)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "vae" and config["steps"] == 12 and config["config"]["latent_dim"] == 20
+    assert sorted(os.listdir(out / "samples")) == ["final.png", "step_000006.png"]
+    grid = read_png(out / "samples" / "final.png")
+    assert grid.shape == (8 * 30 + 2, 8 * 30 + 2) and grid.dtype == np.uint8
+
+
+def test_resume_follows_the_uninterrupted_trajectory(tmp_path):
+    whole = trainer.train("vae", str(tmp_path / "whole"), steps=12, checkpoint_every=4)
+    trainer.train("vae", str(tmp_path / "parts"), steps=8, checkpoint_every=4)
+    parts = trainer.train("vae", str(tmp_path / "parts"), steps=12, checkpoint_every=4, resume=True)
+    assert_same_state(whole, parts)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [8, 10, 12]  # every 10th step, and the last step of each invocation
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL at a random moment, resume, and land exactly where an uninterrupted run lands."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tinygen", "train", "vae", "--steps", "100000", "--checkpoint-every", "5",
+           "--sample-every", "100000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.npz").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # kill somewhere after the first checkpoint, possibly mid-step or mid-write
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    step = load(out / "checkpoint.npz")["step"]
+    assert step % 5 == 0 and step >= 5
+    resumed = trainer.train("vae", str(out), steps=step + 7, checkpoint_every=5, resume=True)
+    whole = trainer.train("vae", str(tmp_path / "whole"), steps=step + 7, checkpoint_every=5)
+    assert_same_state(whole, resumed)
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)), "metrics after the checkpoint were logged twice"
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original = trainer.models.MODELS["vae"].train_step
+    calls = []
+
+    def train_step(self, images, labels):
+        calls.append(1)
+        losses = original(self, images, labels)
+        return {**losses, "loss": float("nan")} if len(calls) == 5 else losses
+
+    monkeypatch.setattr(trainer.models.MODELS["vae"], "train_step", train_step)
+    out = tmp_path / "nan"
+    with pytest.raises(trainer.TrainingDivergedError, match=r"diverged at step 5: loss=nan.*checkpoint\.npz"):
+        trainer.train("vae", str(out), steps=20, checkpoint_every=2)
+    assert load(out / "checkpoint.npz")["step"] == 4
+
+
+def test_runs_are_never_overwritten_and_resume_checks_its_input(tmp_path):
+    out = str(tmp_path / "run")
+    trainer.train("vae", out, steps=2)
+    with pytest.raises(ArgumentError, match="already holds a run"):
+        trainer.train("vae", out, steps=2)
+    with pytest.raises(ArgumentError, match="holds a 'vae' run, not 'gan'"):
+        trainer.train("gan", out, steps=4, resume=True)
+    with pytest.raises(ArgumentError, match="do not pass lr"):
+        trainer.train("vae", out, steps=4, resume=True, overrides={"lr": 0.1})
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        trainer.train("vae", str(tmp_path / "empty"), resume=True)
+    with pytest.raises(ArgumentError, match="vae has no setting width"):
+        trainer.build_model("vae", {"width": 3})
+
+
+def test_command_line_train_sample_info(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "convvae", "--steps", "3", "--batch-size", "16", "--out", str(out)]) == 0
+    ckpt = str(out / "checkpoint.npz")
+    npz = tmp_path / "samples.npz"
+    assert cli.main(["sample", "--checkpoint", ckpt, "--n", "5", "--out", str(tmp_path / "g.png"),
+                     "--npz", str(npz), "--npz-dtype", "uint8"]) == 0
+    samples = load(npz)["samples"]
+    assert samples.shape == (5, 1, 28, 28) and samples.dtype == np.uint8
+    assert read_png(tmp_path / "g.png").shape == (2 * 30 + 2, 3 * 30 + 2)  # 5 images: 2 rows of 3
+    assert cli.main(["sample", "--checkpoint", ckpt, "--sampler", "ddim"]) == 2
+    assert "only apply to diffusion models" in capsys.readouterr().err
+    assert cli.main(["sample", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert cli.main(["info"]) == 0
+    assert "kernels: numpy" in capsys.readouterr().out
+
+
+def test_python_dash_m_tinygen_runs_the_command():
+    result = subprocess.run([sys.executable, "-m", "tinygen", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("tinygen ")

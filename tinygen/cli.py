@@ -1,0 +1,123 @@
+"""The `tinygen` command: train, sample, info.
+
+    tinygen train ddpm                       # the embedded MNIST subset, default settings
+    tinygen train vae --data mnist --data-dir ../shared/data/mnist --epochs 5
+    tinygen train gan --out runs/gan --resume
+    tinygen sample --checkpoint runs/ddpm/checkpoint.npz --sampler ddim --steps 50 --out grid.png
+    tinygen info
+
+Also runs as `python -m tinygen`. Errors a user can cause print one line and exit with status 2.
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+import numpy as np
+
+import tinygen
+from tinygen import backend, image, models, trainer
+from tinygen.errors import TinygenError
+from tinygen.serialization import save
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except TinygenError as err:
+        print(f"tinygen: error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, trainer.TrainingDivergedError) else 2
+    except KeyboardInterrupt:
+        print("\ntinygen: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tinygen", description="GANs, VAEs and diffusion models from scratch.")
+    parser.add_argument("--version", action="version", version=f"tinygen {tinygen.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train a model; checkpoints, metrics and sample grids go to --out")
+    p.add_argument("model", choices=list(models.MODELS))
+    p.add_argument("--data", choices=["embedded", "mnist"], default="embedded",
+                   help="embedded: the MNIST subset shipped in the package (default); mnist: the IDX files in --data-dir")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or raw)")
+    p.add_argument("--download", action="store_true", help="fetch missing MNIST files into --data-dir (SHA-256 checked)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="training steps (default: the model's own)")
+    length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default runs/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids")
+    p.set_defaults(run=run_train)
+
+    p = commands.add_parser("sample", help="draw samples from a checkpoint into a PNG grid and/or an .npz")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", default="grid.png", help="PNG grid to write ('' for none)")
+    p.add_argument("--npz", help="also write the raw samples, shape (n, 1, 28, 28), to this .npz")
+    p.add_argument("--npz-dtype", choices=["uint8", "float32"], default="float32",
+                   help="float32 in [0, 1] or uint8 in [0, 255] (default float32)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
+    p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
+    p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
+    p.add_argument("--guidance", type=float, help="class-conditional diffusion: classifier-free guidance weight")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_sample)
+
+    p = commands.add_parser("info", help="version, backends, kernels and threads")
+    p.set_defaults(run=run_info)
+    return parser
+
+
+def run_train(args):
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+    out = args.out or os.path.join("runs", args.model)
+    path = trainer.train(
+        args.model, out, steps=args.steps, epochs=args.epochs, overrides=overrides, seed=args.seed,
+        data=args.data, data_dir=args.data_dir, download=args.download, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every,
+    )
+    print(f"checkpoint: {path}\nsamples: {os.path.join(out, 'samples', 'final.png')}\nmetrics: {os.path.join(out, trainer.METRICS)}")
+    return 0
+
+
+def run_sample(args):
+    model, run, step = trainer.load_checkpoint(args.checkpoint)
+    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance", args.guidance)) if v is not None}
+    if options and run["model"] != "ddpm":
+        raise tinygen.ArgumentError(f"{', '.join('--' + k for k in options)} only apply to diffusion models, not {run['model']!r}")
+    if args.n < 1:
+        raise tinygen.ArgumentError(f"--n must be at least 1, got {args.n}")
+    backend.manual_seed(args.seed)
+    samples = model.sample(args.n, **options)  # (n, 1, 28, 28) float32 in [0, 1]
+    if args.out:
+        image.save_png(args.out, image.make_grid(samples, nrow=int(np.ceil(np.sqrt(args.n)))))
+        print(f"grid: {args.out}")
+    if args.npz:
+        data = samples if args.npz_dtype == "float32" else np.round(samples * 255).astype(np.uint8)
+        save({"samples": data, "model": run["model"], "step": step, "seed": args.seed, "options": options}, args.npz)
+        print(f"samples: {args.npz} ({data.dtype}, shape {data.shape})")
+    return 0
+
+
+def run_info(args):
+    print(f"tinygen {tinygen.__version__} (Python {platform.python_version()}, NumPy {np.__version__})")
+    print(f"kernels: {backend.kernel_backend()} (TINYGEN_KERNELS={os.environ.get('TINYGEN_KERNELS', 'auto')})")
+    print(f"cores: {os.cpu_count()}; BLAS threads: {_blas_threads()}")
+    print(f"models: {', '.join(models.MODELS)}")
+    return 0
+
+
+def _blas_threads():
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            return f"{os.environ[var]} ({var})"
+    return f"{os.cpu_count()} (BLAS default: one per core)"

@@ -1,0 +1,369 @@
+"""Denoising diffusion probabilistic models (Ho et al. 2020), with DDIM sampling and guidance.
+
+The forward process adds Gaussian noise to an image x_0 in T small steps with variances beta_t,
+
+    q(x_t | x_{t-1}) = N(x_t; sqrt(1 - beta_t) x_{t-1}, beta_t I),                 t = 1..T,
+
+and composing the steps gives every x_t in closed form (alpha_t = 1 - beta_t,
+alpha_bar_t = alpha_1 ... alpha_t):
+
+    q(x_t | x_0) = N(x_t; sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I),
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,     eps ~ N(0, I).
+
+With alpha_bar_T close to 0, x_T is almost pure noise. A network eps_theta(x_t, t) learns to
+predict the noise eps that was added (Algorithm 1, the "simple" loss, eq. 14):
+
+    L = E_{x_0, t, eps} || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2,
+
+and sampling runs the chain backwards from x_T ~ N(0, I) (Algorithm 2):
+
+    x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t) + sigma_t z,
+
+with sigma_t^2 = beta_t or the posterior variance beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
+of q(x_{t-1} | x_t, x_0). DDIM (Song et al. 2021) reuses the same trained network to jump along a
+sub-sequence of S << T timesteps; its eta interpolates between a deterministic sampler (eta = 0)
+and DDPM's (eta = 1). Classifier-free guidance (Ho & Salimans 2022) trains one network both with
+class labels and, a fraction p_uncond of the time, with a "null" label, and samples with
+eps = (1 + w) eps_theta(x, c) - w eps_theta(x, null).
+
+NOTE: arrays are indexed by t - 1: `schedule.betas[0]` is beta_1, and the network sees the index
+t - 1 in 0..T-1. The noise updates run in `tinygen.kernels.diffusion` (through its dispatcher) on
+raw arrays: neither x_t in training nor any sampling step needs a gradient.
+
+>>> import tinygen
+>>> _ = tinygen.manual_seed(0)
+>>> model = DDPM(Config(T=50, channels=(8, 16), groups=4, batch_size=4))
+>>> images = tinygen.rand(4, 1, 28, 28)
+>>> sorted(model.train_step(images, np.zeros(4, np.int64)))
+['grad_norm', 'loss']
+>>> model.sample(2, sampler="ddim", steps=5).shape
+(2, 1, 28, 28)
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinygen import backend, nn, optim
+from tinygen.errors import ArgumentError, ShapeError
+from tinygen.kernels import diffusion as kernels
+from tinygen.nn import functional as F
+from tinygen.tensor import Tensor, cat, no_grad
+
+
+@dataclass
+class Config:
+    """Hyperparameters of the DDPM and its training run (the defaults train on 2 CPU cores)."""
+
+    T: int = 1000  # number of diffusion steps
+    schedule: str = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    beta_start: float = 1e-4  # beta_1 of the linear schedule
+    beta_end: float = 0.02  # beta_T of the linear schedule
+    cosine_s: float = 0.008  # offset s of the cosine schedule
+    channels: tuple = (16, 32, 64)  # UNet widths at 28x28, 14x14, 7x7
+    groups: int = 8  # GroupNorm groups (must divide every width)
+    dropout: float = 0.0
+    num_classes: int = None  # class-conditional (with a "null" class for guidance) when set
+    p_uncond: float = 0.1  # probability of training with the null class
+    lr: float = 1e-3
+    warmup_steps: int = 200  # linear learning-rate warm-up
+    grad_clip: float = 1.0  # max gradient norm (None: no clipping)
+    batch_size: int = 64
+    steps: int = 4000
+    ema_decay: float = 0.995
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        if self.T < 1:
+            raise ArgumentError(f"T must be at least 1, got {self.T}")
+        if self.schedule not in ("linear", "cosine"):
+            raise ArgumentError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        if not 1 <= len(self.channels) <= 3 or any(c < 1 or c % self.groups for c in self.channels):
+            raise ArgumentError(
+                f"channels must be 1 to 3 widths (28x28 halves twice at most), each divisible by "
+                f"groups={self.groups}; got {self.channels}"
+            )
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ArgumentError(f"num_classes must be None or at least 1, got {self.num_classes}")
+        if not 0 <= self.p_uncond <= 1:
+            raise ArgumentError(f"p_uncond must be a probability, got {self.p_uncond}")
+
+
+class Schedule:
+    """The tables of the forward process, float64, named after the paper's symbols (index t - 1).
+
+    >>> s = Schedule(Config(T=1000))
+    >>> round(float(s.betas[0]), 6), round(float(s.betas[-1]), 6)
+    (0.0001, 0.02)
+    >>> round(float(s.alpha_bar[-1]), 6)  # x_T is nearly pure noise
+    4e-05
+    """
+
+    def __init__(self, config):
+        T = config.T
+        if config.schedule == "linear":
+            betas = np.linspace(config.beta_start, config.beta_end, T, dtype=np.float64)
+        else:
+            # Nichol & Dhariwal (2021), eq. 17: alpha_bar_t = f(t) / f(0),
+            # f(t) = cos^2(pi/2 (t/T + s) / (1 + s)), and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}
+            # clipped at 0.999 so that the last steps (alpha_bar near 0) stay finite.
+            f = np.cos(np.pi / 2 * (np.arange(T + 1) / T + config.cosine_s) / (1 + config.cosine_s)) ** 2
+            betas = np.minimum(1 - f[1:] / f[:-1], 0.999)
+        self.T = T
+        self.betas = betas  # \beta_t
+        self.alphas = 1 - betas  # \alpha_t = 1 - \beta_t
+        self.alpha_bar = np.cumprod(self.alphas)  # \bar\alpha_t = \prod_{s=1}^t \alpha_s
+        self.alpha_bar_prev = np.append(1.0, self.alpha_bar[:-1])  # \bar\alpha_{t-1}, \bar\alpha_0 = 1
+        self.sqrt_alpha_bar = np.sqrt(self.alpha_bar)  # \sqrt{\bar\alpha_t}
+        self.sqrt_one_minus_alpha_bar = np.sqrt(1 - self.alpha_bar)  # \sqrt{1 - \bar\alpha_t}
+        self.inv_sqrt_alpha = 1 / np.sqrt(self.alphas)  # 1 / \sqrt{\alpha_t}
+        self.eps_coef = betas / self.sqrt_one_minus_alpha_bar  # \beta_t / \sqrt{1 - \bar\alpha_t}
+        # \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t, the variance of q(x_{t-1} | x_t, x_0)
+        self.posterior_variance = (1 - self.alpha_bar_prev) / (1 - self.alpha_bar) * betas
+
+
+# --- the network eps_theta(x_t, t, c) -------------------------------------------------------
+
+
+def timestep_embedding(t, dim, dtype):
+    """Sinusoidal embedding of integer timesteps (B,) -> (B, dim), as the Transformer's positions:
+    [sin(t w_i), cos(t w_i)] with w_i = 10000^(-i / (dim/2)), i = 0..dim/2 - 1."""
+    half = dim // 2
+    freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)  # w_i
+    args = np.asarray(t, dtype=np.float64)[:, None] * freqs[None, :]  # (B, half)
+    return Tensor(np.concatenate([np.sin(args), np.cos(args)], axis=1).astype(dtype))  # (B, dim)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv3x3, + the projected time embedding, GroupNorm -> SiLU ->
+    (dropout) -> conv3x3, added to the input (through a 1x1 conv when the width changes)."""
+
+    def __init__(self, in_channels, out_channels, emb_dim, groups, dropout):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (as Ho et al.)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb)).reshape(emb.shape[0], -1, 1, 1)  # (B, C) -> (B, C, 1, 1)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t, c) for (B, 1, 28, 28) images: one residual block per resolution on the
+    way down (28 -> 14 -> 7, stride-2 convs) and up (nearest upsampling + conv), with the down
+    path's outputs concatenated onto the up path's inputs (skip connections)."""
+
+    def __init__(self, config):
+        super().__init__()
+        widths, groups, dropout = config.channels, config.groups, config.dropout
+        emb_dim = 4 * widths[0]
+        self.num_classes = config.num_classes
+        self.time_mlp = nn.Sequential(nn.Linear(widths[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if config.num_classes is not None:
+            # one extra row: the "null" class index num_classes, for classifier-free guidance
+            self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
+        self.inc = nn.Conv2d(1, widths[0], 3, padding=1)
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        c = widths[0]
+        for i, width in enumerate(widths):
+            self.down.append(ResBlock(c, width, emb_dim, groups, dropout))
+            if i < len(widths) - 1:
+                self.downsample.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+            c = width
+        self.mid = ResBlock(c, c, emb_dim, groups, dropout)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(widths))):
+            self.up.append(ResBlock(c + widths[i], widths[i], emb_dim, groups, dropout))
+            c = widths[i]
+            if i > 0:
+                self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, widths[i - 1], 3, padding=1)))
+                c = widths[i - 1]
+        self.out = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
+        nn.init.zeros_(self.out[2].weight)  # the first prediction is eps_theta = 0
+        nn.init.zeros_(self.out[2].bias)
+
+    def forward(self, x, t, labels=None):
+        """x (B, 1, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, 1, H, W)."""
+        emb = self.time_mlp(timestep_embedding(t, self.inc.weight.shape[0], x.dtype))  # (B, emb_dim)
+        if self.num_classes is not None:
+            if labels is None:
+                labels = np.full(x.shape[0], self.num_classes)  # unconditional: the null class
+            emb = emb + self.class_emb(Tensor(np.asarray(labels, dtype=np.int64)))
+        elif labels is not None:
+            raise ArgumentError("labels given to a UNet built without num_classes")
+        h = self.inc(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid(h, emb)
+        for i, block in enumerate(self.up):
+            h = block(cat([h, skips.pop()], dim=1), emb)  # (B, C_up + C_skip, H, W)
+            if i < len(self.upsample):
+                h = self.upsample[i](h)
+        return self.out(h)
+
+
+# --- the model: training (Algorithm 1) and sampling (Algorithm 2, DDIM) -----------------------
+
+
+class DDPM:
+    """A DDPM on 28x28 digits, following the protocol of `tinygen.models`."""
+
+    Config = Config
+
+    def __init__(self, config=None):
+        self.config = config = Config() if config is None else config
+        self.schedule = Schedule(config)
+        self.net = UNet(config)
+        self.optimizer = optim.Adam(self.net.parameters(), lr=config.lr)
+        self.ema = optim.EMA(self.net, decay=config.ema_decay)
+        self.ema_net = copy.deepcopy(self.net)  # sampling network, filled from the EMA weights
+        self.step = 0
+
+    # --- training ---------------------------------------------------------------------------
+
+    def train_step(self, images, labels=None):
+        """Algorithm 1 of Ho et al. (2020) on one batch: one Adam step on the eps-prediction loss."""
+        x0 = images.data if isinstance(images, Tensor) else np.asarray(images)
+        if x0.ndim != 4 or x0.shape[1] != 1 or x0.dtype.kind != "f":
+            raise ShapeError(f"images must be floats of shape (B, 1, H, W) in [0, 1], got {x0.dtype} {x0.shape}")
+        x0 = 2 * x0 - 1  # [0, 1] -> [-1, 1]
+        B, rng, s = x0.shape[0], backend.generator(), self.schedule
+        t = rng.integers(0, s.T, size=B)  # t ~ Uniform({1, ..., T}), as indices t - 1
+        eps = rng.standard_normal(x0.shape, dtype=x0.dtype)  # eps ~ N(0, I)
+        x_t = kernels.q_sample(x0, eps, s.sqrt_alpha_bar[t], s.sqrt_one_minus_alpha_bar[t])
+        y = None
+        if self.config.num_classes is not None:
+            if labels is None:
+                raise ArgumentError("a class-conditional DDPM needs labels in train_step")
+            y = np.asarray(labels, dtype=np.int64).copy()
+            y[rng.random(B) < self.config.p_uncond] = self.config.num_classes  # drop to the null class
+        loss = F.mse_loss(self.net(Tensor(x_t), t, y), Tensor(eps))  # ||eps - eps_theta(x_t, t)||^2
+
+        for group in self.optimizer.param_groups:  # linear warm-up of the learning rate
+            group["lr"] = self.config.lr * min(1.0, (self.step + 1) / max(self.config.warmup_steps, 1))
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip or math.inf)
+        self.optimizer.step()
+        self.ema.update(self.net)
+        self.step += 1
+        return {"loss": loss.item(), "grad_norm": grad_norm}
+
+    # --- sampling ---------------------------------------------------------------------------
+
+    @no_grad()
+    def sample(self, n, sampler="ddim", steps=None, eta=0.0, labels=None, guidance=0.0, use_ema=True,
+               variance="beta"):
+        """n images (n, 1, 28, 28) float32 in [0, 1], from x_T ~ N(0, I) run backwards.
+
+        sampler "ddpm": Algorithm 2 over all T steps, sigma_t^2 = beta_t (variance="beta") or
+        beta~_t (variance="posterior"). sampler "ddim": `steps` timesteps (default 50) with `eta`.
+        labels (n,) pick the classes of a class-conditional model (None: unconditional), and
+        guidance = w > 0 applies classifier-free guidance. The EMA weights sample unless
+        use_ema=False.
+
+        NOTE: DDIM with 50 steps is the default because every step is one network evaluation:
+        with the NumPy kernels on 2 CPU cores, DDPM's 1000 steps for 64 images take minutes.
+        """
+        if sampler not in ("ddpm", "ddim"):
+            raise ArgumentError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if sampler == "ddpm" and steps not in (None, self.schedule.T):
+            raise ArgumentError(f"ancestral sampling runs all T={self.schedule.T} steps, got steps={steps}; "
+                                f"use sampler='ddim' for fewer")
+        if variance not in ("beta", "posterior"):
+            raise ArgumentError(f"variance must be 'beta' or 'posterior', got {variance!r}")
+        if labels is not None:
+            if self.config.num_classes is None:
+                raise ArgumentError("labels given, but this DDPM was trained without num_classes")
+            labels = np.asarray(labels, dtype=np.int64)
+            if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.config.num_classes:
+                raise ArgumentError(f"labels must be {n} class indices in 0..{self.config.num_classes - 1}")
+        net = self.ema_net if use_ema else self.net
+        if use_ema:
+            self.ema.copy_to(net)
+        net.eval()
+        dtype = self.net.inc.weight.dtype
+        x = backend.generator().standard_normal((n, 1, 28, 28), dtype=dtype)  # x_T ~ N(0, I)
+        if sampler == "ddpm":
+            x = self._sample_ddpm(net, x, labels, guidance, variance)
+        else:
+            x = self._sample_ddim(net, x, labels, guidance, steps, eta)
+        net.train()
+        return ((np.clip(x, -1, 1) + 1) / 2).astype(np.float32)  # [-1, 1] -> [0, 1]
+
+    def _eps(self, net, x, t, labels, guidance):
+        """eps_theta(x_t, t, c), guided: (1 + w) eps_theta(x, c) - w eps_theta(x, null)."""
+        n = x.shape[0]
+        ts = np.full(n, t)
+        if labels is None or guidance == 0:
+            return net(Tensor(x), ts, labels).data
+        null = np.full(n, self.config.num_classes)
+        both = net(Tensor(np.concatenate([x, x])), np.concatenate([ts, ts]), np.concatenate([labels, null])).data
+        return (1 + guidance) * both[:n] - guidance * both[n:]  # both: (2n, 1, H, W)
+
+    def _sample_ddpm(self, net, x, labels, guidance, variance):
+        """Algorithm 2: for t = T..1, x_{t-1} = (x_t - beta_t/sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z."""
+        s, n, rng = self.schedule, x.shape[0], backend.generator()
+        sigmas = np.sqrt(s.betas if variance == "beta" else s.posterior_variance)
+        for i in reversed(range(s.T)):  # i = t - 1
+            eps = self._eps(net, x, i, labels, guidance)
+            z = rng.standard_normal(x.shape, dtype=x.dtype) if i > 0 else None  # z = 0 at t = 1
+            sigma = sigmas[i] if i > 0 else 0.0
+            x = kernels.p_sample_step(x, eps, np.full(n, s.eps_coef[i]), np.full(n, s.inv_sqrt_alpha[i]),
+                                      np.full(n, sigma), z)
+        return x
+
+    def ddim_timesteps(self, steps):
+        """The sub-sequence tau_1 < ... < tau_S of indices 0..T-1, evenly spaced, ending at T-1."""
+        if not 1 <= steps <= self.schedule.T:
+            raise ArgumentError(f"DDIM steps must be in 1..{self.schedule.T}, got {steps}")
+        return np.unique(np.round(np.linspace(0, self.schedule.T - 1, steps)).astype(np.int64))
+
+    def ddim_sigma(self, alpha_bar_t, alpha_bar_prev, eta):
+        """Song et al. (2021), eq. 16: sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)."""
+        return eta * np.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * np.sqrt(1 - alpha_bar_t / alpha_bar_prev)
+
+    def _sample_ddim(self, net, x, labels, guidance, steps, eta):
+        """DDIM (Song et al. 2021, eq. 12) along tau: x_{tau_i} -> x_{tau_{i-1}}, the last step to x_0."""
+        s, n, rng = self.schedule, x.shape[0], backend.generator()
+        taus = self.ddim_timesteps(50 if steps is None else steps)
+        for k in reversed(range(len(taus))):
+            i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
+            alpha_bar_prev = s.alpha_bar[prev] if prev >= 0 else 1.0
+            sigma = self.ddim_sigma(s.alpha_bar[i], alpha_bar_prev, eta)
+            eps = self._eps(net, x, i, labels, guidance)
+            z = rng.standard_normal(x.shape, dtype=x.dtype) if sigma > 0 else None
+            x = kernels.ddim_step(x, eps, np.full(n, s.sqrt_alpha_bar[i]), np.full(n, s.sqrt_one_minus_alpha_bar[i]),
+                                  np.full(n, math.sqrt(alpha_bar_prev)), np.full(n, sigma), z)
+        return x
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self):
+        return {
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])

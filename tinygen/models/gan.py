@@ -1,0 +1,325 @@
+"""Generative adversarial networks (Goodfellow et al. 2014): an MLP GAN and a DCGAN for 28×28 digits.
+
+A generator G maps noise z ~ p_z = N(0, I) to an image; a discriminator D maps an image to the
+logit of the probability that it came from the data rather than from G. They play the minimax game
+(Goodfellow et al. 2014, eq. 1)
+
+    min_G max_D V(D, G) = E_{x ~ p_data}[log D(x)] + E_{z ~ p_z}[log(1 − D(G(z)))].
+
+Both losses are binary cross-entropies on D's logits (`F.binary_cross_entropy_with_logits`, which
+never takes the log of 0), written out in `discriminator_loss` and `generator_loss` below:
+
+- D ascends V: it minimises BCE(D(x), 1) + BCE(D(G(z)), 0) = −log D(x) − log(1 − D(G(z))).
+- G, in the non-saturating form of section 3 of the paper, maximises log D(G(z)) instead of
+  minimising log(1 − D(G(z))): it minimises BCE(D(G(z)), 1) = −log D(G(z)). Early in training D
+  rejects fakes confidently, log(1 − D(G(z))) is flat there, and G would get no gradient; −log D(G(z))
+  has the same fixed point and strong gradients exactly then.
+
+At the equilibrium D(·) = 1/2 everywhere: loss_d = 2 log 2 ≈ 1.386 and loss_g = log 2 ≈ 0.693.
+
+`MLPGAN` follows the classic Keras MNIST GAN (fully connected layers, LeakyReLU 0.2, BatchNorm
+after each hidden activation of G); `DCGAN` follows Radford et al. (2016): strided (transposed)
+convolutions instead of pooling, BatchNorm in both networks except G's output and D's input,
+ReLU in G, LeakyReLU in D, weights from N(0, 0.02²). Both are trained by `GAN.train_step`, which
+is Algorithm 1 of Goodfellow et al. with k = 1 discriminator step per generator step, and Adam
+(lr 2e-4, β₁ 0.5) as in the DCGAN paper.
+
+>>> import tinygen
+>>> _ = tinygen.manual_seed(0)
+>>> gan = MLPGAN(GANConfig(batch_size=8))
+>>> losses = gan.train_step(tinygen.rand(8, 1, 28, 28))
+>>> sorted(losses)
+['d_fake', 'd_real', 'loss_d', 'loss_g']
+>>> gan.sample(4).shape
+(4, 1, 28, 28)
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import tinygen
+from tinygen import nn, optim
+from tinygen.errors import ArgumentError, ShapeError
+from tinygen.nn import functional as F
+from tinygen.tensor import Tensor, no_grad
+
+IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of an MNIST digit
+
+
+@dataclass
+class GANConfig:
+    """Hyperparameters of `MLPGAN`; `steps` × `batch_size` is the default `tinygen train gan` run."""
+
+    latent_dim: int = 100  # dim of z ~ N(0, I)
+    # NOTE: the Keras example's generator is 256 → 512 → 1024; this project's specification (and
+    # PyTorch-GAN's first three blocks) uses 128 → 256 → 512, a third of the parameters.
+    g_hidden: tuple = (128, 256, 512)
+    d_hidden: tuple = (512, 256)
+    negative_slope: float = 0.2  # LeakyReLU(alpha=0.2)
+    # Keras' BatchNormalization(momentum=0.8) keeps running = 0.8 running + 0.2 batch, which is
+    # PyTorch's (and tinygen's) momentum=0.2; Keras' default epsilon is 1e-3 (PyTorch's is 1e-5).
+    bn_momentum: float = 0.2
+    bn_eps: float = 1e-3
+    lr: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    batch_size: int = 64
+    steps: int = 20000
+
+
+@dataclass
+class DCGANConfig:
+    """Hyperparameters of `DCGAN`; `width` is the channel count of G's last and D's first layer."""
+
+    latent_dim: int = 100
+    width: int = 64  # G: 2w x 7 x 7 -> w x 14 x 14 -> 1 x 28 x 28; D: 1 -> w -> 2w channels
+    negative_slope: float = 0.2
+    init_std: float = 0.02  # Radford et al.: all weights from N(0, 0.02^2)
+    lr: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    batch_size: int = 64
+    steps: int = 2000
+
+
+# --- the two losses ---------------------------------------------------------------------------
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """−(1/m) Σ [log D(x⁽ⁱ⁾) + log(1 − D(G(z⁽ⁱ⁾)))], from D's logits: D ascends V(D, G).
+
+    >>> round(discriminator_loss(tinygen.zeros(3, 1), tinygen.zeros(3, 1)).item(), 4)  # 2 log 2
+    1.3863
+    """
+    # BCE(l, 1) = −log σ(l) and BCE(l, 0) = −log(1 − σ(l)), with σ(l) = D(·)
+    return (F.binary_cross_entropy_with_logits(real_logits, tinygen.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, tinygen.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits):
+    """−(1/m) Σ log D(G(z⁽ⁱ⁾)): the non-saturating generator loss (G maximises log D(G(z))).
+
+    >>> round(generator_loss(tinygen.zeros(3, 1)).item(), 4)  # log 2
+    0.6931
+    """
+    return F.binary_cross_entropy_with_logits(fake_logits, tinygen.ones_like(fake_logits))
+
+
+# --- training, sampling, checkpoints: shared by both architectures ----------------------------
+
+
+class GAN:
+    """What MLPGAN and DCGAN share: the alternating updates, sampling and the state dict.
+
+    A subclass sets `Config` and builds `self.generator` (z (B, latent_dim) -> images
+    (B, 1, 28, 28) in [0, 1]) and `self.discriminator` (images -> logits (B, 1)) in
+    `_build_networks`.
+    """
+
+    Config = None
+
+    def __init__(self, config=None):
+        self.config = self.Config() if config is None else config
+        if not isinstance(self.config, self.Config):
+            raise ArgumentError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.generator, self.discriminator = self._build_networks(self.config)
+        c = self.config
+        self.opt_g = optim.Adam(self.generator.parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.step = 0
+
+    def _build_networks(self, config):
+        raise NotImplementedError
+
+    def noise(self, n):
+        """n draws of z ~ N(0, I), shape (n, latent_dim), from the seeded generator."""
+        return tinygen.randn(n, self.config.latent_dim)
+
+    # Goodfellow et al. (2014), Algorithm 1, with k = 1 and the non-saturating generator loss:
+    #   (1) sample z⁽¹⁾..z⁽ᵐ⁾ ~ p_z and x⁽¹⁾..x⁽ᵐ⁾ ~ p_data; update D by ascending
+    #           ∇_θd (1/m) Σᵢ [log D(x⁽ⁱ⁾) + log(1 − D(G(z⁽ⁱ⁾)))]
+    #   (2) sample a fresh z⁽¹⁾..z⁽ᵐ⁾ ~ p_z; update G by descending (non-saturating form)
+    #           ∇_θg −(1/m) Σᵢ log D(G(z⁽ⁱ⁾))
+    # "Ascending"/"descending" are both Adam steps on the BCE losses above.
+    def train_step(self, images, labels=None):
+        """One D update then one G update on a batch of real images (B, 1, 28, 28) in [0, 1].
+
+        Returns {"loss_d", "loss_g", "d_real": mean D(x), "d_fake": mean D(G(z))}, the
+        probabilities seen by the discriminator step (before its update). `labels` is ignored:
+        these GANs are unconditional.
+        """
+        x = _check_images(images)
+        m = x.shape[0]
+        G, D = self.generator, self.discriminator
+        G.train()
+        D.train()
+
+        # (1) discriminator step; G's output is a constant here (no graph through G).
+        with no_grad():
+            fake = G(self.noise(m))
+        real_logits, fake_logits = D(x), D(fake)  # separate batches: D's BatchNorm sees each alone
+        loss_d = discriminator_loss(real_logits, fake_logits)
+        self.opt_d.zero_grad()
+        loss_d.backward()
+        self.opt_d.step()
+
+        # (2) generator step; D is frozen so backward skips its weight gradients (only dD/dinput).
+        D.requires_grad_(False)
+        try:
+            loss_g = generator_loss(D(G(self.noise(m))))
+            self.opt_g.zero_grad()
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            D.requires_grad_(True)
+
+        self.step += 1
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_real": real_logits.detach().sigmoid().mean().item(),
+            "d_fake": fake_logits.detach().sigmoid().mean().item(),
+        }
+
+    @no_grad()
+    def sample(self, n):
+        """n images G(z), z ~ N(0, I): a float32 array (n, 1, 28, 28) in [0, 1].
+
+        The generator runs in eval mode, so its BatchNorm layers normalise with their running
+        statistics (averaged over training batches), not with this batch's: a sample does not
+        depend on the others drawn with it. Training mode is restored afterwards.
+        """
+        _check_count(n)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            images = self.generator(self.noise(n))
+        finally:
+            self.generator.train(was_training)
+        return images.numpy().astype(np.float32)
+
+    def state_dict(self):
+        """Both networks (weights and BatchNorm statistics), both Adam states and the step count."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state):
+        """Restore what `state_dict()` returned, so that training continues exactly."""
+        expected = {"generator", "discriminator", "opt_g", "opt_d", "step"}
+        if not isinstance(state, dict) or set(state) != expected:
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ArgumentError(f"a {type(self).__name__} state dict has the keys {sorted(expected)}, got {keys}")
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+
+
+class MLPGAN(GAN):
+    """The fully connected GAN of the Keras MNIST example.
+
+    G: z (100) -> [Linear -> LeakyReLU(0.2) -> BatchNorm] x 3 (128, 256, 512) -> Linear(784) -> sigmoid
+    D: image -> Flatten (784) -> [Linear -> LeakyReLU(0.2)] x 2 (512, 256) -> Linear(1): a logit
+
+    NOTE: the Keras example ends G with tanh on images scaled to [-1, 1]; here images are in
+    [0, 1], so G ends with a sigmoid (σ(2a) = (tanh(a) + 1) / 2: the same family of outputs).
+    As in that example BatchNorm comes after the activation, and D has no normalisation.
+    Weights keep PyTorch's default initialisation.
+    """
+
+    Config = GANConfig
+
+    def _build_networks(self, c):
+        g_layers, width = [], c.latent_dim
+        for hidden in c.g_hidden:
+            g_layers += [nn.Linear(width, hidden), nn.LeakyReLU(c.negative_slope),
+                         nn.BatchNorm1d(hidden, eps=c.bn_eps, momentum=c.bn_momentum)]
+            width = hidden
+        g_layers += [nn.Linear(width, int(np.prod(IMAGE_SHAPE))), nn.Sigmoid(),
+                     nn.Unflatten(1, IMAGE_SHAPE)]  # (B, 784) -> (B, 1, 28, 28)
+        d_layers, width = [nn.Flatten()], int(np.prod(IMAGE_SHAPE))  # (B, 1, 28, 28) -> (B, 784)
+        for hidden in c.d_hidden:
+            d_layers += [nn.Linear(width, hidden), nn.LeakyReLU(c.negative_slope)]
+            width = hidden
+        d_layers.append(nn.Linear(width, 1))
+        return nn.Sequential(*g_layers), nn.Sequential(*d_layers)
+
+
+class DCGAN(GAN):
+    """A deep convolutional GAN for 28×28 (Radford et al. 2016), w = `width` (64):
+
+    G: z -> Linear -> (2w, 7, 7) -> BN -> ReLU -> ConvT(2w->w, k4 s2 p1) -> (w, 14, 14) -> BN -> ReLU
+         -> ConvT(w->1, k4 s2 p1) -> (1, 28, 28) -> sigmoid
+    D: (1, 28, 28) -> Conv(1->w, k4 s2 p1) -> (w, 14, 14) -> LeakyReLU(0.2)
+         -> Conv(w->2w, k4 s2 p1) -> (2w, 7, 7) -> BN -> LeakyReLU(0.2) -> Flatten -> Linear -> 1 logit
+
+    The paper's guidelines: strided convolutions learn their own up- and downsampling (no pooling);
+    BatchNorm everywhere except G's output and D's input layer; ReLU in G, LeakyReLU in D. A layer
+    followed by BatchNorm has no bias (BN's shift replaces it). Weights are drawn from N(0, 0.02²)
+    and BatchNorm scales from N(1, 0.02²), as in the PyTorch DCGAN example; biases start at 0.
+    """
+
+    Config = DCGANConfig
+
+    def _build_networks(self, c):
+        w = c.width
+        generator = nn.Sequential(
+            nn.Linear(c.latent_dim, 2 * w * 7 * 7, bias=False),
+            nn.Unflatten(1, (2 * w, 7, 7)),  # (B, 2w*7*7) -> (B, 2w, 7, 7)
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False),  # -> (B, w, 14, 14)
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.ConvTranspose2d(w, 1, 4, stride=2, padding=1),  # -> (B, 1, 28, 28)
+            nn.Sigmoid(),
+        )
+        discriminator = nn.Sequential(
+            nn.Conv2d(1, w, 4, stride=2, padding=1),  # (B, 1, 28, 28) -> (B, w, 14, 14)
+            nn.LeakyReLU(c.negative_slope),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False),  # -> (B, 2w, 7, 7)
+            nn.BatchNorm2d(2 * w),
+            nn.LeakyReLU(c.negative_slope),
+            nn.Flatten(),  # (B, 2w, 7, 7) -> (B, 2w*7*7)
+            nn.Linear(2 * w * 7 * 7, 1),
+        )
+        for module in list(generator.modules()) + list(discriminator.modules()):
+            _dcgan_init_(module, c.init_std)
+        return generator, discriminator
+
+
+def _dcgan_init_(module, std):
+    """N(0, std²) weights for (transposed) convolutions and linear layers, N(1, std²) BN scales, zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, std)
+        nn.init.zeros_(module.bias)
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+
+def _check_images(images):
+    """A float Tensor (B, 1, 28, 28), B >= 2 (BatchNorm needs two values per channel)."""
+    if isinstance(images, np.ndarray):
+        images = Tensor(images)
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a tinygen Tensor (B, 1, 28, 28), got {type(images).__name__}")
+    if images.dtype.kind != "f":
+        raise tinygen.DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {images.dtype}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 2:
+        raise ShapeError(f"images must have shape (B, 1, 28, 28) with B >= 2, got {tuple(images.shape)}")
+    return images
+
+
+def _check_count(n):
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ArgumentError(f"the number of samples must be a positive integer, got {n!r}")

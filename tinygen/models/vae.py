@@ -1,0 +1,269 @@
+"""Variational autoencoders (Kingma & Welling 2014): an MLP VAE and a convolutional VAE.
+
+A latent z ~ p(z) = N(0, I) generates an image through a decoder p_θ(x | z); an encoder
+q_φ(z | x) = N(μ_φ(x), diag σ²_φ(x)) approximates the posterior. Both are trained by maximising the
+evidence lower bound (ELBO, eq. 3 of the paper) on log p_θ(x):
+
+    log p_θ(x) >= ELBO(x) = E_{q_φ(z|x)}[log p_θ(x | z)] − KL(q_φ(z | x) ‖ N(0, I)).
+
+- Decoder: a Bernoulli per pixel with logits l = f_θ(z), so with p = σ(l)
+      log p_θ(x | z) = Σ_pixels [x log p + (1 − x) log(1 − p)] = −BCE_with_logits(l, x) summed.
+  NOTE: by default the targets x are the [0, 1] grey levels themselves ("continuous" Bernoulli
+  targets, as the PyTorch VAE example does). That is not a normalised likelihood for grey
+  levels, so the ELBO is only comparable to published numbers (about −100 nats on binarised
+  MNIST) with `binarize=True`, which draws x_bin ~ Bernoulli(x) afresh for every batch
+  (dynamic binarisation) and evaluates the bound on binary images.
+- Expectation: one sample (L = 1 in the paper) with the reparameterisation trick
+      z = μ + σ ⊙ ε,  ε ~ N(0, I),  σ = exp(½ log σ²),
+  so the sample is a differentiable function of φ and the noise carries no parameter.
+- KL between two Gaussians, in closed form (the paper's Appendix B), summed over the J latents:
+      KL(N(μ, σ²) ‖ N(0, I)) = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²).
+
+The training loss is −ELBO per image in nats: summed over the 784 pixels and the latents,
+averaged over the batch (`recon` + `kl`). Adam with lr 1e-3.
+
+>>> import tinygen
+>>> _ = tinygen.manual_seed(0)
+>>> vae = VAE()
+>>> losses = vae.train_step(tinygen.rand(8, 1, 28, 28))
+>>> sorted(losses)
+['kl', 'loss', 'recon']
+>>> vae.sample(4).shape
+(4, 1, 28, 28)
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import tinygen
+from tinygen import nn, optim
+from tinygen.errors import ArgumentError, DTypeError, ShapeError
+from tinygen.nn import functional as F
+from tinygen.tensor import Tensor, no_grad
+
+IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of an MNIST digit
+
+
+@dataclass
+class VAEConfig:
+    """Hyperparameters of the MLP `VAE` (the paper's MNIST model with 400 hidden units)."""
+
+    hidden: int = 400
+    latent_dim: int = 20  # J, the dimension of z
+    binarize: bool = False  # True: train on x_bin ~ Bernoulli(x), drawn per batch
+    lr: float = 1e-3
+    batch_size: int = 128
+    steps: int = 20000
+
+
+@dataclass
+class ConvVAEConfig:
+    """Hyperparameters of `ConvVAE`: two stride-2 convolutions (32, 64 channels) each way."""
+
+    channels: tuple = (32, 64)
+    latent_dim: int = 16
+    binarize: bool = False
+    lr: float = 1e-3
+    batch_size: int = 128
+    steps: int = 3000
+
+
+# --- the two terms of the ELBO -----------------------------------------------------------------
+
+
+def bernoulli_nll(logits, x):
+    """−log p(x | z) per image (B,) for Bernoulli pixels with logits l: Σ_pixels BCE(l, x).
+
+    −log p = −Σ [x log σ(l) + (1 − x) log(1 − σ(l))], computed from the logits so no log(0) occurs.
+
+    >>> round(bernoulli_nll(tinygen.zeros(1, 1, 28, 28), tinygen.ones(1, 1, 28, 28)).item(), 2)  # 784 log 2
+    543.43
+    """
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
+
+
+def gaussian_kl(mu, logvar):
+    """KL(N(μ, diag σ²) ‖ N(0, I)) per row (B,): −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²).
+
+    >>> gaussian_kl(tinygen.zeros(1, 20), tinygen.zeros(1, 20)).item() == 0  # q = p
+    True
+    """
+    return -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(1)
+
+
+class VAE:
+    """The MLP VAE: x (784) -> 400 -> ReLU -> (μ, log σ²) (20 each); z (20) -> 400 -> ReLU -> 784 logits.
+
+    Subclasses change the networks only (`_build_networks`); the ELBO, training, sampling and
+    checkpoints are shared.
+    """
+
+    Config = VAEConfig
+
+    def __init__(self, config=None):
+        self.config = self.Config() if config is None else config
+        if not isinstance(self.config, self.Config):
+            raise ArgumentError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        encoder, features, decoder = self._build_networks(self.config)
+        self.net = nn.Module()
+        self.net.encoder = encoder  # x (B, 1, 28, 28) -> h (B, features)
+        self.net.to_mu = nn.Linear(features, self.config.latent_dim)  # h -> μ (B, J)
+        self.net.to_logvar = nn.Linear(features, self.config.latent_dim)  # h -> log σ² (B, J)
+        self.net.decoder = decoder  # z (B, J) -> logits (B, 1, 28, 28)
+        self.optimizer = optim.Adam(self.net.parameters(), lr=self.config.lr)
+        self.step = 0
+
+    def _build_networks(self, c):
+        n_pixels = int(np.prod(IMAGE_SHAPE))
+        encoder = nn.Sequential(
+            nn.Flatten(),  # (B, 1, 28, 28) -> (B, 784)
+            nn.Linear(n_pixels, c.hidden),
+            nn.ReLU(),
+        )
+        decoder = nn.Sequential(
+            nn.Linear(c.latent_dim, c.hidden),
+            nn.ReLU(),
+            nn.Linear(c.hidden, n_pixels),
+            nn.Unflatten(1, IMAGE_SHAPE),  # (B, 784) -> (B, 1, 28, 28)
+        )
+        return encoder, c.hidden, decoder
+
+    # --- the model ------------------------------------------------------------------------------
+
+    def encode(self, x):
+        """The parameters of q_φ(z | x): μ and log σ², each (B, J)."""
+        h = self.net.encoder(x)
+        return self.net.to_mu(h), self.net.to_logvar(h)
+
+    def decode(self, z):
+        """The Bernoulli logits l = f_θ(z) of p_θ(x | z), shape (B, 1, 28, 28)."""
+        return self.net.decoder(z)
+
+    def negative_elbo_terms(self, x, eps=None):
+        """Per image: (−E_q[log p(x|z)] estimated with one z, KL(q(z|x) ‖ N(0, I))), each (B,).
+
+        `eps` (B, J) is the reparameterisation noise ε; None draws it from N(0, I) with the
+        seeded generator. Their sum is −ELBO(x) in nats.
+        """
+        mu, logvar = self.encode(x)
+        if eps is None:
+            eps = tinygen.randn(*mu.shape, dtype=mu.dtype)
+        z = mu + (0.5 * logvar).exp() * eps  # z = μ + σ ⊙ ε, σ = exp(½ log σ²)
+        return bernoulli_nll(self.decode(z), x), gaussian_kl(mu, logvar)
+
+    def _targets(self, images):
+        """The images the bound is computed on: as given, or x_bin ~ Bernoulli(x) if `binarize`."""
+        x = _check_images(images)
+        if self.config.binarize:
+            x = (tinygen.rand(*x.shape, dtype=x.dtype) < x).to(x.dtype)
+        return x
+
+    # --- the protocol ---------------------------------------------------------------------------
+
+    def train_step(self, images, labels=None):
+        """One Adam step on −ELBO averaged over the batch (B, 1, 28, 28) in [0, 1].
+
+        Returns {"loss": −ELBO, "recon": −E_q[log p(x|z)], "kl": KL(q(z|x) ‖ p(z))}, each in nats
+        per image (batch means); loss = recon + kl. `labels` is ignored.
+        """
+        x = self._targets(images)
+        self.net.train()
+        recon, kl = self.negative_elbo_terms(x)
+        recon, kl = recon.mean(), kl.mean()
+        loss = recon + kl
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+
+    @no_grad()
+    def elbo(self, images):
+        """ELBO(x) per image in nats, a float64 array (B,), for evaluation (no gradients).
+
+        A one-sample estimate of the expectation (ε drawn from the seeded generator), so it is
+        unbiased for the ELBO; with `binarize=True` the images are binarised first, as in training.
+        """
+        recon, kl = self.negative_elbo_terms(self._targets(images))
+        return -(recon.numpy() + kl.numpy()).astype(np.float64)
+
+    @no_grad()
+    def sample(self, n):
+        """n decoder means σ(f_θ(z)), z ~ N(0, I): a float32 array (n, 1, 28, 28) in [0, 1].
+
+        NOTE: these are the Bernoulli means E[x | z] (grey levels), not binary draws from
+        p_θ(x | z): a draw is mostly salt-and-pepper noise around the mean.
+        """
+        _check_count(n)
+        z = tinygen.randn(n, self.config.latent_dim)
+        return self.decode(z).sigmoid().numpy().astype(np.float32)
+
+    def state_dict(self):
+        """The networks, the Adam state and the step count."""
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state):
+        """Restore what `state_dict()` returned, so that training continues exactly."""
+        expected = {"net", "optimizer", "step"}
+        if not isinstance(state, dict) or set(state) != expected:
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ArgumentError(f"a {type(self).__name__} state dict has the keys {sorted(expected)}, got {keys}")
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+
+class ConvVAE(VAE):
+    """A convolutional VAE, channels (c₁, c₂) = (32, 64):
+
+    encoder: (1, 28, 28) -> Conv(1->c₁, k4 s2 p1) -> (c₁, 14, 14) -> ReLU -> Conv(c₁->c₂, k4 s2 p1)
+             -> (c₂, 7, 7) -> ReLU -> Flatten -> Linear heads -> μ, log σ² (J = 16 each)
+    decoder: z -> Linear -> ReLU -> (c₂, 7, 7) -> ConvT(c₂->c₁, k4 s2 p1) -> (c₁, 14, 14) -> ReLU
+             -> ConvT(c₁->1, k4 s2 p1) -> (1, 28, 28) logits
+    """
+
+    Config = ConvVAEConfig
+
+    def _build_networks(self, c):
+        c1, c2 = c.channels
+        encoder = nn.Sequential(
+            nn.Conv2d(1, c1, 4, stride=2, padding=1),  # (B, 1, 28, 28) -> (B, c1, 14, 14)
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),  # -> (B, c2, 7, 7)
+            nn.ReLU(),
+            nn.Flatten(),  # (B, c2, 7, 7) -> (B, c2*7*7)
+        )
+        decoder = nn.Sequential(
+            nn.Linear(c.latent_dim, c2 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (c2, 7, 7)),  # (B, c2*7*7) -> (B, c2, 7, 7)
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),  # -> (B, c1, 14, 14)
+            nn.ReLU(),
+            nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),  # -> (B, 1, 28, 28) logits
+        )
+        return encoder, c2 * 7 * 7, decoder
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+
+def _check_images(images):
+    """A float Tensor (B, 1, 28, 28) with values in [0, 1] (they are Bernoulli means/targets)."""
+    if isinstance(images, np.ndarray):
+        images = Tensor(images)
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a tinygen Tensor (B, 1, 28, 28), got {type(images).__name__}")
+    if images.dtype.kind != "f":
+        raise DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {images.dtype}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 1:
+        raise ShapeError(f"images must have shape (B, 1, 28, 28), got {tuple(images.shape)}")
+    lo, hi = float(images.data.min()), float(images.data.max())
+    if lo < 0 or hi > 1:
+        raise ArgumentError(f"images must lie in [0, 1] (Bernoulli targets), found values in [{lo}, {hi}]")
+    return images
+
+
+def _check_count(n):
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ArgumentError(f"the number of samples must be a positive integer, got {n!r}")

@@ -1,0 +1,232 @@
+"""The training loop behind `tinygen train`: data, steps, checkpoints, metrics, sample grids.
+
+A run lives in one folder:
+
+    config.json      what was asked for (model, its Config, seed, data), written once
+    checkpoint.npz   the latest complete state, replaced atomically (tinygen.save)
+    metrics.jsonl    one JSON object per logged step (losses, steps/s)
+    samples/         step_000500.png, ... and final.png: grids from a fixed sampling seed
+
+The checkpoint holds the model's `state_dict()` (networks, optimizers, EMA), the step, the
+random generator's state and nothing else that changes: the data order of epoch e is a pure
+function of (seed, e). So a run killed at any moment resumes from its last checkpoint with
+`resume=True` and follows exactly the trajectory of a run that was never interrupted; sample
+grids draw from a separate, fixed-seed generator so they do not move that trajectory.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from tinygen import backend, image, models
+from tinygen.data import MNIST, DataLoader
+from tinygen.errors import ArgumentError, CheckpointError, TinygenError
+from tinygen.serialization import load, save
+from tinygen.tensor import Tensor
+
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDivergedError(TinygenError, RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def build_model(name, overrides=None):
+    """The model class registered as `name`, built from its Config with `overrides` applied."""
+    if name not in models.MODELS:
+        raise ArgumentError(f"unknown model {name!r}; choose one of {', '.join(models.MODELS)}")
+    cls = models.MODELS[name]
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        raise ArgumentError(f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(sorted(fields))}")
+    return cls(cls.Config(**(overrides or {})))
+
+
+def load_dataset(data, data_dir=None, download=False, train=True):
+    """`embedded` (the MNIST subset inside the package) or `mnist` (the IDX files in data_dir)."""
+    if data == "embedded":
+        return MNIST(root=None, train=train)
+    if data == "mnist":
+        if data_dir is None:
+            raise ArgumentError("--data mnist needs --data-dir, the folder holding the MNIST IDX files")
+        return MNIST(root=data_dir, train=train, download=download)
+    raise ArgumentError(f"unknown data {data!r}; choose 'embedded' or 'mnist'")
+
+
+def train(
+    model_name,
+    out,
+    steps=None,
+    epochs=None,
+    overrides=None,
+    seed=0,
+    data="embedded",
+    data_dir=None,
+    download=False,
+    resume=False,
+    checkpoint_every=None,
+    sample_every=None,
+    log_every=10,
+    progress=None,
+):
+    """Train `model_name` into the folder `out`; returns the path of the final checkpoint.
+
+    `overrides` sets fields of the model's Config (batch_size, lr, ...). With `resume=True` the
+    model, its Config, the seed and the data come from `out`'s checkpoint and config; `steps`
+    may raise the target. Without it, a folder that already holds a checkpoint is refused, so
+    no saved run is overwritten by accident.
+    """
+    os.makedirs(out, exist_ok=True)
+    ckpt_path = os.path.join(out, CHECKPOINT)
+    state = None
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
+        state = load(ckpt_path)
+        run = _run_of(state, ckpt_path)
+        if run["model"] != model_name:
+            raise ArgumentError(f"{out} holds a {run['model']!r} run, not {model_name!r}")
+        if overrides:
+            raise ArgumentError(f"--resume takes the settings from {ckpt_path}; do not pass {', '.join(overrides)}")
+    else:
+        if os.path.exists(ckpt_path):
+            raise ArgumentError(f"{out} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out")
+        run = {"model": model_name, "seed": seed, "data": data, "data_dir": data_dir, "overrides": dict(overrides or {})}
+
+    backend.manual_seed(run["seed"])
+    model = build_model(model_name, run["overrides"])
+    dataset = load_dataset(run["data"], run["data_dir"], download)
+    loader = DataLoader(dataset, batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=run["seed"])
+    if len(loader) == 0:
+        raise ArgumentError(f"batch_size {model.config.batch_size} is larger than the {len(dataset)} training images")
+    if epochs is not None:
+        steps = epochs * len(loader)
+    run["steps"] = steps if steps is not None else run.get("steps", model.config.steps)
+    run["config"] = dataclasses.asdict(model.config)
+    steps = run["steps"]
+
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        backend.set_rng_state(state["rng"])
+        step = int(state["step"])
+        _truncate_metrics(os.path.join(out, METRICS), step)
+    _write_json(os.path.join(out, CONFIG), run)  # for people; the checkpoint carries its own copy
+
+    checkpoint_every = checkpoint_every or max(1, min(500, steps // 10))
+    sample_every = sample_every or max(1, steps // 10)
+    bar = Progress(model_name, steps, enabled=sys.stderr.isatty() if progress is None else progress)
+    metrics = open(os.path.join(out, METRICS), "a", encoding="utf-8")
+    start, start_step = time.perf_counter(), step
+    try:
+        while step < steps:
+            epoch, index = divmod(step, len(loader))
+            for images, labels in loader.batches(epoch, start=index):
+                losses = model.train_step(Tensor(images), labels)
+                step += 1
+                bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                if bad:
+                    raise TrainingDivergedError(
+                        f"training diverged at step {step}: {', '.join(f'{k}={v}' for k, v in bad.items())}; "
+                        f"the last good checkpoint is {ckpt_path}"
+                    )
+                rate = (step - start_step) / max(time.perf_counter() - start, 1e-9)
+                if step % log_every == 0 or step == steps:
+                    metrics.write(json.dumps({"step": step, **losses, "steps_per_s": rate}) + "\n")
+                    metrics.flush()
+                if step % checkpoint_every == 0 or step == steps:
+                    save({"model": model.state_dict(), "step": step, "rng": backend.get_rng_state(), "run": run}, ckpt_path)
+                if step % sample_every == 0 or step == steps:
+                    write_grid(model, os.path.join(out, "samples", "final.png" if step == steps else f"step_{step:06d}.png"))
+                bar.update(step, losses, rate)
+                if step == steps:
+                    break
+    finally:
+        metrics.close()
+        bar.close()
+    return ckpt_path
+
+
+def write_grid(model, path, n=64, seed=1234, **options):
+    """Sample n images from a fixed seed (outside the training stream) and save them as a grid."""
+    with backend.fork_rng(seed):
+        samples = model.sample(n, **options)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save_png(path, image.make_grid(samples, nrow=int(math.ceil(math.sqrt(n)))))
+    return samples
+
+
+def load_checkpoint(path):
+    """Rebuild a run's model from its checkpoint alone; returns (model, run, step)."""
+    state = load(path)
+    run = _run_of(state, path)
+    model = build_model(run["model"], run["overrides"])
+    model.load_state_dict(state["model"])
+    return model, run, int(state["step"])
+
+
+def _run_of(state, path):
+    run = state.get("run") if isinstance(state, dict) else None
+    if not isinstance(run, dict) or not {"model", "seed", "data", "overrides"} <= run.keys() or "model" not in state:
+        raise CheckpointError(f"{path}: a tinygen checkpoint, but not of a training run (no model and run settings)")
+    return run
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _truncate_metrics(path, step):
+    """Drop metric lines logged after the checkpoint we resume from (that work is redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+
+
+class Progress:
+    """A one-line progress bar on stderr: step, losses, steps/s and the time left."""
+
+    def __init__(self, name, total, enabled):
+        self.name, self.total, self.enabled = name, total, enabled
+        self._last = 0.0
+
+    def update(self, step, losses, rate):
+        now = time.perf_counter()
+        if not self.enabled or (now - self._last < 0.2 and step != self.total):
+            return
+        self._last = now
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        shown = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
+        sys.stderr.write(
+            f"\r{self.name} {step}/{self.total} {100 * step / self.total:5.1f}% | {shown} | "
+            f"{rate:.2f} steps/s | ETA {_clock(eta)}\033[K"
+        )
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _clock(seconds):
+    if not math.isfinite(seconds):
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
