@@ -8,6 +8,7 @@ from tinygen.errors import (
     BackendUnavailableError,
     CheckpointError,
     DatasetFormatError,
+    DownloadError,
     DTypeError,
     ShapeError,
     StateDictError,

@@ -47,14 +47,15 @@ IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of an MNIST digit
 
 @dataclass
 class VAEConfig:
-    """Hyperparameters of the MLP `VAE` (the paper's MNIST model with 400 hidden units)."""
+    """Hyperparameters of the MLP `VAE`: the sizes of the PyTorch VAE example (400 ReLU units;
+    the paper's MLPs, Appendix C, use tanh hidden units)."""
 
     hidden: int = 400
     latent_dim: int = 20  # J, the dimension of z
     binarize: bool = False  # True: train on x_bin ~ Bernoulli(x), drawn per batch
     lr: float = 1e-3
     batch_size: int = 128
-    steps: int = 20000
+    steps: int = 60000
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ConvVAEConfig:
     binarize: bool = False
     lr: float = 1e-3
     batch_size: int = 128
-    steps: int = 3000
+    steps: int = 5000
 
 
 # --- the two terms of the ELBO -----------------------------------------------------------------
