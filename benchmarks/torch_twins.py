@@ -1,0 +1,329 @@
+"""PyTorch twins of tinygen's models: the same networks, weights copied, and the same training step.
+
+`benchmarks.train_step` times each tinygen model beside its twin, so the ratio only means something
+if both do the same work. A twin is built from a tinygen model (`twin(model)`), never from its own
+hyperparameters, so it follows the model's config:
+
+- the Sequential networks (GAN generators and discriminators, VAE encoders and decoders) go
+  through `to_torch`, a layer-by-layer converter;
+- the DDPM's UNet is written out below, block for block as in `tinygen/models/diffusion.py`, with
+  the same attribute names, so that tinygen's state dict loads into it with `strict=True`.
+
+Each `train_step` mirrors its tinygen counterpart line for line (losses, optimizer settings,
+the order of the updates); `tests/test_torch_twins.py` checks, in float64 with the same random
+draws, that both give the same outputs, losses and updated weights. Every random draw of a twin
+goes through one method (`noise`, `negative_elbo_terms(eps=...)`, `draw`), which the tests replace.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+from torch import nn as tnn
+
+from tinygen import nn
+from tinygen.models.diffusion import DDPM, Schedule
+from tinygen.models.gan import GAN
+from tinygen.models.vae import VAE
+
+# --- converting tinygen layers -------------------------------------------------------------
+
+# tinygen layer class -> the torch layer with the same hyperparameters (weights are copied after)
+_LAYERS = {
+    nn.Linear: lambda m: tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
+    nn.Conv2d: lambda m: tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                    m.dilation, bias=m.bias is not None),
+    nn.ConvTranspose2d: lambda m: tnn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
+                                                      m.padding, m.output_padding, bias=m.bias is not None,
+                                                      dilation=m.dilation),
+    nn.BatchNorm1d: lambda m: tnn.BatchNorm1d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats),
+    nn.BatchNorm2d: lambda m: tnn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats),
+    nn.GroupNorm: lambda m: tnn.GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine),
+    nn.Embedding: lambda m: tnn.Embedding(m.num_embeddings, m.embedding_dim),
+    nn.Dropout: lambda m: tnn.Dropout(m.p),
+    nn.ReLU: lambda m: tnn.ReLU(),
+    nn.LeakyReLU: lambda m: tnn.LeakyReLU(m.negative_slope),
+    nn.Sigmoid: lambda m: tnn.Sigmoid(),
+    nn.Tanh: lambda m: tnn.Tanh(),
+    nn.SiLU: lambda m: tnn.SiLU(),
+    nn.Softplus: lambda m: tnn.Softplus(),
+    nn.Identity: lambda m: tnn.Identity(),
+    nn.Flatten: lambda m: tnn.Flatten(m.start_dim, m.end_dim),
+    nn.Unflatten: lambda m: tnn.Unflatten(m.dim, m.unflattened_size),
+    nn.Upsample: lambda m: tnn.Upsample(m.size, m.scale_factor, m.mode),
+    nn.AvgPool2d: lambda m: tnn.AvgPool2d(m.kernel_size, m.stride, m.padding),  # both count the zero padding
+    nn.MaxPool2d: lambda m: tnn.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation),
+}
+
+
+def to_torch(module):
+    """The torch equivalent of a tinygen layer or `nn.Sequential` of layers, weights copied, in train mode.
+
+    >>> twin = to_torch(nn.Sequential(nn.Linear(3, 2), nn.LeakyReLU(0.2)))
+    >>> twin
+    Sequential(
+      (0): Linear(in_features=3, out_features=2, bias=True)
+      (1): LeakyReLU(negative_slope=0.2)
+    )
+    """
+    if isinstance(module, nn.Sequential):
+        twin = tnn.Sequential(*[to_torch(layer) for layer in module])
+    elif type(module) in _LAYERS:
+        twin = _LAYERS[type(module)](module)
+    else:
+        raise TypeError(f"to_torch has no PyTorch equivalent for {type(module).__name__}; add it to _LAYERS")
+    return copy_weights(module, twin)
+
+
+def copy_weights(module, twin):
+    """Copy a tinygen module's parameters and buffers into its torch twin, in tinygen's float dtype.
+
+    The state dicts must have the same names and shapes (`strict=True`): that also checks that
+    the twin's structure mirrors the tinygen module's. Returns `twin`, in `module`'s train/eval mode.
+    """
+    state = module.state_dict()
+    floats = [a.dtype for a in state.values() if a.dtype.kind == "f"]
+    if floats:
+        twin.to(torch.float64 if floats[0] == np.float64 else torch.float32)
+    twin.load_state_dict({name: torch.from_numpy(np.array(a)) for name, a in state.items()}, strict=True)
+    return twin.train(module.training)
+
+
+# --- GAN: Goodfellow et al. Algorithm 1, k = 1, as in tinygen/models/gan.py -------------------
+
+
+class GANTwin:
+    """The twin of `MLPGAN` and `DCGAN`: one D step, then one G step with D frozen."""
+
+    def __init__(self, model):
+        c = self.config = model.config
+        self.generator, self.discriminator = to_torch(model.generator), to_torch(model.discriminator)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.dtype = next(self.generator.parameters()).dtype
+
+    def noise(self, n):
+        return torch.randn(n, self.config.latent_dim, dtype=self.dtype)  # z ~ N(0, I)
+
+    def train_step(self, images, labels=None):
+        x, m = images, images.shape[0]
+        G, D = self.generator, self.discriminator
+        G.train()
+        D.train()
+
+        with torch.no_grad():
+            fake = G(self.noise(m))
+        real_logits, fake_logits = D(x), D(fake)
+        loss_d = (TF.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                  + TF.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        self.opt_d.zero_grad()
+        loss_d.backward()
+        self.opt_d.step()
+
+        D.requires_grad_(False)
+        try:
+            fake_logits_g = D(G(self.noise(m)))
+            loss_g = TF.binary_cross_entropy_with_logits(fake_logits_g, torch.ones_like(fake_logits_g))
+            self.opt_g.zero_grad()
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            D.requires_grad_(True)
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_real": real_logits.detach().sigmoid().mean().item(),
+            "d_fake": fake_logits.detach().sigmoid().mean().item(),
+        }
+
+
+# --- VAE: one Adam step on -ELBO, as in tinygen/models/vae.py ---------------------------------
+
+
+class VAETwin:
+    """The twin of `VAE` and `ConvVAE`: the same four networks, the same reparameterised ELBO."""
+
+    def __init__(self, model):
+        self.config = model.config
+        self.net = tnn.ModuleDict({
+            "encoder": to_torch(model.net.encoder),  # x (B, 1, 28, 28) -> h (B, features)
+            "to_mu": to_torch(model.net.to_mu),  # h -> mu (B, J)
+            "to_logvar": to_torch(model.net.to_logvar),  # h -> log sigma^2 (B, J)
+            "decoder": to_torch(model.net.decoder),  # z (B, J) -> logits (B, 1, 28, 28)
+        })
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+
+    def encode(self, x):
+        h = self.net["encoder"](x)
+        return self.net["to_mu"](h), self.net["to_logvar"](h)
+
+    def decode(self, z):
+        return self.net["decoder"](z)
+
+    def negative_elbo_terms(self, x, eps=None):
+        """(-log p(x | z) with z = mu + sigma * eps, KL(q(z | x) || N(0, I))), each (B,)."""
+        mu, logvar = self.encode(x)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        z = mu + (0.5 * logvar).exp() * eps
+        recon = TF.binary_cross_entropy_with_logits(self.decode(z), x, reduction="none").sum((1, 2, 3))
+        kl = -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(1)
+        return recon, kl
+
+    def train_step(self, images, labels=None):
+        x = images
+        if self.config.binarize:
+            x = (torch.rand_like(x) < x).to(x.dtype)  # x_bin ~ Bernoulli(x)
+        self.net.train()
+        recon, kl = self.negative_elbo_terms(x)
+        recon, kl = recon.mean(), kl.mean()
+        loss = recon + kl
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+
+
+# --- DDPM: the UNet of tinygen/models/diffusion.py, and Algorithm 1 ---------------------------
+
+
+def timestep_embedding(t, dim, dtype):
+    """[sin(t w_i), cos(t w_i)], w_i = 10000^(-i / (dim/2)): (B,) -> (B, dim), computed in float64."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    args = t.to(torch.float64)[:, None] * freqs[None, :]  # (B, half)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1).to(dtype)
+
+
+class ResBlock(tnn.Module):
+    def __init__(self, in_channels, out_channels, emb_dim, groups, dropout):
+        super().__init__()
+        self.norm1 = tnn.GroupNorm(groups, in_channels)
+        self.conv1 = tnn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb = tnn.Linear(emb_dim, out_channels)
+        self.norm2 = tnn.GroupNorm(groups, out_channels)
+        self.dropout = tnn.Dropout(dropout)
+        self.conv2 = tnn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = tnn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else tnn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(TF.silu(self.norm1(x)))
+        h = h + self.emb(TF.silu(emb))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
+        h = self.conv2(self.dropout(TF.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class UNet(tnn.Module):
+    """eps_theta(x_t, t, c), built from a diffusion `Config` exactly as tinygen's `UNet`."""
+
+    def __init__(self, config):
+        super().__init__()
+        widths, groups, dropout = config.channels, config.groups, config.dropout
+        self.time_dim = 2 * max(1, widths[0] // 2)
+        emb_dim = 4 * widths[0]
+        self.num_classes = config.num_classes
+        self.time_mlp = tnn.Sequential(tnn.Linear(self.time_dim, emb_dim), tnn.SiLU(), tnn.Linear(emb_dim, emb_dim))
+        if config.num_classes is not None:
+            self.class_emb = tnn.Embedding(config.num_classes + 1, emb_dim)  # + the "null" class
+        self.inc = tnn.Conv2d(1, widths[0], 3, padding=1)
+        self.down, self.downsample = tnn.ModuleList(), tnn.ModuleList()
+        c = widths[0]
+        for i, width in enumerate(widths):
+            self.down.append(ResBlock(c, width, emb_dim, groups, dropout))
+            if i < len(widths) - 1:
+                self.downsample.append(tnn.Conv2d(width, width, 3, stride=2, padding=1))
+            c = width
+        self.mid = ResBlock(c, c, emb_dim, groups, dropout)
+        self.up, self.upsample = tnn.ModuleList(), tnn.ModuleList()
+        for i in reversed(range(len(widths))):
+            self.up.append(ResBlock(c + widths[i], widths[i], emb_dim, groups, dropout))
+            c = widths[i]
+            if i > 0:
+                self.upsample.append(tnn.Sequential(tnn.Upsample(scale_factor=2.0),
+                                                    tnn.Conv2d(c, widths[i - 1], 3, padding=1)))
+                c = widths[i - 1]
+        self.out = tnn.Sequential(tnn.GroupNorm(groups, c), tnn.SiLU(), tnn.Conv2d(c, 1, 3, padding=1))
+
+    def forward(self, x, t, labels=None):
+        """x (B, 1, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, 1, H, W)."""
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim, x.dtype))  # (B, emb_dim)
+        if self.num_classes is not None:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.num_classes)
+            emb = emb + self.class_emb(labels)
+        h = self.inc(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid(h, emb)
+        for i, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)  # (B, C_up + C_skip, H, W)
+            if i < len(self.upsample):
+                h = self.upsample[i](h)
+        return self.out(h)
+
+
+class DDPMTwin:
+    """The twin of `DDPM.train_step`: eps-prediction loss, lr warm-up, clipping, Adam, EMA."""
+
+    def __init__(self, model):
+        c = self.config = model.config
+        self.net = copy_weights(model.net, UNet(c))
+        s = Schedule(c)
+        self.sqrt_alpha_bar = torch.from_numpy(s.sqrt_alpha_bar)  # float64, cast per batch as tinygen's kernel
+        self.sqrt_one_minus_alpha_bar = torch.from_numpy(s.sqrt_one_minus_alpha_bar)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        # the EMA and the step count (which sets the warm-up) continue from the model's; Adam starts afresh
+        self.ema_shadow = [torch.from_numpy(model.ema.shadow[name].copy()) for name, _ in self.net.named_parameters()]
+        self.ema_buffers = [torch.from_numpy(model.ema.buffers[name].copy()) for name, _ in self.net.named_buffers()]
+        self.step = model.step
+
+    def draw(self, x0):
+        """The step's random draws: t (B,) int64, eps like x0, and u (B,) in [0, 1) for label dropout."""
+        B = x0.shape[0]
+        t = torch.randint(0, self.config.T, (B,))  # t ~ Uniform({1, ..., T}), as indices t - 1
+        eps = torch.randn_like(x0)  # eps ~ N(0, I)
+        u = torch.rand(B, dtype=torch.float64) if self.config.num_classes is not None else None
+        return t, eps, u
+
+    def train_step(self, images, labels=None):
+        c = self.config
+        x0 = 2 * images - 1  # [0, 1] -> [-1, 1]
+        t, eps, u = self.draw(x0)
+        shape = (-1,) + (1,) * (x0.ndim - 1)  # (B,) -> (B, 1, 1, 1)
+        x_t = (self.sqrt_alpha_bar[t].to(x0.dtype).view(shape) * x0
+               + self.sqrt_one_minus_alpha_bar[t].to(x0.dtype).view(shape) * eps)
+        y = None
+        if c.num_classes is not None:
+            y = labels.clone()
+            y[u < c.p_uncond] = c.num_classes  # drop to the null class
+        loss = TF.mse_loss(self.net(x_t, t, y), eps)
+
+        for group in self.optimizer.param_groups:  # linear warm-up of the learning rate
+            group["lr"] = c.lr * min(1.0, (self.step + 1) / max(c.warmup_steps, 1))
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = tnn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip or math.inf)
+        self.optimizer.step()
+        with torch.no_grad():  # EMA: shadow += (1 - decay) (theta - shadow); buffers copied
+            for shadow, p in zip(self.ema_shadow, self.net.parameters()):
+                shadow.lerp_(p, 1 - c.ema_decay)
+            for saved, b in zip(self.ema_buffers, self.net.buffers()):
+                saved.copy_(b)
+        self.step += 1
+        return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+
+
+def twin(model):
+    """The PyTorch twin of a tinygen model from `tinygen.models.MODELS`, starting from its weights."""
+    if isinstance(model, GAN):
+        return GANTwin(model)
+    if isinstance(model, VAE):
+        return VAETwin(model)
+    if isinstance(model, DDPM):
+        return DDPMTwin(model)
+    raise TypeError(f"no PyTorch twin for {type(model).__name__}")

@@ -1,0 +1,159 @@
+"""The PyTorch twins that `benchmarks.train_step` times do the same work as the tinygen models.
+
+In float64, with the weights copied (`benchmarks.torch_twins`) and the same random draws, each
+twin's networks give tinygen's outputs (default configs, as benchmarked), and two training steps
+(small configs) give the same losses and leave the same weights, BatchNorm statistics and EMA.
+Skipped where PyTorch is not installed.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tinygen  # noqa: E402  (after the skip)
+from benchmarks import torch_twins  # noqa: E402
+from helpers import assert_close  # noqa: E402
+from tinygen import backend  # noqa: E402
+from tinygen.models import DDPM, DCGAN, MLPGAN, VAE, ConvVAE  # noqa: E402
+from tinygen.models.diffusion import Config as DDPMConfig  # noqa: E402
+from tinygen.models.gan import DCGANConfig, GANConfig  # noqa: E402
+from tinygen.models.vae import ConvVAEConfig, VAEConfig  # noqa: E402
+from tinygen.tensor import Tensor  # noqa: E402
+
+B = 4  # batch size: at least 2 for BatchNorm
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """float64 tinygen models, seeded (conftest puts the default dtype back)."""
+    tinygen.set_default_dtype(np.float64)
+    tinygen.manual_seed(0)
+
+
+def as_array(x):
+    return x.numpy() if isinstance(x, Tensor) else x.detach().numpy()
+
+
+# --- the networks, default configs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [MLPGAN, DCGAN])
+def test_gan_networks_match(cls):
+    model, rng = cls(), np.random.default_rng(1)
+    twin = torch_twins.twin(model)
+    z, x = rng.standard_normal((B, model.config.latent_dim)), rng.random((B, 1, 28, 28))
+    assert_close(as_array(twin.generator(torch.from_numpy(z))), model.generator(Tensor(z)), "G(z)")
+    assert_close(as_array(twin.discriminator(torch.from_numpy(x))), model.discriminator(Tensor(x)), "D(x)")
+
+
+@pytest.mark.parametrize("cls", [VAE, ConvVAE])
+def test_vae_networks_match(cls):
+    model, rng = cls(), np.random.default_rng(1)
+    twin = torch_twins.twin(model)
+    x, z = rng.random((B, 1, 28, 28)), rng.standard_normal((B, model.config.latent_dim))
+    for ours, theirs, what in zip(model.encode(Tensor(x)), twin.encode(torch.from_numpy(x)), ("mu", "logvar")):
+        assert_close(as_array(theirs), ours, what)
+    assert_close(as_array(twin.decode(torch.from_numpy(z))), model.decode(Tensor(z)), "decoder logits")
+
+
+@pytest.mark.parametrize("num_classes", [None, 10])
+def test_unet_matches(num_classes):
+    model, rng = DDPM(DDPMConfig(num_classes=num_classes)), np.random.default_rng(1)
+    # the zero-initialised output conv would make every output 0: give it weights first
+    model.net.out[2].weight.data[...] = rng.standard_normal(model.net.out[2].weight.shape) * 0.1
+    twin = torch_twins.twin(model)
+    x, t = rng.standard_normal((B, 1, 28, 28)), np.array([0, 1, 500, model.config.T - 1])
+    labels = None if num_classes is None else np.array([0, 3, 9, num_classes])  # the last: the null class
+    ours = model.net(Tensor(x), t, labels)
+    theirs = twin.net(torch.from_numpy(x), torch.from_numpy(t), None if labels is None else torch.from_numpy(labels))
+    assert np.abs(ours.numpy()).max() > 1e-3
+    assert_close(as_array(theirs), ours, "eps_theta(x_t, t)")
+
+
+# --- the training steps, small configs ----------------------------------------------------------
+
+SMALL = {
+    "gan": lambda: MLPGAN(GANConfig(latent_dim=8, g_hidden=(16, 32), d_hidden=(32, 16))),
+    "dcgan": lambda: DCGAN(DCGANConfig(latent_dim=8, width=4)),
+    "vae": lambda: VAE(VAEConfig(hidden=32, latent_dim=4)),
+    "convvae": lambda: ConvVAE(ConvVAEConfig(channels=(4, 8), latent_dim=4)),
+    "ddpm": lambda: DDPM(DDPMConfig(T=50, channels=(4, 8, 8), groups=4, warmup_steps=2)),
+    # with labels and the null class, and a clipping that acts
+    "ddpm-cond": lambda: DDPM(DDPMConfig(T=50, channels=(4, 8), groups=2, num_classes=3, p_uncond=0.5,
+                                         grad_clip=1e-3, warmup_steps=2, ema_decay=0.5)),
+}
+
+
+class FixedDraws:
+    """Stands in for tinygen's random generator in `DDPM.train_step`: returns the given draws."""
+
+    def __init__(self, t, eps, u):
+        self.t, self.eps, self.u = t, eps, u
+
+    def integers(self, low, high, size):
+        assert low == 0 and high > self.t.max() and size == len(self.t)
+        return self.t
+
+    def standard_normal(self, shape, dtype):
+        assert tuple(shape) == self.eps.shape
+        return self.eps.astype(dtype)
+
+    def random(self, size):
+        return self.u
+
+
+def same_draws(model, twin, rng, monkeypatch):
+    """Make the next train_step of `model` and of `twin` draw the same noise (fresh from `rng`)."""
+    if isinstance(model, (MLPGAN, DCGAN)):  # z for the D step, then z for the G step
+        zs = [rng.standard_normal((B, model.config.latent_dim)) for _ in range(2)]
+        ours, theirs = [Tensor(z) for z in zs], [torch.from_numpy(z) for z in zs]
+        model.noise = lambda n: ours.pop(0)
+        twin.noise = lambda n: theirs.pop(0)
+    elif isinstance(model, VAE):  # the reparameterisation noise eps
+        eps = rng.standard_normal((B, model.config.latent_dim))
+        model.negative_elbo_terms = functools.partial(type(model).negative_elbo_terms, model, eps=Tensor(eps))
+        twin.negative_elbo_terms = functools.partial(type(twin).negative_elbo_terms, twin, eps=torch.from_numpy(eps))
+    else:  # t, eps and the label-dropout uniforms
+        t, eps, u = rng.integers(0, model.config.T, B), rng.standard_normal((B, 1, 28, 28)), rng.random(B)
+        monkeypatch.setattr(backend, "generator", lambda: FixedDraws(t, eps, u))
+        twin.draw = lambda x0: (torch.from_numpy(t), torch.from_numpy(eps),
+                                torch.from_numpy(u) if model.config.num_classes is not None else None)
+
+
+def module_pairs(model, twin):
+    if isinstance(model, (MLPGAN, DCGAN)):
+        return [("generator", model.generator, twin.generator), ("discriminator", model.discriminator, twin.discriminator)]
+    return [("net", model.net, twin.net)]
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_train_steps_match(name, monkeypatch):
+    model = SMALL[name]()
+    twin, rng = torch_twins.twin(model), np.random.default_rng(1)
+    for step in range(2):
+        x, labels = rng.random((B, 1, 28, 28)), rng.integers(0, 3, B)
+        same_draws(model, twin, rng, monkeypatch)
+        ours = model.train_step(Tensor(x), labels)
+        theirs = twin.train_step(torch.from_numpy(x), torch.from_numpy(labels))
+        assert sorted(theirs) == sorted(ours)
+        for key in ours:
+            assert_close(np.float64(theirs[key]), np.float64(ours[key]), f"step {step}: {key}")
+    for what, ours, theirs in module_pairs(model, twin):
+        theirs = theirs.state_dict()
+        for key, value in ours.state_dict().items():
+            assert_close(theirs[key].numpy(), value, f"{what}.{key} after two steps")
+    if isinstance(model, DDPM):
+        for (key, _), shadow in zip(twin.net.named_parameters(), twin.ema_shadow):
+            assert_close(shadow.numpy(), model.ema.shadow[key], f"EMA of {key}")
+
+
+def test_to_torch_refuses_unknown_layers():
+    class Custom(tinygen.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="Custom"):
+        torch_twins.to_torch(tinygen.nn.Sequential(tinygen.nn.ReLU(), Custom()))
