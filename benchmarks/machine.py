@@ -6,7 +6,7 @@ import platform
 import numpy as np
 
 import tinygen
-from tinygen.backend import kernel_backend
+from tinygen.backend import kernel_info
 
 
 def cpu_name():
@@ -22,7 +22,11 @@ def cpu_name():
 
 
 def describe():
+    info = kernel_info()
+    kernels = info["backend"]
+    if info["numba"]:
+        kernels += f" (Numba {info['numba']}, {info['threading_layer']}, {info['threads']} threads)"
     return (
         f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"numpy {np.__version__}; tinygen {tinygen.__version__}, kernels={kernel_backend()}"
+        f"numpy {np.__version__}; tinygen {tinygen.__version__}, kernels={kernels}"
     )

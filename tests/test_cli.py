@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tinygen import cli, trainer
+from tinygen import backend, cli, trainer
 from tinygen.errors import ArgumentError, CheckpointError
 from tinygen.image import read_png
 from tinygen.serialization import load
@@ -137,7 +137,7 @@ def test_command_line_train_sample_info(tmp_path, capsys):
     assert cli.main(["sample", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
     assert cli.main(["info"]) == 0
-    assert "kernels: numpy" in capsys.readouterr().out
+    assert f"kernels: {backend.kernel_info()['backend']}" in capsys.readouterr().out
 
 
 def test_python_dash_m_tinygen_runs_the_command():

@@ -109,15 +109,16 @@ def run_sample(args):
 
 
 def run_info(args):
+    info = backend.kernel_info()
     print(f"tinygen {tinygen.__version__} (Python {platform.python_version()}, NumPy {np.__version__})")
-    print(f"kernels: {backend.kernel_backend()} (TINYGEN_KERNELS={os.environ.get('TINYGEN_KERNELS', 'auto')})")
-    print(f"cores: {os.cpu_count()}; BLAS threads: {_blas_threads()}")
+    print(f"kernels: {info['backend'] or 'unavailable'} (TINYGEN_KERNELS={info['requested'] or os.environ.get('TINYGEN_KERNELS')})")
+    if info["error"]:
+        print(f"  {info['error']}")
+    if info["numba"]:
+        print(f"numba: {info['numba']}, threading layer {info['threading_layer']}, {info['threads']} threads")
+        print(f"BLAS in kernels: {info['blas']}")
+    elif info["numba_error"]:
+        print(f"numba: not available ({info['numba_error']}); pip install 'tinygen[cpu]' for the fast kernels")
+    print(f"cores: {os.cpu_count()}")
     print(f"models: {', '.join(models.MODELS)}")
     return 0
-
-
-def _blas_threads():
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var):
-            return f"{os.environ[var]} ({var})"
-    return f"{os.cpu_count()} (BLAS default: one per core)"

@@ -21,7 +21,7 @@ elements splits the gradient equally among them (as torch.amax does).
 import numpy as np
 
 from tinygen.kernels import conv2d as conv_kernels
-from tinygen.backend import get_array_module
+from tinygen.backend import get_array_module, matmul
 from tinygen.tensor import Function, unbroadcast
 
 # --- binary ---------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return a @ b
+        return matmul(a, b)  # a @ b, on tinygen's BLAS threads while Numba kernels run
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -123,9 +123,9 @@ class MatMul(Function):
             g = xp.expand_dims(g, -2)
         ga = gb = None
         if ctx.needs_input_grad[0]:  # dL/dA = dL/dC B^T
-            ga = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            ga = unbroadcast(matmul(g, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:  # dL/dB = A^T dL/dC
-            gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+            gb = unbroadcast(matmul(xp.swapaxes(a2, -1, -2), g), b2.shape).reshape(b.shape)
         return ga, gb
 
 

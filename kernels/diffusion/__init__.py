@@ -1,11 +1,15 @@
 """Diffusion noise-step kernels, and the one dispatcher that picks which implementation runs.
 
 `implementation()` maps `tinygen.backend.kernel_backend()` (the ``TINYGEN_KERNELS`` knob) to a
-module; every function below checks its arguments once, here at the entrance, and forwards to
-that module, so the choice is made on each call and a test can check which module ran. Every
-implementation module has the same functions with the same signatures as `reference.py`, the
-plain NumPy spec (read it for the math and the conventions on shapes and dtypes).
+module; every function below checks its arguments once, here at the entrance, forwards to that
+module and counts the call in `calls`, keyed by (module, function), e.g.
+``calls["reference", "q_sample"]``, so the choice is made on each call and a test can check which
+module really ran. Every implementation module has the same functions with the same signatures
+as `reference.py`, the plain NumPy spec (read it for the math and the conventions on shapes and
+dtypes). Only the reference exists so far: ``TINYGEN_KERNELS=numba`` makes these functions raise.
 """
+
+from collections import Counter
 
 import numpy as np
 
@@ -13,13 +17,23 @@ from tinygen.backend import get_array_module, kernel_backend
 from tinygen.errors import ArgumentError, BackendUnavailableError, DTypeError, ShapeError
 from tinygen.kernels.diffusion import reference
 
+PROVIDES = ("numpy",)  # the kernel backends with diffusion kernels
+
+calls = Counter()  # (module name, function name) -> number of calls forwarded there
+
 
 def implementation():
     """The module holding the diffusion kernels of the current kernel backend."""
-    backend = kernel_backend()
+    backend = kernel_backend(provides=PROVIDES)
     if backend == "numpy":
         return reference
     raise BackendUnavailableError(f"no diffusion kernels for kernel backend {backend!r}")
+
+
+def _dispatch(name):
+    module = implementation()
+    calls[module.__name__.rsplit(".", 1)[-1], name] += 1
+    return getattr(module, name)
 
 
 def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t):
@@ -27,7 +41,7 @@ def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t):
     _check_images("q_sample", x0=x0, eps=eps)
     _check_coefficients("q_sample", x0, sqrt_alpha_bar_t=sqrt_alpha_bar_t,
                         sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t)
-    return implementation().q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t)
+    return _dispatch("q_sample")(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t)
 
 
 def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None):
@@ -35,7 +49,7 @@ def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None):
     _check_images("p_sample_step", x_t=x_t, eps_pred=eps_pred, z=z)
     _check_coefficients("p_sample_step", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
     _check_noise("p_sample_step", sigma, z)
-    return implementation().p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z)
+    return _dispatch("p_sample_step")(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z)
 
 
 def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z=None):
@@ -46,7 +60,7 @@ def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_
         sqrt_alpha_bar_prev=sqrt_alpha_bar_prev, sigma=sigma,
     )
     _check_noise("ddim_step", sigma, z)
-    return implementation().ddim_step(
+    return _dispatch("ddim_step")(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z
     )
 

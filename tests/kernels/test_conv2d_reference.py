@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
+from tinygen import backend
 from tinygen.kernels import conv2d
 from tinygen.kernels.conv2d import reference
 
@@ -310,6 +311,9 @@ def test_conv_transpose2d_matches_torch(torch, c, data):
 
 @pytest.mark.parametrize("knob", [None, "auto", "numpy"])
 def test_dispatcher_runs_the_reference_for_numpy(monkeypatch, knob):
+    # auto (or no knob) means the reference only where Numba is missing: simulate that here;
+    # test_conv2d_numba.py checks that auto runs the Numba kernels where Numba is installed.
+    monkeypatch.setattr(backend, "load_numba", lambda: None)
     if knob is None:
         monkeypatch.delenv("TINYGEN_KERNELS", raising=False)
     else:
@@ -317,8 +321,10 @@ def test_dispatcher_runs_the_reference_for_numpy(monkeypatch, knob):
     assert conv2d.implementation() is reference
     x, w = np.arange(2 * 3 * 5 * 4.0).reshape(2, 3, 5, 4), np.ones((2, 3, 2, 3))
     args = ((2, 1), (1, 1), (1, 2))  # stride, padding, dilation
+    before = conv2d.calls["reference", "conv2d_forward"]
     np.testing.assert_array_equal(conv2d.conv2d_forward(x, w, *args),
                                   reference.conv2d_forward(x, w, *args))
+    assert conv2d.calls["reference", "conv2d_forward"] == before + 1
 
 
 def test_reference_docstring_examples_run():

@@ -28,7 +28,8 @@ eps = (1 + w) eps_theta(x, c) - w eps_theta(x, null).
 
 NOTE: arrays are indexed by t - 1: `schedule.betas[0]` is beta_1, and the network sees the index
 t - 1 in 0..T-1. The noise updates run in `tinygen.kernels.diffusion` (through its dispatcher) on
-raw arrays: neither x_t in training nor any sampling step needs a gradient.
+raw arrays: neither x_t in training nor any sampling step needs a gradient. As in Ho et al.'s
+released code, the samplers clip each step's predicted x_0 to [-1, 1] (`clip_x0`, see `DDPM._eps`).
 
 >>> import tinygen
 >>> _ = tinygen.manual_seed(0)
@@ -65,11 +66,11 @@ class Config:
     channels: tuple = (16, 32, 64)  # UNet widths at 28x28, 14x14, 7x7
     groups: int = 8  # GroupNorm groups (must divide every width)
     dropout: float = 0.0
-    num_classes: int = None  # class-conditional (with a "null" class for guidance) when set
+    num_classes: int | None = None  # class-conditional (with a "null" class for guidance) when set
     p_uncond: float = 0.1  # probability of training with the null class
     lr: float = 1e-3
     warmup_steps: int = 200  # linear learning-rate warm-up
-    grad_clip: float = 1.0  # max gradient norm (None: no clipping)
+    grad_clip: float | None = 1.0  # max gradient norm (None: no clipping)
     batch_size: int = 64
     steps: int = 4000
     ema_decay: float = 0.995
@@ -167,9 +168,10 @@ class UNet(nn.Module):
     def __init__(self, config):
         super().__init__()
         widths, groups, dropout = config.channels, config.groups, config.dropout
+        self.time_dim = 2 * max(1, widths[0] // 2)  # sinusoids come in (sin, cos) pairs
         emb_dim = 4 * widths[0]
         self.num_classes = config.num_classes
-        self.time_mlp = nn.Sequential(nn.Linear(widths[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = nn.Sequential(nn.Linear(self.time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if config.num_classes is not None:
             # one extra row: the "null" class index num_classes, for classifier-free guidance
             self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
@@ -187,7 +189,8 @@ class UNet(nn.Module):
             self.up.append(ResBlock(c + widths[i], widths[i], emb_dim, groups, dropout))
             c = widths[i]
             if i > 0:
-                self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, widths[i - 1], 3, padding=1)))
+                up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, widths[i - 1], 3, padding=1))
+                self.upsample.append(up)
                 c = widths[i - 1]
         self.out = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
         nn.init.zeros_(self.out[2].weight)  # the first prediction is eps_theta = 0
@@ -195,7 +198,7 @@ class UNet(nn.Module):
 
     def forward(self, x, t, labels=None):
         """x (B, 1, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, 1, H, W)."""
-        emb = self.time_mlp(timestep_embedding(t, self.inc.weight.shape[0], x.dtype))  # (B, emb_dim)
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim, x.dtype))  # (B, emb_dim)
         if self.num_classes is not None:
             if labels is None:
                 labels = np.full(x.shape[0], self.num_classes)  # unconditional: the null class
@@ -241,7 +244,7 @@ class DDPM:
         x0 = images.data if isinstance(images, Tensor) else np.asarray(images)
         if x0.ndim != 4 or x0.shape[1] != 1 or x0.dtype.kind != "f":
             raise ShapeError(f"images must be floats of shape (B, 1, H, W) in [0, 1], got {x0.dtype} {x0.shape}")
-        x0 = 2 * x0 - 1  # [0, 1] -> [-1, 1]
+        x0 = 2 * x0.astype(self.net.inc.weight.dtype, copy=False) - 1  # [0, 1] -> [-1, 1], the model's dtype
         B, rng, s = x0.shape[0], backend.generator(), self.schedule
         t = rng.integers(0, s.T, size=B)  # t ~ Uniform({1, ..., T}), as indices t - 1
         eps = rng.standard_normal(x0.shape, dtype=x0.dtype)  # eps ~ N(0, I)
@@ -250,7 +253,10 @@ class DDPM:
         if self.config.num_classes is not None:
             if labels is None:
                 raise ArgumentError("a class-conditional DDPM needs labels in train_step")
-            y = np.asarray(labels, dtype=np.int64).copy()
+            y = np.asarray(labels).astype(np.int64)  # a copy: the null class is written into it
+            if y.shape != (B,) or y.min() < 0 or y.max() >= self.config.num_classes:
+                raise ArgumentError(f"labels must be {B} class indices in 0..{self.config.num_classes - 1}, "
+                                    f"got shape {y.shape}")
             y[rng.random(B) < self.config.p_uncond] = self.config.num_classes  # drop to the null class
         loss = F.mse_loss(self.net(Tensor(x_t), t, y), Tensor(eps))  # ||eps - eps_theta(x_t, t)||^2
 
@@ -268,14 +274,14 @@ class DDPM:
 
     @no_grad()
     def sample(self, n, sampler="ddim", steps=None, eta=0.0, labels=None, guidance=0.0, use_ema=True,
-               variance="beta"):
+               variance="beta", clip_x0=True):
         """n images (n, 1, 28, 28) float32 in [0, 1], from x_T ~ N(0, I) run backwards.
 
         sampler "ddpm": Algorithm 2 over all T steps, sigma_t^2 = beta_t (variance="beta") or
         beta~_t (variance="posterior"). sampler "ddim": `steps` timesteps (default 50) with `eta`.
         labels (n,) pick the classes of a class-conditional model (None: unconditional), and
         guidance = w > 0 applies classifier-free guidance. The EMA weights sample unless
-        use_ema=False.
+        use_ema=False; clip_x0 clips each step's predicted x_0 to [-1, 1] (see `_eps`).
 
         NOTE: DDIM with 50 steps is the default because every step is one network evaluation:
         with the NumPy kernels on 2 CPU cores, DDPM's 1000 steps for 64 images take minutes.
@@ -296,32 +302,47 @@ class DDPM:
         net = self.ema_net if use_ema else self.net
         if use_ema:
             self.ema.copy_to(net)
-        net.eval()
+        was_training = net.training
+        net.eval()  # no dropout while sampling
         dtype = self.net.inc.weight.dtype
         x = backend.generator().standard_normal((n, 1, 28, 28), dtype=dtype)  # x_T ~ N(0, I)
         if sampler == "ddpm":
-            x = self._sample_ddpm(net, x, labels, guidance, variance)
+            x = self._sample_ddpm(net, x, labels, guidance, variance, clip_x0)
         else:
-            x = self._sample_ddim(net, x, labels, guidance, steps, eta)
-        net.train()
+            x = self._sample_ddim(net, x, labels, guidance, steps, eta, clip_x0)
+        net.train(was_training)
         return ((np.clip(x, -1, 1) + 1) / 2).astype(np.float32)  # [-1, 1] -> [0, 1]
 
-    def _eps(self, net, x, t, labels, guidance):
-        """eps_theta(x_t, t, c), guided: (1 + w) eps_theta(x, c) - w eps_theta(x, null)."""
-        n = x.shape[0]
-        ts = np.full(n, t)
-        if labels is None or guidance == 0:
-            return net(Tensor(x), ts, labels).data
-        null = np.full(n, self.config.num_classes)
-        both = net(Tensor(np.concatenate([x, x])), np.concatenate([ts, ts]), np.concatenate([labels, null])).data
-        return (1 + guidance) * both[:n] - guidance * both[n:]  # both: (2n, 1, H, W)
+    def _eps(self, net, x, i, labels, guidance, clip_x0):
+        """eps_theta(x_t, t, c) at index i = t - 1, guided: (1 + w) eps_theta(x, c) - w eps_theta(x, null).
 
-    def _sample_ddpm(self, net, x, labels, guidance, variance):
+        NOTE: with clip_x0, as in Ho et al.'s released sampler (clip_denoised=True), the x_0 that
+        eps implies, x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), is clipped to
+        the data range [-1, 1] and eps is re-derived from it. Early in sampling x0_hat is divided
+        by sqrt(alpha_bar_T) ~ 0.006, so small errors of eps_theta throw it far outside [-1, 1]
+        and, unclipped, a network trained for minutes gives saturated noise. With the re-derived
+        eps, Algorithm 2's step is exactly the posterior mean mu~_t(x_t, clip(x0_hat)) (eq. 7).
+        """
+        n = x.shape[0]
+        ts = np.full(n, i)
+        if labels is None or guidance == 0:
+            eps = net(Tensor(x), ts, labels).data
+        else:
+            null = np.full(n, self.config.num_classes)
+            both = net(Tensor(np.concatenate([x, x])), np.concatenate([ts, ts]), np.concatenate([labels, null])).data
+            eps = (1 + guidance) * both[:n] - guidance * both[n:]  # both: (2n, 1, H, W)
+        if clip_x0:
+            a, b = float(self.schedule.sqrt_alpha_bar[i]), float(self.schedule.sqrt_one_minus_alpha_bar[i])
+            x0_hat = np.clip((x - b * eps) / a, -1, 1)
+            eps = (x - a * x0_hat) / b
+        return eps
+
+    def _sample_ddpm(self, net, x, labels, guidance, variance, clip_x0):
         """Algorithm 2: for t = T..1, x_{t-1} = (x_t - beta_t/sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z."""
         s, n, rng = self.schedule, x.shape[0], backend.generator()
         sigmas = np.sqrt(s.betas if variance == "beta" else s.posterior_variance)
         for i in reversed(range(s.T)):  # i = t - 1
-            eps = self._eps(net, x, i, labels, guidance)
+            eps = self._eps(net, x, i, labels, guidance, clip_x0)
             z = rng.standard_normal(x.shape, dtype=x.dtype) if i > 0 else None  # z = 0 at t = 1
             sigma = sigmas[i] if i > 0 else 0.0
             x = kernels.p_sample_step(x, eps, np.full(n, s.eps_coef[i]), np.full(n, s.inv_sqrt_alpha[i]),
@@ -332,13 +353,14 @@ class DDPM:
         """The sub-sequence tau_1 < ... < tau_S of indices 0..T-1, evenly spaced, ending at T-1."""
         if not 1 <= steps <= self.schedule.T:
             raise ArgumentError(f"DDIM steps must be in 1..{self.schedule.T}, got {steps}")
-        return np.unique(np.round(np.linspace(0, self.schedule.T - 1, steps)).astype(np.int64))
+        # from T-1 down, so that even one step starts at x_T; np.unique sorts them ascending
+        return np.unique(np.round(np.linspace(self.schedule.T - 1, 0, steps)).astype(np.int64))
 
     def ddim_sigma(self, alpha_bar_t, alpha_bar_prev, eta):
         """Song et al. (2021), eq. 16: sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)."""
         return eta * np.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * np.sqrt(1 - alpha_bar_t / alpha_bar_prev)
 
-    def _sample_ddim(self, net, x, labels, guidance, steps, eta):
+    def _sample_ddim(self, net, x, labels, guidance, steps, eta, clip_x0):
         """DDIM (Song et al. 2021, eq. 12) along tau: x_{tau_i} -> x_{tau_{i-1}}, the last step to x_0."""
         s, n, rng = self.schedule, x.shape[0], backend.generator()
         taus = self.ddim_timesteps(50 if steps is None else steps)
@@ -346,7 +368,7 @@ class DDPM:
             i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
             alpha_bar_prev = s.alpha_bar[prev] if prev >= 0 else 1.0
             sigma = self.ddim_sigma(s.alpha_bar[i], alpha_bar_prev, eta)
-            eps = self._eps(net, x, i, labels, guidance)
+            eps = self._eps(net, x, i, labels, guidance, clip_x0)
             z = rng.standard_normal(x.shape, dtype=x.dtype) if sigma > 0 else None
             x = kernels.ddim_step(x, eps, np.full(n, s.sqrt_alpha_bar[i]), np.full(n, s.sqrt_one_minus_alpha_bar[i]),
                                   np.full(n, math.sqrt(alpha_bar_prev)), np.full(n, sigma), z)

@@ -1,0 +1,407 @@
+"""How fast the kernels are, against this machine's peak, the NumPy reference and PyTorch.
+
+    python -m benchmarks.kernels                                   # the full run (minutes)
+    python -m benchmarks.kernels --quick                           # a smoke run: small batches
+    python -m benchmarks.kernels --json kernels.json --png kernel_ratios.png
+
+Measured in one run, in this order:
+1. the machine: FMA peak (a Numba loop of independent multiply-add chains on every thread),
+   BLAS sgemm GFLOP/s (NumPy's BLAS on a large float32 product: the practical ceiling a conv
+   built on it can reach), and copy bandwidth (a large parallel array copy, bytes read + written);
+2. one section per kernel family, each a list of rows (see `SECTIONS`). "conv": forward +
+   backward-input + backward-weight of each layer shape c1..c6 / t5 (issue 5), in float32, for
+   the Numba kernels, the NumPy reference and PyTorch (2 threads, its own defaults, autograd
+   backward); the median time over repeats after warm-ups, GFLOP/s, % of the FMA peak, and the
+   ratios time(numpy) / time(numba) and time(torch) / time(numba) (above 1: Numba is faster);
+3. Numba compile time, separately: the first conv call of a fresh process with an empty cache,
+   then of a second process reading the cache (`--quick` skips the empty-cache run).
+
+The kernels are called through their modules (the same functions the dispatcher forwards to);
+Numba's threading policy is tinygen's own (`tinygen.backend`), exactly what a user gets with no
+environment variables set. Benchmarks are not tests: nothing here asserts a time.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+try:  # imported first, so that nothing tinygen does can change PyTorch's own threading defaults
+    import torch
+except ImportError:
+    torch = None
+
+from benchmarks import machine
+from tinygen import backend, image
+from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size, reference
+
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+def median_time(fn, repeats, warmups=2):
+    """Median wall time of fn() in seconds, after `warmups` untimed calls."""
+    for _ in range(warmups):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- the machine --------------------------------------------------------------------------------
+
+def _fma_chains(numba, lanes):
+    """A kernel whose threads each run `lanes` independent a = a*m + c chains.
+
+    `lanes` is a compile-time constant (a closure variable), so LLVM unrolls the inner loop and
+    keeps the chains in vector registers; fastmath "contract" lets it fuse the multiply and the
+    add into one FMA instruction (the conv kernels themselves use fastmath=False).
+    """
+
+    @numba.njit(parallel=True, fastmath={"contract"})
+    def kernel(iterations, out, m, c):
+        for t in numba.prange(out.shape[0]):
+            acc = np.empty(lanes, np.float32)
+            for j in range(lanes):
+                acc[j] = j * np.float32(1e-3)
+            for _ in range(iterations):
+                for j in range(lanes):
+                    acc[j] = acc[j] * m + c
+            total = np.float32(0)
+            for j in range(lanes):
+                total += acc[j]
+            out[t] = total
+
+    return kernel
+
+
+def _parallel_copy(numba):
+    @numba.njit(parallel=True)
+    def kernel(src, dst):
+        chunk = (src.size + 63) // 64
+        for i in numba.prange(64):
+            for k in range(i * chunk, min(src.size, (i + 1) * chunk)):
+                dst[k] = src[k]
+
+    return kernel
+
+
+def fma_peak(quick):
+    """Float32 GFLOP/s of independent FMA chains on every Numba thread (best over chain counts)."""
+    numba = backend.load_numba()
+    if numba is None:
+        return None
+    threads = numba.get_num_threads()
+    out = np.zeros(threads, np.float32)
+    m, c = np.float32(0.9999), np.float32(1e-4)
+    best = 0.0
+    for lanes in (64, 128, 256):  # enough chains to hide FMA latency, few enough for the registers
+        kernel = _fma_chains(numba, lanes)
+        kernel(1, out, m, c)  # compile
+        iterations = int((2e9 if quick else 2e10) / lanes / threads)
+        seconds = min(_timed(lambda: kernel(iterations, out, m, c)) for _ in range(3))
+        best = max(best, 2 * lanes * iterations * threads / seconds / 1e9)
+    return best
+
+
+def sgemm_gflops(quick):
+    n = 1024 if quick else 4096
+    a, b = np.ones((n, n), np.float32), np.ones((n, n), np.float32)
+    return 2 * n**3 / median_time(lambda: a @ b, 1 if quick else 3, warmups=1) / 1e9
+
+
+def copy_bandwidth(quick):
+    """GB/s of a large float32 copy, counting the bytes read and the bytes written."""
+    n = (16 if quick else 64) * 2**20  # elements: 64 MiB (quick) or 256 MiB per array
+    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
+    candidates = [lambda: np.copyto(dst, src)]
+    numba = backend.load_numba()
+    if numba is not None:
+        copy = _parallel_copy(numba)
+        copy(src[:64], dst[:64])  # compile
+        candidates.append(lambda: copy(src, dst))
+    return max(2 * src.nbytes / median_time(fn, 3 if quick else 5, warmups=1) / 1e9 for fn in candidates)
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --- conv section ----------------------------------------------------------------------------------
+
+# (name, N, Cin, Cout, H=W, kernel, stride, padding, transposed), from issue 5.
+CONV_SHAPES = [
+    ("c1", 128, 1, 32, 28, 3, 1, 1, False),
+    ("c2", 128, 32, 64, 14, 3, 1, 1, False),
+    ("c3", 128, 64, 64, 7, 3, 1, 1, False),
+    ("c4", 128, 64, 128, 14, 4, 2, 1, False),
+    ("t5", 128, 64, 32, 7, 4, 2, 1, True),
+    ("c6", 32, 64, 64, 32, 3, 1, 1, False),
+]
+
+
+def conv_problem(shape, batch_divisor=1, seed=0):
+    """Arrays and parameters of one layer: x, w, grad_out (float32) and the conv arguments."""
+    name, n, cin, cout, size, k, s, p, transposed = shape
+    n = max(1, n // batch_divisor)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, size, size), dtype=np.float32)
+    w = rng.standard_normal((cin, cout, k, k) if transposed else (cout, cin, k, k), dtype=np.float32)
+    if transposed:
+        out = conv_transpose_output_size(size, k, s, p, 0, 1)
+        # Each input pixel scatters Cout*k*k products.
+        flops = 2 * n * cin * size * size * cout * k * k
+    else:
+        out = conv_output_size(size, k, s, p, 1)
+        flops = 2 * n * cout * out * out * cin * k * k
+    g = rng.standard_normal((n, cout, out, out), dtype=np.float32)
+    describe = f"{n}, {cin}→{cout}, {size}²→{out}², k{k} s{s} p{p}" + (" (transposed)" if transposed else "")
+    return dict(name=name, x=x, w=w, g=g, args=((s, s), (p, p), (1, 1)), transposed=transposed,
+                flops=3 * flops, describe=describe)  # 3: forward, backward-input, backward-weight
+
+
+def tinygen_step(module, prob):
+    """forward + backward-input + backward-weight with one kernel module (reference or cpu_numba)."""
+    x, w, g, (stride, padding, dilation) = prob["x"], prob["w"], prob["g"], prob["args"]
+    k = w.shape[2:]
+    if prob["transposed"]:
+        def step():
+            module.conv_transpose2d_forward(x, w, stride, padding, (0, 0), dilation)
+            module.conv_transpose2d_backward_input(g, w, stride, padding, dilation, x.shape[2:])
+            module.conv_transpose2d_backward_weight(x, g, k, stride, padding, dilation)
+    else:
+        def step():
+            module.conv2d_forward(x, w, stride, padding, dilation)
+            module.conv2d_backward_input(g, w, x.shape[2:], stride, padding, dilation)
+            module.conv2d_backward_weight(x, g, k, stride, padding, dilation)
+    return step
+
+
+def torch_step(prob):
+    """The same layer in PyTorch: functional forward, autograd backward with grad_out = g."""
+    x = torch.from_numpy(prob["x"]).requires_grad_(True)
+    w = torch.from_numpy(prob["w"]).requires_grad_(True)
+    g = torch.from_numpy(prob["g"])
+    stride, padding, dilation = prob["args"]
+    conv = torch.nn.functional.conv_transpose2d if prob["transposed"] else torch.nn.functional.conv2d
+
+    def step():
+        x.grad = w.grad = None
+        conv(x, w, stride=stride, padding=padding, dilation=dilation).backward(g)
+
+    return step
+
+
+def conv_section(args, peaks):
+    """One row per layer shape: times, GFLOP/s, % of peak and the ratios (see the module docstring)."""
+    from_numba = None
+    if backend.load_numba() is not None:  # else the Numba columns stay empty
+        from tinygen.kernels.conv2d import cpu_numba as from_numba
+    rows = []
+    for shape in CONV_SHAPES:
+        prob = conv_problem(shape, batch_divisor=8 if args.quick else 1)
+        times = {"numpy": median_time(tinygen_step(reference, prob), args.repeats, args.warmups)}
+        if from_numba is not None:
+            times["numba"] = median_time(tinygen_step(from_numba, prob), args.repeats, args.warmups)
+        if torch is not None:
+            times["torch"] = median_time(torch_step(prob), args.repeats, args.warmups)
+        fast = times.get("numba")
+        gflops = prob["flops"] / fast / 1e9 if fast else None
+        rows.append(dict(
+            name=prob["name"], shape=prob["describe"], gflop=prob["flops"] / 1e9,
+            ms={k: 1e3 * v for k, v in times.items()},
+            gflops=gflops,
+            percent_of_peak=100 * gflops / peaks["fma_gflops"] if gflops and peaks.get("fma_gflops") else None,
+            speedup_vs_numpy=times["numpy"] / fast if fast else None,
+            ratio_vs_torch=times["torch"] / fast if fast and "torch" in times else None,
+            torch_gflops=prob["flops"] / times["torch"] / 1e9 if "torch" in times else None,
+        ))
+        print(f"  {prob['name']}: " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in times.items()), flush=True)
+    return rows
+
+
+def conv_table(rows):
+    lines = ["| layer | shape (N, Cin→Cout, H×W, k s p) | Numba ms | NumPy ms | PyTorch ms | Numba GFLOP/s "
+             "| % of FMA peak | × NumPy | × PyTorch |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["name"], r["shape"], _fmt(r["ms"].get("numba")), _fmt(r["ms"]["numpy"]), _fmt(r["ms"].get("torch")),
+            _fmt(r["gflops"]), _fmt(r["percent_of_peak"], "{:.0f}%"), _fmt(r["speedup_vs_numpy"], "{:.2f}×"),
+            _fmt(r["ratio_vs_torch"], "{:.2f}×")))
+    rest = [r["ratio_vs_torch"] for r in rows if r["name"] != "c1" and r["ratio_vs_torch"]]
+    if rest:
+        lines.append(f"\nc2–c6 geometric mean vs PyTorch: {_geomean(rest):.2f}×"
+                     + (f"; c1 vs PyTorch: {rows[0]['ratio_vs_torch']:.2f}×" if rows[0]["ratio_vs_torch"] else ""))
+    return "\n".join(lines)
+
+
+# Sections run in this order; the noise-step kernels will add ("noise", noise_section, noise_table).
+SECTIONS = [("conv", conv_section, conv_table)]
+
+
+# --- compile time, in fresh processes ------------------------------------------------------------
+
+COMPILE_PROBE = """
+import time
+start = time.perf_counter()
+import numpy as np
+from tinygen.kernels.conv2d import cpu_numba as k
+imported = time.perf_counter()
+def first(cin, cout):
+    x = np.ones((2, cin, 8, 8), np.float32); w = np.ones((cout, cin, 3, 3), np.float32)
+    t = time.perf_counter()
+    y = k.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1))
+    k.conv2d_backward_input(y, w, (8, 8), (1, 1), (1, 1), (1, 1))
+    k.conv2d_backward_weight(x, y, (3, 3), (1, 1), (1, 1), (1, 1))
+    return time.perf_counter() - t
+print(imported - start, first(4, 8), first(1, 8))
+"""
+
+
+def compile_times(quick):
+    """Seconds for import and the first conv fwd+bwd (gemm path, then direct path), per process."""
+    if backend.load_numba() is None:
+        return None
+    result = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = ["cached"] if quick else ["empty cache", "cached"]
+        if quick:  # fill the cache untimed
+            subprocess.run([sys.executable, "-c", COMPILE_PROBE], env=env, check=True, capture_output=True)
+        for run in runs:
+            done = subprocess.run([sys.executable, "-c", COMPILE_PROBE], env=env, check=True,
+                                  capture_output=True, text=True)
+            imported, gemm, direct = map(float, done.stdout.split())
+            result[run] = dict(import_s=imported, first_gemm_conv_s=gemm, first_direct_conv_s=direct)
+    return result
+
+
+# --- the chart -------------------------------------------------------------------------------------
+
+# A 3x5 pixel font, just for the chart's labels.
+_GLYPHS = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
+    "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", "x": "000101010101000",
+    "c": "000111100100111", "t": "010111010010011", " ": "000000000000000",
+    "n": "000110101101101", "u": "000101101101111", "m": "000111111101101", "p": "000111101111100",
+    "y": "000101111001111", "o": "000111101101111", "r": "000111100100100", "h": "100100111101101",
+}
+NUMPY_COLOUR, TORCH_COLOUR = (70, 130, 200), (220, 120, 40)
+
+
+def _text(img, x, y, s, scale=2, colour=(0, 0, 0)):
+    for ch in s:
+        glyph = _GLYPHS.get(ch, _GLYPHS[" "])
+        for i, bit in enumerate(glyph):
+            if bit == "1":
+                r, c = divmod(i, 3)
+                img[y + r * scale : y + (r + 1) * scale, x + c * scale : x + (c + 1) * scale] = colour
+        x += 4 * scale
+
+
+def ratio_chart(rows, path):
+    """Bars of time(numpy)/time(numba) (blue) and time(torch)/time(numba) (orange) per layer, on a
+    log2 axis from 1/8 to 32; the black line is 1× (equal speed): a bar above it is Numba winning."""
+    height, top, per_row, bar = 260, 20, 70, 24
+    img = np.full((height + 40, 40 + per_row * len(rows), 3), 255, np.uint8)
+    lo, hi = -3.0, 5.0  # log2 of the axis ends
+
+    def y_of(ratio):
+        return int(top + (hi - np.clip(np.log2(ratio), lo, hi)) / (hi - lo) * (height - top))
+
+    for v in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32):
+        img[y_of(v), 30:, :] = (0, 0, 0) if v == 1 else (220, 220, 220)
+        _text(img, 0, y_of(v) - 5, f"{v:g}".lstrip("0")[:3], scale=2 if v >= 1 else 1)
+    for j, (label, colour) in enumerate((("numpy", NUMPY_COLOUR), ("torch", TORCH_COLOUR))):
+        x = img.shape[1] - 150 + j * 75  # legend: what each bar's time is divided by
+        img[4:14, x : x + 10] = colour
+        _text(img, x + 14, 4, label)
+    for i, r in enumerate(rows):
+        x0 = 40 + i * per_row
+        for j, (key, colour) in enumerate((("speedup_vs_numpy", NUMPY_COLOUR), ("ratio_vs_torch", TORCH_COLOUR))):
+            if r.get(key):
+                y1, y0 = sorted((y_of(r[key]), y_of(1)))
+                img[y1 : max(y0, y1 + 1), x0 + j * (bar + 4) : x0 + j * (bar + 4) + bar] = colour
+        _text(img, x0 + 12, height + 12, r["name"], scale=3)
+    image.save_png(path, img)
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def _fmt(v, pattern="{:.1f}"):
+    return "–" if v is None else pattern.format(v)
+
+
+def _geomean(values):
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batches / 8, one repeat: checks the script runs")
+    parser.add_argument("--repeats", type=int, help="timed repeats per measurement (default 7, --quick 1)")
+    parser.add_argument("--warmups", type=int, default=2, help="untimed calls before timing (default 2)")
+    parser.add_argument("--json", help="write every number to this JSON file")
+    parser.add_argument("--png", help="draw the ratio chart into this PNG file")
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 7)
+    if torch is not None:
+        torch.set_num_threads(2)
+
+    info = backend.kernel_info()
+    description = machine.describe() + f"; BLAS products: {info['blas']}" + (
+        "" if torch is None else f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"machine: {description}")
+    peaks = dict(fma_gflops=fma_peak(args.quick), blas_sgemm_gflops=sgemm_gflops(args.quick),
+                 copy_gbs=copy_bandwidth(args.quick))
+    print(f"peaks: FMA {_fmt(peaks['fma_gflops'])} GFLOP/s (float32, all threads); BLAS sgemm "
+          f"{peaks['blas_sgemm_gflops']:.1f} GFLOP/s (practical ceiling); copy {peaks['copy_gbs']:.1f} GB/s "
+          f"(read + write)", flush=True)
+
+    results = dict(machine=description, kernel_info=info, torch=None if torch is None else torch.__version__,
+                   quick=args.quick, repeats=args.repeats, warmups=args.warmups, peaks=peaks, sections={})
+    tables = []
+    for name, section, table in SECTIONS:
+        print(f"{name}:", flush=True)
+        rows = section(args, peaks)
+        results["sections"][name] = rows
+        tables.append(table(rows))
+    results["compile"] = compile_times(args.quick)
+
+    print()
+    print(f"machine: {description}")
+    print(f"peaks: FMA {_fmt(peaks['fma_gflops'])} GFLOP/s, BLAS sgemm {peaks['blas_sgemm_gflops']:.1f} GFLOP/s, "
+          f"copy {peaks['copy_gbs']:.1f} GB/s; medians of {args.repeats} after {args.warmups} warm-ups"
+          + (" (--quick: batches / 8)" if args.quick else ""))
+    for text in tables:
+        print()
+        print(text)
+    if results["compile"]:
+        print()
+        for run, t in results["compile"].items():
+            print(f"compile, {run}: import {t['import_s']:.2f} s, first conv fwd+bwd {t['first_gemm_conv_s']:.2f} s "
+                  f"(im2col + BLAS), then {t['first_direct_conv_s']:.2f} s (direct loops)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if args.png:
+        ratio_chart(results["sections"]["conv"], args.png)
+    return results
+
+
+if __name__ == "__main__":
+    main()
