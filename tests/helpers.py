@@ -131,3 +131,9 @@ def _as_numpy(x):
     if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().numpy()
     return np.asarray(x)
+
+
+def random_batches(images, batch_size, count, seed=0):
+    """`count` Tensors of `batch_size` images drawn with replacement from a float array."""
+    rng = np.random.default_rng(seed)
+    return [Tensor(images[rng.integers(0, len(images), batch_size)]) for _ in range(count)]

@@ -2,33 +2,16 @@
 determinism under a seed, and exact resumption from a state dict (networks and Adam states)."""
 
 import math
-import os
 
 import numpy as np
 import pytest
 
 import tinygen
+from helpers import random_batches
 from tinygen.errors import ArgumentError, ShapeError
 from tinygen.models.gan import DCGAN, DCGANConfig, GANConfig, MLPGAN, discriminator_loss, generator_loss
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 MODELS = [MLPGAN, DCGAN]
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    """2,000 real training digits, float32 (N, 1, 28, 28) in [0, 1]."""
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
-    from tinygen.data import load_mnist
-
-    images, _ = load_mnist(DATA_DIR, train=True)
-    return images[:2000, None].astype(np.float32) / 255
-
-
-def batches(images, batch_size, count, seed=0):
-    rng = np.random.default_rng(seed)
-    return [tinygen.Tensor(images[rng.integers(0, len(images), batch_size)]) for _ in range(count)]
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -94,7 +77,7 @@ def test_losses_stay_finite_for_confident_discriminators():
 def test_short_run_on_mnist(mnist, cls, batch_size, steps):
     tinygen.manual_seed(0)
     gan = cls(cls.Config(batch_size=batch_size))
-    history = [gan.train_step(x) for x in batches(mnist, batch_size, steps)]
+    history = [gan.train_step(x) for x in random_batches(mnist, batch_size, steps)]
     for key in ("loss_d", "loss_g", "d_real", "d_fake"):
         assert all(np.isfinite(h[key]) for h in history), key
     assert all(0 <= h["d_fake"] <= 1 and 0 <= h["d_real"] <= 1 for h in history)

@@ -3,34 +3,16 @@ the Bernoulli term by hand, the loss and gradients against PyTorch, a short run 
 determinism under a seed, and exact resumption from a state dict."""
 
 import math
-import os
 
 import numpy as np
 import pytest
 
 import tinygen
-from helpers import requires_torch
+from helpers import random_batches, requires_torch
 from tinygen.errors import ArgumentError, ShapeError
 from tinygen.models.vae import VAE, ConvVAE, ConvVAEConfig, VAEConfig, bernoulli_nll, gaussian_kl
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 MODELS = [VAE, ConvVAE]
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    """2,000 real training digits, float32 (N, 1, 28, 28) in [0, 1]."""
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
-    from tinygen.data import load_mnist
-
-    images, _ = load_mnist(DATA_DIR, train=True)
-    return images[:2000, None].astype(np.float32) / 255
-
-
-def batches(images, batch_size, count, seed=0):
-    rng = np.random.default_rng(seed)
-    return [tinygen.Tensor(images[rng.integers(0, len(images), batch_size)]) for _ in range(count)]
 
 
 @pytest.mark.parametrize("cls, latent_dim", [(VAE, 20), (ConvVAE, 16)])
@@ -142,7 +124,7 @@ def test_loss_falls_on_mnist(mnist, cls, batch_size, steps):
     held_out = tinygen.Tensor(mnist[-200:])
     tinygen.manual_seed(1)
     before = -vae.elbo(held_out).mean()
-    history = [vae.train_step(x) for x in batches(mnist[:-200], batch_size, steps)]
+    history = [vae.train_step(x) for x in random_batches(mnist[:-200], batch_size, steps)]
     losses = np.array([h["loss"] for h in history])
     assert np.isfinite(losses).all()
     assert before > 400  # an untrained decoder: about 784 log 2 = 543 nats minus what the grey levels give
