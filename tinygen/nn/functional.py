@@ -133,14 +133,23 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
 # --- pooling and resampling -----------------------------------------------------------------
 
 
-def _windows(input, kernel_size, stride, padding, dilation, pad_value, what):
-    """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): every pooling window along axis 2."""
-    _check_tensor(input, "input", 4)
+def pool_arguments(kernel_size, stride, padding, dilation, what):
+    """Check pooling arguments and return them as pairs; stride defaults to kernel_size.
+
+    Shared by the pooling functions and the pooling layers (which check at construction).
+    """
     kernel_size = _pair(kernel_size, "kernel_size", 1)
     stride = kernel_size if stride is None else _pair(stride, "stride", 1)
     padding, dilation = _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
     if any(2 * p > k for p, k in zip(padding, kernel_size)):
         raise ArgumentError(f"{what}: padding {padding} must be at most half of kernel_size {kernel_size}")
+    return kernel_size, stride, padding, dilation
+
+
+def _windows(input, kernel_size, stride, padding, dilation, pad_value, what):
+    """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): every pooling window along axis 2."""
+    _check_tensor(input, "input", 4)
+    kernel_size, stride, padding, dilation = pool_arguments(kernel_size, stride, padding, dilation, what)
     ho, wo = _check_output_size(input.shape[2:], kernel_size, stride, padding, dilation, what)
     if any(padding):
         (ph, pw) = padding

@@ -549,11 +549,7 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        k = F._pair(kernel_size, "kernel_size", 1)
-        F._pair(k if stride is None else stride, "stride", 1)
-        p = F._pair(padding, "padding", 0)
-        if any(2 * pi > ki for pi, ki in zip(p, k)):
-            raise ArgumentError(f"padding {padding!r} must be at most half of kernel_size {kernel_size!r}")
+        F.pool_arguments(kernel_size, stride, padding, 1, "AvgPool2d")
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -570,12 +566,7 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
-        k = F._pair(kernel_size, "kernel_size", 1)
-        F._pair(k if stride is None else stride, "stride", 1)
-        p = F._pair(padding, "padding", 0)
-        F._pair(dilation, "dilation", 1)
-        if any(2 * pi > ki for pi, ki in zip(p, k)):
-            raise ArgumentError(f"padding {padding!r} must be at most half of kernel_size {kernel_size!r}")
+        F.pool_arguments(kernel_size, stride, padding, dilation, "MaxPool2d")
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
