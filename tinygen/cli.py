@@ -1,15 +1,18 @@
-"""The `tinygen` command: train, sample, info.
+"""The `tinygen` command: train, sample, eval, info.
 
     tinygen train ddpm                       # the embedded MNIST subset, default settings
     tinygen train vae --data mnist --data-dir ../shared/data/mnist --epochs 5
     tinygen train gan --out runs/gan --resume
     tinygen sample --checkpoint runs/ddpm/checkpoint.npz --sampler ddim --steps 50 --out grid.png
+    tinygen eval --samples samples.npz --data-dir ../shared/data/mnist --json eval.json
+    tinygen eval --checkpoint runs/vae/checkpoint.npz --n 10000
     tinygen info
 
 Also runs as `python -m tinygen`. Errors a user can cause print one line and exit with status 2.
 """
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -17,8 +20,9 @@ import sys
 import numpy as np
 
 import tinygen
-from tinygen import backend, image, models, trainer
+from tinygen import backend, evaluation, image, models, trainer
 from tinygen.errors import TinygenError
+from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import save
 
 
@@ -72,6 +76,29 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_sample)
 
+    p = commands.add_parser("eval", help="FD, precision/recall/coverage and more for samples, beside real data's floor")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", help="an .npz holding 'samples' (n, 1, 28, 28), as tinygen sample --npz writes")
+    source.add_argument("--checkpoint", help="draw --n samples from this checkpoint and evaluate them")
+    p.add_argument("--n", type=int,
+                   help=f"samples to evaluate (default: all in --samples; {PROTOCOL_N:,} from --checkpoint)")
+    p.add_argument("--batch-size", type=int, default=500, help="--checkpoint: images sampled per call")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
+    p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
+    p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
+    p.add_argument("--guidance", type=float, help="class-conditional diffusion: classifier-free guidance weight")
+    p.add_argument("--data", choices=["embedded", "mnist"],
+                   help="reference images: embedded (the subset in the package; default) or mnist (--data-dir)")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (implies --data mnist)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling, the floor's images and the bounds")
+    p.add_argument("--likelihood-n", type=int, default=1000,
+                   help="--checkpoint, VAE/DDPM: test images for the likelihood bounds (default 1000; 0 skips)")
+    p.add_argument("--iwae-k", type=int, default=100, help="VAE: importance samples K of the IWAE bound (default 100)")
+    p.add_argument("--t-subsample", type=int, default=50,
+                   help="DDPM: timesteps per image estimating bits/dim (default 50; 0: all T, exact but T network calls)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(run=run_eval)
+
     p = commands.add_parser("info", help="version, backends, kernels and threads")
     p.set_defaults(run=run_info)
     return parser
@@ -89,11 +116,17 @@ def run_train(args):
     return 0
 
 
-def run_sample(args):
-    model, run, step = trainer.load_checkpoint(args.checkpoint)
+def _sampling_options(args, run):
+    """The diffusion sampler's options given on the command line; refused for other models."""
     options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance", args.guidance)) if v is not None}
     if options and run["model"] != "ddpm":
         raise tinygen.ArgumentError(f"{', '.join('--' + k for k in options)} only apply to diffusion models, not {run['model']!r}")
+    return options
+
+
+def run_sample(args):
+    model, run, step = trainer.load_checkpoint(args.checkpoint)
+    options = _sampling_options(args, run)
     if args.n < 1:
         raise tinygen.ArgumentError(f"--n must be at least 1, got {args.n}")
     backend.manual_seed(args.seed)
@@ -106,6 +139,75 @@ def run_sample(args):
         save({"samples": data, "model": run["model"], "step": step, "seed": args.seed, "options": options}, args.npz)
         print(f"samples: {args.npz} ({data.dtype}, shape {data.shape})")
     return 0
+
+
+def run_eval(args):
+    data = args.data or ("mnist" if args.data_dir else "embedded")
+    if data == "mnist" and not args.data_dir:
+        raise tinygen.ArgumentError("--data mnist needs --data-dir, the folder holding the MNIST IDX files")
+    if data == "embedded" and args.data_dir:
+        raise tinygen.ArgumentError("--data embedded takes no --data-dir (leave out --data to use the files)")
+    for name in ("n", "batch_size", "likelihood_n", "iwae_k", "t_subsample"):
+        value, least = getattr(args, name), 0 if name in ("likelihood_n", "t_subsample") else 1
+        if value is not None and value < least:
+            raise tinygen.ArgumentError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    net = evaluation.load_feature_net()  # checks the shipped weights' SHA-256 first
+    extra = {}
+    if args.samples:
+        if any(v is not None for v in (args.sampler, args.steps, args.eta, args.guidance)):
+            raise tinygen.ArgumentError("--sampler, --steps, --eta and --guidance apply to --checkpoint only")
+        samples, source = evaluation.load_samples(args.samples), args.samples
+        if args.n is not None:
+            if args.n > len(samples):
+                raise tinygen.ArgumentError(f"--n {args.n}: {args.samples} holds only {len(samples)} samples")
+            samples = samples[: args.n]
+        ref = evaluation.reference(args.data_dir, net=net)
+    else:
+        model, run, step = trainer.load_checkpoint(args.checkpoint)
+        options = _sampling_options(args, run)
+        ref = evaluation.reference(args.data_dir, net=net)
+        n = PROTOCOL_N if args.n is None else args.n
+        samples = _sample_in_batches(model, n, args.batch_size, args.seed, options)
+        settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
+        source = f"{args.checkpoint} (step {step}, {settings})"
+        extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
+                                              iwae_k=args.iwae_k, t_subsample=args.t_subsample)
+
+    metrics = evaluation.evaluate(samples, ref, net=net)
+    floor_metrics, floor_n = evaluation.floor(ref, len(samples), seed=args.seed, net=net)
+    rows = evaluation.report(metrics, len(samples), floor_metrics, floor_n, extra)
+
+    print(f"samples: {source}")
+    for part, what in ref.description.items():
+        print(f"reference ({part}): {what}")
+    print(f"floor: {floor_n:,} real training images (seed {args.seed}) measured the same way")
+    print(f"feature network: LeNet, SHA-256 {evaluation.WEIGHTS_SHA256[:16]}...")
+    if extra:
+        print(f"likelihood bounds: the first {min(args.likelihood_n, len(ref.test_images)):,} of those test images "
+              f"(seed {args.seed}); no floor")
+    if len(samples) != PROTOCOL_N:
+        print(f"NOTE: n = {len(samples):,}, not the protocol's {PROTOCOL_N:,}: FD grows as n shrinks, "
+              "so compare it only with numbers at the same n")
+    print()
+    print(evaluation.format_table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(evaluation.summary(source, rows, ref, args.seed), f, indent=2)
+            f.write("\n")
+        print(f"\njson: {args.json}")
+    return 0
+
+
+def _sample_in_batches(model, n, batch_size, seed, options):
+    """n samples (n, 1, 28, 28) float32 in [0, 1] from `model`, batch_size per call, progress on stderr."""
+    backend.manual_seed(seed)
+    batches, done = [], 0
+    while done < n:
+        batches.append(model.sample(min(batch_size, n - done), **options))
+        done += len(batches[-1])
+        print(f"\rsampling {done}/{n}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return np.concatenate(batches)
 
 
 def run_info(args):

@@ -1,0 +1,33 @@
+"""Evaluating generated digits: a fixed MNIST feature network and the metrics computed in its space.
+
+features.py           the LeNet feature network (shipped weights, SHA-256 checked), `features`
+frechet.py            Fréchet distance between Gaussians fitted to two feature sets
+manifold.py           k-NN precision / recall / coverage, class histogram, nearest-training-image distance
+protocol.py           the `tinygen eval` protocol: sample files, reference sets, the real-data floor
+likelihood.py         test-set likelihood bounds: VAE ELBO / IWAE, DDPM bits/dim
+train_feature_net.py  trains the feature network and writes its weights and the test-set statistics
+                      (run by hand, never imported here)
+
+The protocol (the README's "Evaluating samples"): 10,000 generated images against the 10,000 MNIST
+test images, every number printed beside the same number for real training images (the floor).
+"""
+
+# NOTE: the function `features` is not re-exported: `tinygen.evaluation.features` stays the module
+# (use `from tinygen.evaluation.features import features`).
+from tinygen.evaluation.features import WEIGHTS_SHA256, LeNet, classify, load_feature_net, load_test_statistics
+from tinygen.evaluation.frechet import frechet_distance, frechet_distance_of_features, sqrtm_psd, statistics
+from tinygen.evaluation.manifold import class_histogram, nearest_distances, precision_recall_coverage
+from tinygen.evaluation.protocol import (
+    LIKELIHOOD_METRICS,
+    METRICS,
+    PROTOCOL_N,
+    Reference,
+    evaluate,
+    floor,
+    format_table,
+    likelihood_metrics,
+    load_samples,
+    reference,
+    report,
+    summary,
+)

@@ -1,0 +1,212 @@
+"""The evaluation protocol behind `tinygen eval`: samples in, a table of metrics beside the floor out.
+
+1. Samples: an .npz with an array "samples" of shape (n, 1, 28, 28), uint8 in 0..255 or float in
+   [0, 1] (what `tinygen sample --npz` writes; plain `np.savez(path, samples=x)` works too), or n
+   images drawn from a checkpoint. The protocol's n is 10,000.
+2. Reference (`Reference`): with the full MNIST files, the 10,000 test images (FD and the k-NN
+   metrics) and the 60,000 training images (nearest-training-image distances). Without them, the
+   embedded subset: FD against the shipped statistics of the full test set, the k-NN metrics
+   against the 1,000 embedded test images, the 15,000 embedded training images for the distances.
+3. Metrics (`evaluate`): FD; precision, recall, coverage (k = 3); the class histogram
+   under the feature network; the median pixel distance to the nearest training image.
+4. Floor (`floor`): the same metrics for as many real training images as samples (drawn with the
+   seed), against the same reference: what a perfect generator would score at this n. Their
+   nearest-training-image distance leaves the image itself out.
+5. Likelihoods (`likelihood_metrics`, checkpoints of VAEs and DDPMs only): bounds on the test
+   images' log-likelihood from `tinygen.evaluation.likelihood`; they have no floor.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from tinygen.data import MNIST
+from tinygen.errors import ArgumentError, DatasetFormatError
+from tinygen.evaluation.features import (
+    WEIGHTS_SHA256,
+    as_images,
+    features_and_logits,
+    load_feature_net,
+    load_test_statistics,
+)
+from tinygen.evaluation.frechet import frechet_distance, statistics
+from tinygen.evaluation.manifold import NEAREST_K, class_histogram, nearest_distances, precision_recall_coverage
+from tinygen.serialization import _CORRUPT_ERRORS
+
+PROTOCOL_N = 10_000
+SAMPLES_KEY = "samples"
+
+# metric name -> what it means (the table's last column and the README's list).
+METRICS = {
+    "fd": "Fréchet distance to the test set in LeNet features (lower is better)",
+    "precision": f"share of samples inside the test images' {NEAREST_K}-NN manifold (realism)",
+    "recall": f"share of test images inside the samples' {NEAREST_K}-NN manifold (variety)",
+    "coverage": f"share of test images whose {NEAREST_K}-NN ball holds a sample",
+    "classes_present": "digits predicted for at least 1% of the samples (of 10)",
+    "largest_class_share": "share of the most frequent predicted digit (0.1 when balanced)",
+    "smallest_class_share": "share of the least frequent predicted digit (0.1 when balanced)",
+    "nearest_train_l2_median": "median pixel L2 distance to the nearest training image (0: copies)",
+}
+
+
+LIKELIHOOD_METRICS = {
+    "test_elbo_nats": "VAE: mean ELBO of the binarised test images, nats (higher is better)",
+    "test_iwae_k{K}_nats": "VAE: mean IWAE bound L_K of the binarised test images, nats (higher is better)",
+    "test_bits_per_dim": "DDPM: mean variational bound (Ho et al. eq. 5) on -log p, bits/dim (lower is better)",
+    "test_bits_per_dim_t{S}": "DDPM: the same bound, estimated from S random timesteps per image",
+}
+
+
+def load_samples(path):
+    """The images in the .npz `path`, as float32 (n, 1, 28, 28) in [0, 1].
+
+    A missing or unreadable file, or one without a "samples" array, raises `DatasetFormatError`;
+    a wrong dtype `DTypeError`, a wrong shape `ShapeError`, values outside [0, 1] `ArgumentError`;
+    every message names the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetFormatError(f"{path}: no such sample file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if SAMPLES_KEY not in archive.files:
+                keys = ", ".join(repr(k) for k in archive.files if not k.startswith("__")) or "none"
+                raise DatasetFormatError(
+                    f"{path}: no {SAMPLES_KEY!r} array (found {keys}); write the samples with "
+                    f"`tinygen sample --npz` or np.savez(path, {SAMPLES_KEY}=images)"
+                )
+            samples = archive[SAMPLES_KEY]
+    except DatasetFormatError:
+        raise
+    except (TypeError, AttributeError, *_CORRUPT_ERRORS) as err:  # AttributeError: a lone .npy has no .files
+        raise DatasetFormatError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from err
+    return as_images(samples, where=f"{path}: {SAMPLES_KEY!r}")
+
+
+@dataclasses.dataclass
+class Reference:
+    """The real data that samples are measured against (see the module docstring, item 2)."""
+
+    description: dict  # what each part is, for the table and the JSON
+    test_stats: tuple  # (mu (128,), sigma (128, 128), n) of the test features, for FD
+    test_features: np.ndarray  # (m, 128) float64, for the k-NN metrics (precision, recall, coverage)
+    test_images: np.ndarray  # (m, 1, 28, 28) uint8, for the likelihood bounds
+    train_images: np.ndarray  # (N, 1, 28, 28) float32 in [0, 1], for the floor and nearest images
+
+
+def reference(data_dir=None, net=None):
+    """The full MNIST reference (`data_dir`, the IDX files) or the embedded one (`data_dir` None)."""
+    net = load_feature_net() if net is None else net
+    test, train = MNIST(root=data_dir, train=False), MNIST(root=data_dir, train=True)
+    test_features, _ = features_and_logits(test.images[:, None], net=net)  # (m, 28, 28) -> (m, 1, 28, 28)
+    if data_dir is None:
+        mu, sigma, n = load_test_statistics()
+        description = {
+            "fd": f"the {n:,} MNIST test images (statistics shipped with tinygen)",
+            "precision_recall": f"the {len(test):,} embedded MNIST test images (embedded subset; "
+                                "pass --data-dir for all 10,000)",
+            "nearest_train": f"the {len(train):,} embedded MNIST training images",
+        }
+    else:
+        mu, sigma = statistics(test_features)
+        n = len(test_features)
+        description = {
+            "fd": f"the {n:,} MNIST test images in {data_dir}",
+            "precision_recall": f"the {len(test):,} MNIST test images in {data_dir}",
+            "nearest_train": f"the {len(train):,} MNIST training images in {data_dir}",
+        }
+    train_images = train.images[:, None].astype(np.float32) / 255  # (N, 28, 28) -> (N, 1, 28, 28)
+    test_images = test.images[:, None]  # (m, 28, 28) -> (m, 1, 28, 28) uint8
+    return Reference(description, (mu, sigma, n), test_features, test_images, train_images)
+
+
+def evaluate(images, ref, net=None, exclude=None):
+    """The metrics of `images` (n, 1, 28, 28) against `ref`: {name: value}, names as in `METRICS`.
+
+    `exclude` (n,) optional: the index in `ref.train_images` of each image, when the images are
+    training images (the floor), so that an image is not its own nearest training image.
+    """
+    images = as_images(images)
+    if len(images) < NEAREST_K + 1:
+        raise ArgumentError(f"{len(images)} images are too few: k-NN precision/recall with k = {NEAREST_K} "
+                            f"need at least {NEAREST_K + 1} (the protocol uses {PROTOCOL_N:,})")
+    feats, logits = features_and_logits(images, net=net)
+    mu, sigma = statistics(feats)
+    metrics = {"fd": frechet_distance(mu, sigma, *ref.test_stats[:2])}
+    metrics.update(precision_recall_coverage(ref.test_features, feats))
+    hist = class_histogram(logits.argmax(1))
+    metrics["classes_present"] = hist["classes_present"]
+    metrics["largest_class_share"] = hist["largest_share"]
+    metrics["smallest_class_share"] = hist["smallest_share"]
+    metrics["nearest_train_l2_median"] = float(np.median(nearest_distances(images, ref.train_images, exclude)))
+    return metrics
+
+
+def floor(ref, n, seed=0, net=None):
+    """`evaluate` for min(n, N) real training images drawn with `seed`: (metrics, the n used)."""
+    n = min(n, len(ref.train_images))
+    idx = np.sort(np.random.default_rng(seed).choice(len(ref.train_images), size=n, replace=False))
+    return evaluate(ref.train_images[idx], ref, net=net, exclude=idx), n
+
+
+def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_subsample=50):
+    """Likelihood bounds on `test_images` (m, 1, 28, 28) uint8: {name: (mean, m)}; {} for a GAN.
+
+    VAE / ConvVAE: the ELBO and the IWAE bound with K = `iwae_k` samples, on the test images
+    binarised once with `seed` (the Bernoulli decoder is a normalised likelihood on binary images
+    only). DDPM: the bound of Ho et al. eq. 5 in bits/dim on the 8-bit images, estimated from
+    `t_subsample` random timesteps per image (0 or None: all T terms, T network calls per batch).
+    """
+    from tinygen.evaluation import likelihood  # NOTE: imported here: `eval --samples` never needs it
+
+    m = len(test_images)
+    if m == 0:
+        return {}
+    if model_name in ("vae", "convvae"):
+        x = likelihood.binarize(test_images.astype(np.float64) / 255, seed=seed)
+        return {
+            "test_elbo_nats": (float(likelihood.vae_elbo(model, x, seed=seed).mean()), m),
+            f"test_iwae_k{iwae_k}_nats": (float(likelihood.vae_iwae(model, x, K=iwae_k, seed=seed).mean()), m),
+        }
+    if model_name == "ddpm":
+        bpd = likelihood.ddpm_bits_per_dim(model, test_images, seed=seed, t_subsample=t_subsample or None)
+        return {f"test_bits_per_dim_t{t_subsample}" if t_subsample else "test_bits_per_dim": (float(bpd.mean()), m)}
+    return {}
+
+
+def report(metrics, n, floor_metrics, floor_n, extra=None):
+    """Rows {metric, value, n, floor, floor_n} for the JSON; `extra` adds rows without a floor."""
+    rows = [{"metric": name, "value": value, "n": n, "floor": floor_metrics.get(name), "floor_n": floor_n}
+            for name, value in metrics.items()]
+    for name, (value, count) in (extra or {}).items():
+        rows.append({"metric": name, "value": value, "n": count, "floor": None, "floor_n": None})
+    return rows
+
+
+def format_table(rows):
+    """The rows as an aligned text table: metric, value, n, floor (real training images), its n."""
+    def fmt(value):
+        if value is None:
+            return "-"
+        return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+
+    lines = [("metric", "value", "n", "floor (real)", "n")]
+    lines += [(r["metric"], fmt(r["value"]), fmt(r["n"]), fmt(r["floor"]), fmt(r["floor_n"])) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in lines
+    )
+
+
+def summary(source, rows, ref, seed):
+    """The JSON object `tinygen eval --json` writes."""
+    return {
+        "source": source,
+        "seed": seed,
+        "feature_net_sha256": WEIGHTS_SHA256,
+        "protocol_n": PROTOCOL_N,
+        "reference": ref.description,
+        "metrics": rows,
+    }
