@@ -8,40 +8,56 @@ Measured in one run, in this order:
 1. the machine: FMA peak (a Numba loop of independent multiply-add chains on every thread),
    BLAS sgemm GFLOP/s (NumPy's BLAS on a large float32 product: the practical ceiling a conv
    built on it can reach), and copy bandwidth (a large parallel array copy, bytes read + written);
-2. one section per kernel family, each a list of rows (see `SECTIONS`). "conv": forward +
-   backward-input + backward-weight of each layer shape c1..c6 / t5 (issue 5), in float32, for
-   the Numba kernels, the NumPy reference and PyTorch (2 threads, its own defaults, autograd
-   backward); the median time over repeats after warm-ups, GFLOP/s, % of the FMA peak, and the
-   ratios time(numpy) / time(numba) and time(torch) / time(numba) (above 1: Numba is faster);
-3. Numba compile time, separately: the first conv call of a fresh process with an empty cache,
-   then of a second process reading the cache (`--quick` skips the empty-cache run).
+2. PyTorch's side of every row, in a fresh spawned process (see the NOTE below): 2 threads, its
+   own defaults otherwise;
+3. one section per kernel family, each a list of rows (see `SECTIONS`), the median time over
+   repeats after warm-ups, and the ratios time(numpy) / time(numba) and time(torch) / time(numba)
+   (above 1: Numba is faster):
+   - "conv": forward + backward-input + backward-weight of each layer shape c1..c6 / t5
+     (issue 5), in float32, for the Numba kernels, the NumPy reference and PyTorch (autograd
+     backward); GFLOP/s and % of the FMA peak;
+   - "noise": the diffusion steps q_sample and p_sample_step (issue 5) on (128, 1, 28, 28),
+     (64, 3, 64, 64) and (16, 3, 256, 256) float32 batches with per-sample coefficients, with z
+     passed in and with z drawn inside (q_sample_noise, p_sample_step_noise; PyTorch: torch.randn
+     and then the same expression on tensors); GB/s counting the bytes read and written once,
+     % of a parallel copy of arrays of the same size (measured here, per shape), and Gaussian
+     generation alone in ns per number (Numba's in-kernel `normal`, NumPy's float32
+     `standard_normal`, `torch.randn`). Numba runs twice: into a preallocated `out=` (the
+     kernel's own bandwidth: GB/s and % of copy) and allocating its result, as NumPy and PyTorch
+     do (the ratios);
+4. Numba compile time, separately: the first conv and noise-step calls of a fresh process with an
+   empty cache, then of a second process reading the cache (`--quick` skips the empty-cache run).
 
 The kernels are called through their modules (the same functions the dispatcher forwards to);
 Numba's threading policy is tinygen's own (`tinygen.backend`), exactly what a user gets with no
 environment variables set. Benchmarks are not tests: nothing here asserts a time.
+
+NOTE: this process never imports torch. Numba and torch loaded in one process share one GNU
+OpenMP runtime, whichever came first, with its wait policy: with torch first, Numba's kernels
+ran next to torch's spinning pool (see benchmarks/train_step.py for the measured cost), with
+Numba first, torch ran on tinygen's passive pool, which is not torch's default either.
 """
 
 import argparse
+import importlib.util
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-
-try:  # imported first, so that nothing tinygen does can change PyTorch's own threading defaults
-    import torch
-except ImportError:
-    torch = None
 
 from benchmarks import machine
 from tinygen import backend, image
 from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size, reference
+from tinygen.kernels.diffusion import reference as noise_reference
 
-
+TORCH_THREADS = 2
 
 # --- timing -------------------------------------------------------------------------------------
 
@@ -90,8 +106,10 @@ def _parallel_copy(numba):
     def kernel(src, dst):
         chunk = (src.size + 63) // 64
         for i in numba.prange(64):
-            for k in range(i * chunk, min(src.size, (i + 1) * chunk)):
-                dst[k] = src[k]
+            lo, hi = min(src.size, i * chunk), min(src.size, (i + 1) * chunk)
+            s, d = src[lo:hi], dst[lo:hi]  # step-less slices: known contiguous, so the copy vectorizes
+            for k in range(hi - lo):
+                d[k] = s[k]
 
     return kernel
 
@@ -189,7 +207,7 @@ def tinygen_step(module, prob):
     return step
 
 
-def torch_step(prob):
+def torch_step(torch, prob):
     """The same layer in PyTorch: functional forward, autograd backward with grad_out = g."""
     x = torch.from_numpy(prob["x"]).requires_grad_(True)
     w = torch.from_numpy(prob["w"]).requires_grad_(True)
@@ -204,7 +222,13 @@ def torch_step(prob):
     return step
 
 
-def conv_section(args, peaks):
+def conv_torch_times(torch, quick, repeats, warmups):
+    """PyTorch's seconds per layer shape (run in the PyTorch process)."""
+    return {shape[0]: median_time(torch_step(torch, conv_problem(shape, batch_divisor=8 if quick else 1)), repeats,
+                                  warmups) for shape in CONV_SHAPES}
+
+
+def conv_section(args, peaks, theirs):
     """One row per layer shape: times, GFLOP/s, % of peak and the ratios (see the module docstring)."""
     from_numba = None
     if backend.load_numba() is not None:  # else the Numba columns stay empty
@@ -215,8 +239,8 @@ def conv_section(args, peaks):
         times = {"numpy": median_time(tinygen_step(reference, prob), args.repeats, args.warmups)}
         if from_numba is not None:
             times["numba"] = median_time(tinygen_step(from_numba, prob), args.repeats, args.warmups)
-        if torch is not None:
-            times["torch"] = median_time(torch_step(prob), args.repeats, args.warmups)
+        if theirs is not None:
+            times["torch"] = theirs["conv"][prob["name"]]
         fast = times.get("numba")
         gflops = prob["flops"] / fast / 1e9 if fast else None
         rows.append(dict(
@@ -247,8 +271,172 @@ def conv_table(rows):
     return "\n".join(lines)
 
 
-# Sections run in this order; the noise-step kernels will add ("noise", noise_section, noise_table).
-SECTIONS = [("conv", conv_section, conv_table)]
+# --- noise-step section ----------------------------------------------------------------------------
+
+# (name prefix, shape) of the image batches, from issue 5.
+NOISE_SHAPES = [("1", (128, 1, 28, 28)), ("2", (64, 3, 64, 64)), ("3", (16, 3, 256, 256))]
+# (row name, function, z drawn inside, float32 arrays read + written per element)
+NOISE_OPS = [("q", "q_sample", False, 3), ("p", "p_sample_step", False, 4),
+             ("qr", "q_sample_noise", True, 3), ("pr", "p_sample_step_noise", True, 3)]
+NOISE_SEED = 1234  # the generator's seed in every timed call
+NOISE_REPEATS = 5  # noise rows: this many times --repeats (each call is short)
+
+
+def noise_problem(shape, batch_divisor=1, seed=0):
+    """x, eps, z (float32 images) and coef (3, B) float64 per-sample coefficients, as the model passes them."""
+    shape = (max(1, shape[0] // batch_divisor),) + shape[1:]
+    rng = np.random.default_rng(seed)
+    x, eps, z = (rng.standard_normal(shape, dtype=np.float32) for _ in range(3))
+    return dict(shape=shape, x=x, eps=eps, z=z, coef=rng.uniform(0.1, 0.9, (3, shape[0])))
+
+
+def noise_step(module, function, prob, out=False):
+    """One call of `function` of a kernel module (reference or cpu_numba); out=True: into preallocated outputs."""
+    x, e, z, (c0, c1, c2) = prob["x"], prob["eps"], prob["z"], prob["coef"]
+    buf = (np.empty_like(x), np.empty_like(x)) if out else (None, None)
+    calls = {
+        "q_sample": lambda: module.q_sample(x, e, c0, c1, out=buf[0]),
+        "p_sample_step": lambda: module.p_sample_step(x, e, c0, c1, c2, z, out=buf[0]),
+        "q_sample_noise": lambda: module.q_sample_noise(x, c0, c1, NOISE_SEED, out=buf if out else None),
+        "p_sample_step_noise": lambda: module.p_sample_step_noise(x, e, c0, c1, c2, NOISE_SEED, out=buf[0]),
+    }
+    return calls[function]
+
+
+def torch_noise_step(torch, function, prob):
+    """The same step in PyTorch eager: the reference's expression on tensors, torch.randn for z."""
+    x, e, z = (torch.from_numpy(prob[k]) for k in ("x", "eps", "z"))
+    per_sample = (-1,) + (1,) * (x.dim() - 1)  # (B,) -> (B, 1, ..., 1)
+    c0, c1, c2 = (torch.from_numpy(c.astype(np.float32)).view(per_sample) for c in prob["coef"])
+
+    def q_sample_noise():
+        eps = torch.randn(x.shape)
+        return c0 * x + c1 * eps, eps
+
+    calls = {
+        "q_sample": lambda: c0 * x + c1 * e,
+        "p_sample_step": lambda: c1 * (x - c0 * e) + c2 * z,
+        "q_sample_noise": q_sample_noise,
+        "p_sample_step_noise": lambda: c1 * (x - c0 * e) + c2 * torch.randn(x.shape),
+    }
+    return calls[function]
+
+
+def noise_torch_times(torch, quick, repeats, warmups):
+    """PyTorch's seconds per (op, shape) and per Gaussian number (run in the PyTorch process)."""
+    steps, normal = {}, {}
+    for key, shape in NOISE_SHAPES:
+        prob = noise_problem(shape, batch_divisor=8 if quick else 1)
+        for name, function, _, _ in NOISE_OPS:
+            steps[name + key] = median_time(torch_noise_step(torch, function, prob), repeats, warmups)
+        buf = torch.empty(prob["x"].size)
+        normal[key] = median_time(lambda: torch.randn(buf.shape, out=buf), repeats, warmups) / buf.numel()
+    return dict(steps=steps, normal=normal)
+
+
+def noise_section(args, peaks, theirs):
+    """One row per (op, shape): times in microseconds, GB/s, % of copy and the ratios; then one
+    Gaussian-generation row per shape in ns per number (see the module docstring)."""
+    numba = backend.load_numba()
+    from_numba = copy = None
+    if numba is not None:  # else the Numba columns stay empty
+        from tinygen.kernels.diffusion import cpu_numba as from_numba
+
+        copy = _parallel_copy(numba)
+    repeats = NOISE_REPEATS * args.repeats
+    rows = []
+    for key, shape in NOISE_SHAPES:
+        prob = noise_problem(shape, batch_divisor=8 if args.quick else 1)
+        n = prob["x"].size
+        # copying arrays of the same size (read + written), the better of NumPy's and a parallel copy
+        src, dst = prob["x"].reshape(-1), np.empty(n, np.float32)
+        copies = [lambda: np.copyto(dst, src)] + ([lambda: copy(src, dst)] if copy is not None else [])
+        copy_gbs = max(8 * n / median_time(fn, repeats, args.warmups) / 1e9 for fn in copies)
+        for name, function, rng, arrays in NOISE_OPS:
+            times = {"numpy": median_time(noise_step(noise_reference, function, prob), repeats, args.warmups)}
+            if from_numba is not None:
+                times["numba_out"] = median_time(noise_step(from_numba, function, prob, out=True), repeats,
+                                                 args.warmups)
+                times["numba"] = median_time(noise_step(from_numba, function, prob), repeats, args.warmups)
+            if theirs is not None:
+                times["torch"] = theirs["noise"]["steps"][name + key]
+            nbytes = 4 * arrays * n
+            gbs = nbytes / times["numba_out"] / 1e9 if "numba_out" in times else None
+            fast = times.get("numba")
+            rows.append(dict(
+                kind="step", name=name + key, function=function, rng=rng, shape=prob["shape"], bytes=nbytes,
+                us={k: 1e6 * v for k, v in times.items()}, gbs=gbs, copy_gbs=copy_gbs,
+                percent_of_copy=100 * gbs / copy_gbs if gbs and copy_gbs else None,
+                percent_of_peak_copy=100 * gbs / peaks["copy_gbs"] if gbs else None,
+                speedup_vs_numpy=times["numpy"] / fast if fast else None,
+                ratio_vs_torch=times["torch"] / fast if fast and "torch" in times else None,
+                torch_gbs=nbytes / times["torch"] / 1e9 if "torch" in times else None,
+            ))
+            print(f"  {name + key} {function} {prob['shape']}: "
+                  + ", ".join(f"{k} {1e6 * v:.0f} us" for k, v in times.items()), flush=True)
+        buf = np.empty_like(prob["x"])
+        rng = np.random.default_rng(0)
+        ns = {"numpy": median_time(lambda: rng.standard_normal(buf.shape, dtype=np.float32, out=buf), repeats,
+                                   args.warmups) / n * 1e9}
+        if from_numba is not None:
+            ns["numba"] = median_time(lambda: from_numba.normal(buf.shape, NOISE_SEED, out=buf), repeats,
+                                      args.warmups) / n * 1e9
+        if theirs is not None:
+            ns["torch"] = theirs["noise"]["normal"][key] * 1e9
+        rows.append(dict(kind="normal", name="n" + key, shape=prob["shape"], ns_per_number=ns))
+        print(f"  normal {prob['shape']}: " + ", ".join(f"{k} {v:.2f} ns" for k, v in ns.items()), flush=True)
+    return rows
+
+
+def noise_table(rows):
+    lines = ["| row | step | shape | Numba µs (out=) | Numba µs | NumPy µs | PyTorch µs | Numba GB/s | copy GB/s "
+             "| % of copy | % of large copy | PyTorch GB/s | × NumPy | × PyTorch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] != "step":
+            continue
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["name"], r["function"], "×".join(map(str, r["shape"])), _fmt(r["us"].get("numba_out"), "{:.0f}"),
+            _fmt(r["us"].get("numba"), "{:.0f}"), _fmt(r["us"]["numpy"], "{:.0f}"),
+            _fmt(r["us"].get("torch"), "{:.0f}"),
+            _fmt(r["gbs"]), _fmt(r["copy_gbs"]), _fmt(r["percent_of_copy"], "{:.0f}%"),
+            _fmt(r["percent_of_peak_copy"], "{:.0f}%"), _fmt(r["torch_gbs"]),
+            _fmt(r["speedup_vs_numpy"], "{:.2f}×"), _fmt(r["ratio_vs_torch"], "{:.2f}×")))
+    lines += ["", "| Gaussian numbers | shape | Numba `normal` ns/number | NumPy `standard_normal` (float32) | "
+              "`torch.randn` |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] == "normal":
+            ns = r["ns_per_number"]
+            lines.append(f"| {r['name']} | {'×'.join(map(str, r['shape']))} | {_fmt(ns.get('numba'), '{:.2f}')} "
+                         f"| {_fmt(ns['numpy'], '{:.2f}')} | {_fmt(ns.get('torch'), '{:.2f}')} |")
+    lines.append("\ncopy GB/s: arrays of the images' size, the better of np.copyto and a parallel copy; large copy: "
+                 "the peaks' copy (arrays beyond the caches). GB/s count each array read or written once.")
+    return "\n".join(lines)
+
+
+# Sections run in this order: (name, rows function, table function, PyTorch times function).
+SECTIONS = [("conv", conv_section, conv_table, conv_torch_times),
+            ("noise", noise_section, noise_table, noise_torch_times)]
+
+
+# --- PyTorch, in a process of its own ---------------------------------------------------------------
+
+
+def torch_times(quick, repeats, warmups, threads):
+    """Run in a fresh spawned process: PyTorch's times for every section, its version and threads."""
+    import torch  # here only: the tinygen process never imports it
+
+    torch.set_num_threads(threads)
+    result = {name: torch_section(torch, quick, repeats * (NOISE_REPEATS if name == "noise" else 1), warmups)
+              for name, _, _, torch_section in SECTIONS}
+    if backend._numba is not None:  # nothing above may start Numba's pool (see the module docstring's NOTE)
+        raise RuntimeError("Numba was loaded in the PyTorch process: the timings are not torch's own")
+    return dict(result, torch=torch.__version__, threads=torch.get_num_threads())
+
+
+def in_fresh_process(function, *args):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 # --- compile time, in fresh processes ------------------------------------------------------------
@@ -266,12 +454,20 @@ def first(cin, cout):
     k.conv2d_backward_input(y, w, (8, 8), (1, 1), (1, 1), (1, 1))
     k.conv2d_backward_weight(x, y, (3, 3), (1, 1), (1, 1), (1, 1))
     return time.perf_counter() - t
-print(imported - start, first(4, 8), first(1, 8))
+def first_noise_steps():
+    from tinygen.kernels.diffusion import cpu_numba as d
+    x, c = np.ones((2, 1, 8, 8), np.float32), np.full(2, 0.5)
+    t = time.perf_counter()
+    d.q_sample_noise(x, c, c, 1)
+    d.p_sample_step(x, x, c, c, c, x)
+    return time.perf_counter() - t
+print(imported - start, first(4, 8), first(1, 8), first_noise_steps())
 """
 
 
 def compile_times(quick):
-    """Seconds for import and the first conv fwd+bwd (gemm path, then direct path), per process."""
+    """Seconds for import, the first conv fwd+bwd (gemm path, then direct path) and the first noise
+    steps (q_sample_noise, then p_sample_step: both diffusion kernels, float32), per process."""
     if backend.load_numba() is None:
         return None
     result = {}
@@ -283,8 +479,9 @@ def compile_times(quick):
         for run in runs:
             done = subprocess.run([sys.executable, "-c", COMPILE_PROBE], env=env, check=True,
                                   capture_output=True, text=True)
-            imported, gemm, direct = map(float, done.stdout.split())
-            result[run] = dict(import_s=imported, first_gemm_conv_s=gemm, first_direct_conv_s=direct)
+            imported, gemm, direct, noise = map(float, done.stdout.split())
+            result[run] = dict(import_s=imported, first_gemm_conv_s=gemm, first_direct_conv_s=direct,
+                               first_noise_steps_s=noise)
     return result
 
 
@@ -298,6 +495,7 @@ _GLYPHS = {
     "c": "000111100100111", "t": "010111010010011", " ": "000000000000000",
     "n": "000110101101101", "u": "000101101101111", "m": "000111111101101", "p": "000111101111100",
     "y": "000101111001111", "o": "000111101101111", "r": "000111100100100", "h": "100100111101101",
+    "q": "000111101111001",
 }
 NUMPY_COLOUR, TORCH_COLOUR = (70, 130, 200), (220, 120, 40)
 
@@ -313,8 +511,9 @@ def _text(img, x, y, s, scale=2, colour=(0, 0, 0)):
 
 
 def ratio_chart(rows, path):
-    """Bars of time(numpy)/time(numba) (blue) and time(torch)/time(numba) (orange) per layer, on a
-    log2 axis from 1/8 to 32; the black line is 1× (equal speed): a bar above it is Numba winning."""
+    """Bars of time(numpy)/time(numba) (blue) and time(torch)/time(numba) (orange) per row (the conv
+    layers, then the noise steps: q/p without, qr/pr with the generator inside, 1-3 the shapes), on
+    a log2 axis from 1/8 to 32; the black line is 1× (equal speed): a bar above it is Numba winning."""
     height, top, per_row, bar = 260, 20, 70, 24
     img = np.full((height + 40, 40 + per_row * len(rows), 3), 255, np.uint8)
     lo, hi = -3.0, 5.0  # log2 of the axis ends
@@ -359,25 +558,31 @@ def main(argv=None):
     parser.add_argument("--png", help="draw the ratio chart into this PNG file")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 7)
-    if torch is not None:
-        torch.set_num_threads(2)
 
     info = backend.kernel_info()
-    description = machine.describe() + f"; BLAS products: {info['blas']}" + (
-        "" if torch is None else f"; PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    description = machine.describe() + f"; BLAS products: {info['blas']}"
+    load = os.getloadavg()[0]
     print(f"machine: {description}")
+    print(f"load average (1 min) before the run: {load:.2f}"
+          + (" -- other work is running: expect slow, noisy times" if load > 0.5 else ""))
     peaks = dict(fma_gflops=fma_peak(args.quick), blas_sgemm_gflops=sgemm_gflops(args.quick),
                  copy_gbs=copy_bandwidth(args.quick))
     print(f"peaks: FMA {_fmt(peaks['fma_gflops'])} GFLOP/s (float32, all threads); BLAS sgemm "
           f"{peaks['blas_sgemm_gflops']:.1f} GFLOP/s (practical ceiling); copy {peaks['copy_gbs']:.1f} GB/s "
           f"(read + write)", flush=True)
+    theirs = None
+    if importlib.util.find_spec("torch") is not None:
+        print(f"PyTorch, in a fresh process, {TORCH_THREADS} threads ...", flush=True)
+        theirs = in_fresh_process(torch_times, args.quick, args.repeats, args.warmups, TORCH_THREADS)
+        description += f"; PyTorch {theirs['torch']}, {theirs['threads']} threads (own process)"
 
-    results = dict(machine=description, kernel_info=info, torch=None if torch is None else torch.__version__,
-                   quick=args.quick, repeats=args.repeats, warmups=args.warmups, peaks=peaks, sections={})
+    results = dict(machine=description, kernel_info=info, torch=None if theirs is None else theirs["torch"],
+                   load_average_1min=load, quick=args.quick, repeats=args.repeats, warmups=args.warmups,
+                   peaks=peaks, sections={})
     tables = []
-    for name, section, table in SECTIONS:
+    for name, section, table, _ in SECTIONS:
         print(f"{name}:", flush=True)
-        rows = section(args, peaks)
+        rows = section(args, peaks, theirs)
         results["sections"][name] = rows
         tables.append(table(rows))
     results["compile"] = compile_times(args.quick)
@@ -386,7 +591,7 @@ def main(argv=None):
     print(f"machine: {description}")
     print(f"peaks: FMA {_fmt(peaks['fma_gflops'])} GFLOP/s, BLAS sgemm {peaks['blas_sgemm_gflops']:.1f} GFLOP/s, "
           f"copy {peaks['copy_gbs']:.1f} GB/s; medians of {args.repeats} after {args.warmups} warm-ups"
-          + (" (--quick: batches / 8)" if args.quick else ""))
+          + f" ({NOISE_REPEATS * args.repeats} for the noise rows)" + (" (--quick: batches / 8)" if args.quick else ""))
     for text in tables:
         print()
         print(text)
@@ -394,12 +599,14 @@ def main(argv=None):
         print()
         for run, t in results["compile"].items():
             print(f"compile, {run}: import {t['import_s']:.2f} s, first conv fwd+bwd {t['first_gemm_conv_s']:.2f} s "
-                  f"(im2col + BLAS), then {t['first_direct_conv_s']:.2f} s (direct loops)")
+                  f"(im2col + BLAS), then {t['first_direct_conv_s']:.2f} s (direct loops); first noise steps "
+                  f"{t['first_noise_steps_s']:.2f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     if args.png:
-        ratio_chart(results["sections"]["conv"], args.png)
+        steps = [r for r in results["sections"]["noise"] if r["kind"] == "step"]
+        ratio_chart(results["sections"]["conv"] + steps, args.png)
     return results
 
 

@@ -13,8 +13,11 @@ Each `train_step` mirrors its tinygen counterpart line for line (losses, optimiz
 the order of the updates); `tests/test_torch_twins.py` checks, in float64 with the same random
 draws, that both give the same outputs, losses and updated weights. Every random draw of a twin
 goes through one method (`noise`, `negative_elbo_terms(eps=...)`, `draw`), which the tests replace.
+Each twin also has tinygen's `sample(n, ...)` (for `benchmarks.quality`): the GAN generator in
+eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM samplers from the EMA weights.
 """
 
+import copy
 import math
 
 import numpy as np
@@ -137,6 +140,17 @@ class GANTwin:
             "d_fake": fake_logits.detach().sigmoid().mean().item(),
         }
 
+    @torch.no_grad()
+    def sample(self, n):
+        """n images G(z) (n, 1, 28, 28) float32 in [0, 1], as `GAN.sample`: G in eval mode (BatchNorm's running statistics)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            images = self.generator(self.noise(n))
+        finally:
+            self.generator.train(was_training)
+        return images.numpy().astype(np.float32)
+
 
 # --- VAE: one Adam step on -ELBO, as in tinygen/models/vae.py ---------------------------------
 
@@ -183,6 +197,12 @@ class VAETwin:
         loss.backward()
         self.optimizer.step()
         return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+
+    @torch.no_grad()
+    def sample(self, n):
+        """n decoder means sigmoid(f(z)), z ~ N(0, I): float32 (n, 1, 28, 28) in [0, 1], as `VAE.sample`."""
+        z = torch.randn(n, self.config.latent_dim, dtype=next(self.net.parameters()).dtype)
+        return torch.sigmoid(self.decode(z)).numpy().astype(np.float32)
 
 
 # --- DDPM: the UNet of tinygen/models/diffusion.py, and Algorithm 1 ---------------------------
@@ -268,12 +288,12 @@ class UNet(tnn.Module):
 
 
 class DDPMTwin:
-    """The twin of `DDPM.train_step`: eps-prediction loss, lr warm-up, clipping, Adam, EMA."""
+    """The twin of `DDPM.train_step`: eps-prediction loss, lr warm-up and cosine decay, clipping, Adam, EMA."""
 
     def __init__(self, model):
         c = self.config = model.config
         self.net = copy_weights(model.net, UNet(c))
-        s = Schedule(c)
+        s = self.schedule = Schedule(c)
         self.sqrt_alpha_bar = torch.from_numpy(s.sqrt_alpha_bar)  # float64, cast per batch as tinygen's kernel
         self.sqrt_one_minus_alpha_bar = torch.from_numpy(s.sqrt_one_minus_alpha_bar)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr)
@@ -303,8 +323,8 @@ class DDPMTwin:
             y[u < c.p_uncond] = c.num_classes  # drop to the null class
         loss = TF.mse_loss(self.net(x_t, t, y), eps)
 
-        for group in self.optimizer.param_groups:  # linear warm-up of the learning rate
-            group["lr"] = c.lr * min(1.0, (self.step + 1) / max(c.warmup_steps, 1))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self.optimizer.zero_grad()
         loss.backward()
         grad_norm = tnn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip or math.inf)
@@ -316,6 +336,65 @@ class DDPMTwin:
                 saved.copy_(b)
         self.step += 1
         return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+
+    def learning_rate(self):
+        """`DDPM.learning_rate`: a linear warm-up over `warmup_steps`, then a cosine decay to 0 at `steps`."""
+        c = self.config
+        warmup = min(1.0, (self.step + 1) / max(c.warmup_steps, 1))
+        progress = min(1.0, self.step / max(c.steps, 1))
+        return c.lr * warmup * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # --- sampling, as DDPM.sample (unconditional; variance beta_t; x0_hat clipped) -------------
+
+    def ema_net(self):
+        """A copy of the UNet holding the EMA weights (and the latest buffers), in eval mode."""
+        net = copy.deepcopy(self.net).eval()
+        with torch.no_grad():
+            for p, shadow in zip(net.parameters(), self.ema_shadow):
+                p.copy_(shadow)
+            for b, saved in zip(net.buffers(), self.ema_buffers):
+                b.copy_(saved)
+        return net
+
+    @torch.no_grad()
+    def sample(self, n, sampler="ddim", steps=None, eta=0.0):
+        """n images (n, 1, 28, 28) float32 in [0, 1] from the EMA weights: "ddpm" (Algorithm 2, all T
+        steps, sigma_t^2 = beta_t) or "ddim" (`steps` timesteps, default 50, with `eta`), each step's
+        x0_hat clipped to [-1, 1] as tinygen's `DDPM._eps` does."""
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        s, net = self.schedule, self.ema_net()
+        dtype = next(net.parameters()).dtype
+        x = torch.randn(n, 1, 28, 28, dtype=dtype)  # x_T ~ N(0, I)
+        if sampler == "ddpm":
+            sigmas = np.sqrt(s.betas)
+            for i in reversed(range(s.T)):  # i = t - 1
+                eps = self._eps(net, x, i)
+                x = float(s.inv_sqrt_alpha[i]) * (x - float(s.eps_coef[i]) * eps)
+                if i > 0:  # z = 0 at t = 1
+                    x = x + float(sigmas[i]) * torch.randn_like(x)
+        else:
+            # tinygen's own timestep sub-sequence and sigma (Song et al. eq. 16): they read self.schedule only
+            taus = DDPM.ddim_timesteps(self, min(50, s.T) if steps is None else steps)
+            for k in reversed(range(len(taus))):
+                i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
+                alpha_bar_prev = float(s.alpha_bar[prev]) if prev >= 0 else 1.0
+                sigma = float(DDPM.ddim_sigma(self, s.alpha_bar[i], alpha_bar_prev, eta))
+                eps = self._eps(net, x, i)
+                # Song et al. (2021), eq. 12
+                x0_hat = (x - float(s.sqrt_one_minus_alpha_bar[i]) * eps) / float(s.sqrt_alpha_bar[i])
+                direction = math.sqrt(max(1 - alpha_bar_prev - sigma * sigma, 0.0))
+                x = math.sqrt(alpha_bar_prev) * x0_hat + direction * eps
+                if sigma > 0:
+                    x = x + sigma * torch.randn_like(x)
+        return ((x.clamp(-1, 1) + 1) / 2).numpy().astype(np.float32)  # [-1, 1] -> [0, 1]
+
+    def _eps(self, net, x, i):
+        """eps_theta(x_t, t) at index i = t - 1, re-derived from x0_hat clipped to [-1, 1] (`DDPM._eps`)."""
+        eps = net(x, torch.full((x.shape[0],), int(i), dtype=torch.int64))
+        a, b = float(self.schedule.sqrt_alpha_bar[i]), float(self.schedule.sqrt_one_minus_alpha_bar[i])
+        x0_hat = ((x - b * eps) / a).clamp(-1, 1)
+        return (x - a * x0_hat) / b
 
 
 def twin(model):

@@ -4,10 +4,14 @@
   style): two extra forward passes per input instead of one per element.
 - `check_op(tg_fn, torch_fn, *arrays)`: one line per op: shape and dtype, then values, then
   gradients, against the NumPy oracle, the finite differences, and PyTorch when it is installed.
+- `assert_standard_normal(z)`: moments, tails and a Kolmogorov-Smirnov test of a large draw
+  (no SciPy: the normal CDF comes from `math.erf`).
 
 `torch` is the torch module, or None where PyTorch is not installed; `requires_torch` marks a
 test that cannot run without it. check_op skips its PyTorch comparison by itself.
 """
+
+import math
 
 import numpy as np
 import pytest
@@ -137,3 +141,40 @@ def random_batches(images, batch_size, count, seed=0):
     """`count` Tensors of `batch_size` images drawn with replacement from a float array."""
     rng = np.random.default_rng(seed)
     return [Tensor(images[rng.integers(0, len(images), batch_size)]) for _ in range(count)]
+
+
+def normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, vectorised: math.erf on a grid of 24,001 points in [-6, 6],
+    linearly interpolated (error below 1e-8, since |Phi''| <= 0.25 and the step is 5e-4)."""
+    grid = np.linspace(-6.0, 6.0, 24001)
+    table = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in grid])
+    return np.interp(x, grid, table, left=0.0, right=1.0)
+
+
+def assert_standard_normal(z, what="draw"):
+    """Fail if a large draw z (any shape) is unlikely to come from N(0, 1).
+
+    Each check is a 5-sigma band (or a 0.1% critical value), so that a correct generator
+    fails with probability below ~1e-3 over all checks: mean and variance, skewness and excess
+    kurtosis (standard errors sqrt(6/n), sqrt(24/n)), the frequencies of |z| > 2 and > 3
+    (binomial), and the Kolmogorov-Smirnov statistic D = sup |F_n - Phi| against its
+    asymptotic critical value 1.95 / sqrt(n) at level 0.001.
+    """
+    z = np.asarray(z, np.float64).ravel()
+    n = z.size
+    mean, var = z.mean(), z.var()
+    assert abs(mean) < 5 / math.sqrt(n), f"{what}: mean {mean:.3g} (n = {n})"
+    assert abs(var - 1) < 5 * math.sqrt(2 / n), f"{what}: variance {var:.5f} (n = {n})"
+    u = (z - mean) / math.sqrt(var)
+    skew, kurt = (u**3).mean(), (u**4).mean() - 3
+    assert abs(skew) < 5 * math.sqrt(6 / n), f"{what}: skewness {skew:.3g} (n = {n})"
+    assert abs(kurt) < 5 * math.sqrt(24 / n), f"{what}: excess kurtosis {kurt:.3g} (n = {n})"
+    for k in (2, 3):
+        p = math.erfc(k / math.sqrt(2))  # P(|z| > k)
+        count = int((np.abs(z) > k).sum())
+        assert abs(count - n * p) < 5 * math.sqrt(n * p * (1 - p)), f"{what}: {count} of {n} beyond {k} sigma"
+    s = np.sort(z)
+    cdf = normal_cdf(s)
+    d = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
+    assert d < 1.95 / math.sqrt(n), f"{what}: Kolmogorov-Smirnov D = {d:.3g} >= {1.95 / math.sqrt(n):.3g}"
+    return dict(mean=mean, var=var, skew=skew, kurtosis=kurt, ks=d)

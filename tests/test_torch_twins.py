@@ -17,6 +17,7 @@ import tinygen  # noqa: E402  (after the skip)
 from benchmarks import torch_twins  # noqa: E402
 from helpers import assert_close  # noqa: E402
 from tinygen import backend  # noqa: E402
+from tinygen.kernels import diffusion as noise_kernels  # noqa: E402
 from tinygen.models import DDPM, DCGAN, MLPGAN, VAE, ConvVAE  # noqa: E402
 from tinygen.models.diffusion import Config as DDPMConfig  # noqa: E402
 from tinygen.models.gan import DCGANConfig, GANConfig  # noqa: E402
@@ -88,18 +89,18 @@ SMALL = {
 
 
 class FixedDraws:
-    """Stands in for tinygen's random generator in `DDPM.train_step`: returns the given draws."""
+    """Stands in for tinygen's random generator in `DDPM.train_step`: returns the given draws
+    (the timesteps t, the seed of eps's counter-based stream, the label-dropout uniforms u)."""
 
-    def __init__(self, t, eps, u):
-        self.t, self.eps, self.u = t, eps, u
+    def __init__(self, t, seed, u):
+        self.t, self.seed, self.u = t, seed, u
 
-    def integers(self, low, high, size):
+    def integers(self, low, high=None, size=None):
+        if high is None and size is None:  # the seed
+            assert low == 2**63
+            return self.seed
         assert low == 0 and high > self.t.max() and size == len(self.t)
         return self.t
-
-    def standard_normal(self, shape, dtype):
-        assert tuple(shape) == self.eps.shape
-        return self.eps.astype(dtype)
 
     def random(self, size):
         return self.u
@@ -116,9 +117,10 @@ def same_draws(model, twin, rng, monkeypatch):
         eps = rng.standard_normal((B, model.config.latent_dim))
         model.negative_elbo_terms = functools.partial(type(model).negative_elbo_terms, model, eps=Tensor(eps))
         twin.negative_elbo_terms = functools.partial(type(twin).negative_elbo_terms, twin, eps=torch.from_numpy(eps))
-    else:  # t, eps and the label-dropout uniforms
-        t, eps, u = rng.integers(0, model.config.T, B), rng.standard_normal((B, 1, 28, 28)), rng.random(B)
-        monkeypatch.setattr(backend, "generator", lambda: FixedDraws(t, eps, u))
+    else:  # t, eps (the normals of one seed, from the kernels the model runs) and the label-dropout uniforms
+        t, seed, u = rng.integers(0, model.config.T, B), int(rng.integers(2**63)), rng.random(B)
+        eps = noise_kernels.normal((B, 1, 28, 28), seed, dtype=np.float64)
+        monkeypatch.setattr(backend, "generator", lambda: FixedDraws(t, seed, u))
         twin.draw = lambda x0: (torch.from_numpy(t), torch.from_numpy(eps),
                                 torch.from_numpy(u) if model.config.num_classes is not None else None)
 

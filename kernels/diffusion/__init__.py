@@ -5,10 +5,15 @@ module; every function below checks its arguments once, here at the entrance, fo
 module and counts the call in `calls`, keyed by (module, function), e.g.
 ``calls["reference", "q_sample"]``, so the choice is made on each call and a test can check which
 module really ran. Every implementation module has the same functions with the same signatures
-as `reference.py`, the plain NumPy spec (read it for the math and the conventions on shapes and
-dtypes). Only the reference exists so far: ``TINYGEN_KERNELS=numba`` makes these functions raise.
+as `reference.py`, the plain NumPy spec (read it for the math, the conventions on shapes and
+dtypes, and the counter-based generator behind `normal` and the *_noise steps): `reference`
+(NumPy) or `cpu_numba` (imported on first use only, so importing tinygen never imports Numba).
+Every function takes an optional `out=`: an array of the result's shape and dtype, C-contiguous,
+to write the result into (for `q_sample_noise`, a pair (x_t, eps)); the steps are elementwise, so
+`out` may be one of the input arrays (an in-place step), but must not overlap one otherwise.
 """
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -17,7 +22,7 @@ from tinygen.backend import get_array_module, kernel_backend
 from tinygen.errors import ArgumentError, BackendUnavailableError, DTypeError, ShapeError
 from tinygen.kernels.diffusion import reference
 
-PROVIDES = ("numpy",)  # the kernel backends with diffusion kernels
+PROVIDES = ("numpy", "numba")  # the kernel backends with diffusion kernels
 
 calls = Counter()  # (module name, function name) -> number of calls forwarded there
 
@@ -27,6 +32,10 @@ def implementation():
     backend = kernel_backend(provides=PROVIDES)
     if backend == "numpy":
         return reference
+    if backend == "numba":
+        from tinygen.kernels.diffusion import cpu_numba  # imports Numba: only on this path
+
+        return cpu_numba
     raise BackendUnavailableError(f"no diffusion kernels for kernel backend {backend!r}")
 
 
@@ -36,23 +45,26 @@ def _dispatch(name):
     return getattr(module, name)
 
 
-def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t):
+def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out=None):
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, coefficients per sample (B,)."""
     _check_images("q_sample", x0=x0, eps=eps)
     _check_coefficients("q_sample", x0, sqrt_alpha_bar_t=sqrt_alpha_bar_t,
                         sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t)
-    return _dispatch("q_sample")(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t)
+    _check_out("q_sample", x0.shape, x0.dtype, type(x0), out=out)
+    return _dispatch("q_sample")(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out)
 
 
-def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None):
+def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None, out=None):
     """x_{t-1} = inv_sqrt_alpha (x_t - coef_eps eps_pred) + sigma z (DDPM Algorithm 2, one step)."""
     _check_images("p_sample_step", x_t=x_t, eps_pred=eps_pred, z=z)
     _check_coefficients("p_sample_step", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
     _check_noise("p_sample_step", sigma, z)
-    return _dispatch("p_sample_step")(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z)
+    _check_out("p_sample_step", x_t.shape, x_t.dtype, type(x_t), out=out)
+    return _dispatch("p_sample_step")(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
 
 
-def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z=None):
+def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z=None,
+              out=None):
     """One DDIM step (Song et al. 2021, eq. 12) from t to t' with sqrt(alpha_bar_t') = sqrt_alpha_bar_prev."""
     _check_images("ddim_step", x_t=x_t, eps_pred=eps_pred, z=z)
     _check_coefficients(
@@ -60,9 +72,66 @@ def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_
         sqrt_alpha_bar_prev=sqrt_alpha_bar_prev, sigma=sigma,
     )
     _check_noise("ddim_step", sigma, z)
+    _check_out("ddim_step", x_t.shape, x_t.dtype, type(x_t), out=out)
     return _dispatch("ddim_step")(
-        x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z
+        x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z, out
     )
+
+
+# --- the same steps, z drawn inside from the counter-based generator (seed, offset) -------------
+
+
+def q_sample_noise(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset=0, out=None):
+    """(x_t, eps): q_sample with eps = normal(x0.shape, seed, offset, x0.dtype), and that eps."""
+    _check_images("q_sample_noise", x0=x0)
+    _check_coefficients("q_sample_noise", x0, sqrt_alpha_bar_t=sqrt_alpha_bar_t,
+                        sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t)
+    _check_stream("q_sample_noise", seed, offset, x0.size)
+    if out is not None:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"q_sample_noise: out must be a pair of arrays (x_t, eps), got {type(out).__name__}")
+        _check_out("q_sample_noise", x0.shape, x0.dtype, type(x0), **{"out[0]": out[0], "out[1]": out[1]})
+        if out[0] is out[1]:
+            raise ArgumentError("q_sample_noise: out[0] and out[1] are one array; x_t and eps need two")
+    return _dispatch("q_sample_noise")(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset, out)
+
+
+def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset=0, out=None):
+    """p_sample_step with z = normal(x_t.shape, seed, offset, x_t.dtype), drawn inside the kernel."""
+    _check_images("p_sample_step_noise", x_t=x_t, eps_pred=eps_pred)
+    _check_coefficients("p_sample_step_noise", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
+    _check_stream("p_sample_step_noise", seed, offset, x_t.size)
+    _check_out("p_sample_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
+    return _dispatch("p_sample_step_noise")(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset, out)
+
+
+def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed,
+                    offset=0, out=None):
+    """ddim_step with z = normal(x_t.shape, seed, offset, x_t.dtype), drawn inside the kernel."""
+    _check_images("ddim_step_noise", x_t=x_t, eps_pred=eps_pred)
+    _check_coefficients(
+        "ddim_step_noise", x_t, sqrt_alpha_bar_t=sqrt_alpha_bar_t,
+        sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev=sqrt_alpha_bar_prev, sigma=sigma,
+    )
+    _check_stream("ddim_step_noise", seed, offset, x_t.size)
+    _check_out("ddim_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
+    return _dispatch("ddim_step_noise")(
+        x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed, offset, out
+    )
+
+
+def normal(shape, seed, offset=0, dtype=np.float32, out=None):
+    """Standard normals of `shape`, float32 numbers (given as `dtype`): element k is number offset + k
+    of the counter-based stream `seed` (Philox4x32-10 + Box-Muller; see reference.py)."""
+    shape = (shape,) if _is_int(shape) else shape
+    if not isinstance(shape, (tuple, list)) or not all(_is_int(n) and n >= 0 for n in shape):
+        raise ArgumentError(f"normal: shape must be a tuple of non-negative integers, got {shape!r}")
+    shape = tuple(int(n) for n in shape)
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise DTypeError(f"normal: dtype must be float32 or float64, got {np.dtype(dtype)}")
+    _check_stream("normal", seed, offset, math.prod(shape))
+    _check_out("normal", shape, np.dtype(dtype), np.ndarray, out=out)
+    return _dispatch("normal")(shape, seed, offset, dtype, out)
 
 
 # --- argument checks (once, for every implementation) ---------------------------------------
@@ -105,3 +174,37 @@ def _check_coefficients(what, x, **coefficients):
 def _check_noise(what, sigma, z):
     if z is None and bool((get_array_module(sigma).asarray(sigma) != 0).any()):
         raise ArgumentError(f"{what}: z is None but sigma is not 0: pass the Gaussian noise z")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_stream(what, seed, offset, size):
+    """seed: an integer in [0, 2^64); offset: an integer >= 0 with offset + size <= 2^64."""
+    if not _is_int(seed):
+        raise TypeError(f"{what}: seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ArgumentError(f"{what}: seed must be in [0, 2**64), got {seed}")
+    if not _is_int(offset):
+        raise TypeError(f"{what}: offset must be an integer, got {type(offset).__name__}")
+    if int(offset) < 0:
+        raise ArgumentError(f"{what}: offset must be >= 0, got {offset}")
+    if int(offset) + size > 2**64:
+        raise ArgumentError(f"{what}: offset {offset} + {size} numbers run past the stream's 2**64 numbers")
+
+
+def _check_out(what, shape, dtype, array_type, **outs):
+    """Each given out (None skipped) is an `array_type` of the result's shape and dtype, C-contiguous
+    and writeable."""
+    for name, out in outs.items():
+        if out is None:
+            continue
+        if type(out) is not array_type:
+            raise TypeError(f"{what}: {name} must be a {array_type.__name__}, got {type(out).__name__}")
+        if out.shape != shape:
+            raise ShapeError(f"{what}: {name} has shape {out.shape}, the result has shape {shape}")
+        if out.dtype != dtype:
+            raise DTypeError(f"{what}: {name} is {out.dtype}, the result is {dtype}")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ArgumentError(f"{what}: {name} must be C-contiguous and writeable")

@@ -12,6 +12,7 @@ from helpers import gradcheck
 from tinygen import backend
 from tinygen.errors import ArgumentError, ShapeError
 from tinygen.kernels import diffusion as kernels
+from tinygen.kernels.diffusion.reference import normal
 from tinygen.models.diffusion import DDPM, Config, Schedule, UNet
 from tinygen.tensor import Tensor
 
@@ -94,16 +95,18 @@ def test_ddpm_sampling_matches_algorithm_2_unrolled_by_hand(clip_x0):
     tinygen.manual_seed(5)
     out = model.sample(2, sampler="ddpm", use_ema=False, clip_x0=clip_x0)
 
-    # By hand: beta = 1e-4, 0.01005, 0.02; the same generator draws x_T, then z at t = 3 and 2.
+    # By hand: beta = 1e-4, 0.01005, 0.02; one seed from the generator, then the counter-based stream
+    # gives x_T (its first 2*28*28 numbers), z at t = 3 (the next ones), then z at t = 2.
     betas = [1e-4, (1e-4 + 0.02) / 2, 0.02]
     tinygen.manual_seed(5)
-    rng = backend.generator()
-    x = rng.standard_normal((2, 1, 28, 28), dtype=np.float32).astype(np.float64)
+    seed = int(backend.generator().integers(2**63))
+    size = 2 * 28 * 28
+    x = normal((2, 1, 28, 28), seed).astype(np.float64)
     for t in (3, 2, 1):
         beta, alpha_bar = betas[t - 1], np.prod([1 - b for b in betas[:t]])
         alpha_bar_prev = np.prod([1 - b for b in betas[:t - 1]])
         eps = model.net(Tensor(x.astype(np.float32)), np.full(2, t - 1)).numpy().astype(np.float64)
-        z = rng.standard_normal(x.shape, dtype=np.float32) if t > 1 else 0.0
+        z = normal(x.shape, seed, offset=(3 - t + 1) * size) if t > 1 else 0.0
         if clip_x0:  # the posterior mean of q(x_{t-1} | x_t, x_0) at the clipped x_0 (Ho et al., eq. 7)
             x0_hat = np.clip((x - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar), -1, 1)
             mean = (math.sqrt(alpha_bar_prev) * beta * x0_hat
@@ -252,6 +255,19 @@ def test_loss_is_finite_and_falls_on_real_digits(mnist_2000):
     assert np.mean(losses[:5]) > 0.8  # eps_theta starts at 0: the loss starts at E[eps^2] = 1
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
     assert model.step == 50 and model.ema.num_updates == 50
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_on_a_cosine():
+    model = DDPM(Config(lr=1e-3, warmup_steps=10, steps=110, **TINY))
+    rates = []
+    for step in range(112):
+        model.step = step
+        rates.append(model.learning_rate())
+    assert rates[0] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(0.0)))  # 1/10 of the way up
+    assert rates[9] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 9 / 110)))
+    assert rates[55] == pytest.approx(0.5e-3)  # half way: cos(pi / 2) = 0
+    assert rates[110] == rates[111] == 0.0
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # falls monotonically after warm-up
 
 
 def test_state_dict_round_trip_resumes_identically(tmp_path):
