@@ -13,7 +13,10 @@ import pytest
 from tinygen import backend, cli, trainer
 from tinygen.errors import ArgumentError, CheckpointError
 from tinygen.image import read_png
+from tinygen.models import MODELS
 from tinygen.serialization import load
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
 
 def model_arrays(path):
@@ -138,6 +141,19 @@ def test_command_line_train_sample_info(tmp_path, capsys):
     assert "missing.npz" in capsys.readouterr().err
     assert cli.main(["info"]) == 0
     assert f"kernels: {backend.kernel_info()['backend']}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_model_trains_on_the_full_mnist_files(tmp_path, model):
+    if not os.path.isdir(DATA_DIR):
+        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+    out = tmp_path / model
+    small = {"channels": [8, 16], "groups": 4} if model == "ddpm" else {}  # its grid samples 50 steps
+    trainer.train(model, str(out), steps=2, overrides={"batch_size": 8, **small}, data="mnist", data_dir=DATA_DIR,
+                  sample_every=2)
+    run = json.loads((out / "config.json").read_text())
+    assert run["data"] == "mnist" and run["steps"] == 2 and run["config"]["steps"] == 2
+    assert load(out / "checkpoint.npz")["step"] == 2
 
 
 def test_python_dash_m_tinygen_runs_the_command():

@@ -12,6 +12,7 @@ Also runs as `python -m tinygen`. Errors a user can cause print one line and exi
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ import sys
 import numpy as np
 
 import tinygen
-from tinygen import backend, evaluation, image, models, trainer
+from tinygen import backend, distributed, evaluation, image, models, trainer
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import save
@@ -60,6 +61,9 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--sample-every", type=int, help="steps between sample grids")
+    p.add_argument("--distributed", action="store_true",
+                   help="be one rank of a data-parallel run: mpiexec -n K python -m mpi4py -m tinygen train ... "
+                        "--distributed (--batch-size is per rank; needs tinygen[mpi])")
     p.set_defaults(run=run_train)
 
     p = commands.add_parser("sample", help="draw samples from a checkpoint into a PNG grid and/or an .npz")
@@ -107,11 +111,15 @@ def build_parser():
 def run_train(args):
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     out = args.out or os.path.join("runs", args.model)
-    path = trainer.train(
-        args.model, out, steps=args.steps, epochs=args.epochs, overrides=overrides, seed=args.seed,
-        data=args.data, data_dir=args.data_dir, download=args.download, resume=args.resume,
-        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every,
-    )
+    # distributed: an error on one rank aborts every rank instead of leaving them waiting
+    with distributed.abort_on_error() if args.distributed else contextlib.nullcontext():
+        path = trainer.train(
+            args.model, out, steps=args.steps, epochs=args.epochs, overrides=overrides, seed=args.seed,
+            data=args.data, data_dir=args.data_dir, download=args.download, resume=args.resume,
+            checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, distributed=args.distributed,
+        )
+    if args.distributed and distributed.rank() != 0:
+        return 0
     print(f"checkpoint: {path}\nsamples: {os.path.join(out, 'samples', 'final.png')}\nmetrics: {os.path.join(out, trainer.METRICS)}")
     return 0
 
@@ -167,7 +175,7 @@ def run_eval(args):
         options = _sampling_options(args, run)
         ref = evaluation.reference(args.data_dir, net=net)
         n = PROTOCOL_N if args.n is None else args.n
-        samples = _sample_in_batches(model, n, args.batch_size, args.seed, options)
+        samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
         source = f"{args.checkpoint} (step {step}, {settings})"
         extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
@@ -196,18 +204,6 @@ def run_eval(args):
             f.write("\n")
         print(f"\njson: {args.json}")
     return 0
-
-
-def _sample_in_batches(model, n, batch_size, seed, options):
-    """n samples (n, 1, 28, 28) float32 in [0, 1] from `model`, batch_size per call, progress on stderr."""
-    backend.manual_seed(seed)
-    batches, done = [], 0
-    while done < n:
-        batches.append(model.sample(min(batch_size, n - done), **options))
-        done += len(batches[-1])
-        print(f"\rsampling {done}/{n}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return np.concatenate(batches)
 
 
 def run_info(args):

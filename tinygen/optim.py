@@ -141,6 +141,14 @@ class Optimizer:
     def step(self, closure=None):
         raise NotImplementedError
 
+    def synchronize(self):
+        """Say that the gradients are complete, before anything clips or reads them; then `step()`.
+
+        A no-op here. `tinygen.distributed.DistributedOptimizer` averages the gradients over
+        the ranks at this point, so that code which clips before stepping (the DDPM) clips the
+        global batch's gradient.
+        """
+
     def _grads(self, group):
         """(parameter, gradient array in the parameter's dtype, state) for each p with a .grad."""
         for p in group["params"]:

@@ -4,7 +4,7 @@ A run lives in one folder:
 
     config.json      what was asked for (model, its Config, seed, data), written once
     checkpoint.npz   the latest complete state, replaced atomically (tinygen.save)
-    metrics.jsonl    one JSON object per logged step (losses, steps/s)
+    metrics.jsonl    one JSON object per logged step (losses, steps/s, elapsed_s)
     samples/         step_000500.png, ... and final.png: grids from a fixed sampling seed
 
 The checkpoint holds the model's `state_dict()` (networks, optimizers, EMA), the step, the
@@ -12,6 +12,12 @@ random generator's state and nothing else that changes: the data order of epoch 
 function of (seed, e). So a run killed at any moment resumes from its last checkpoint with
 `resume=True` and follows exactly the trajectory of a run that was never interrupted; sample
 grids draw from a separate, fixed-seed generator so they do not move that trajectory.
+
+A metrics line's `steps_per_s` is the rate since this invocation started; `elapsed_s` is the
+wall time of the training loop up to that step's update (the checkpoint and grid written at that
+step come after it), summed over every invocation of the run: a resumed run starts from the
+`elapsed_s` of the last line it keeps, so the work redone after a kill is not counted. It is
+absent from the lines of a run resumed from a metrics file without it.
 """
 
 import dataclasses
@@ -25,6 +31,7 @@ import numpy as np
 
 from tinygen import backend, image, models
 from tinygen.data import MNIST, DataLoader
+from tinygen.distributed import DataParallel
 from tinygen.errors import ArgumentError, CheckpointError, TinygenError
 from tinygen.serialization import load, save
 from tinygen.tensor import Tensor
@@ -76,6 +83,7 @@ def train(
     sample_every=None,
     log_every=10,
     progress=None,
+    distributed=False,
 ):
     """Train `model_name` into the folder `out`; returns the path of the final checkpoint.
 
@@ -83,54 +91,75 @@ def train(
     model, its Config, the seed and the data come from `out`'s checkpoint and config; `steps`
     may raise the target. Without it, a folder that already holds a checkpoint is refused, so
     no saved run is overwritten by accident.
+
+    `distributed=True` makes this process one rank of a data-parallel run launched by mpiexec
+    (`tinygen.distributed`): batch_size is per rank, each rank trains on its share of every
+    global batch, gradients are averaged, and only rank 0 reads and writes the run folder. The
+    run resumes only on as many ranks as it was started on.
     """
+    dp = DataParallel() if distributed else None
+    root = dp is None or dp.rank == 0  # the rank that writes files
     os.makedirs(out, exist_ok=True)
     ckpt_path = os.path.join(out, CHECKPOINT)
     state = None
-    if resume:
-        if not os.path.exists(ckpt_path):
-            raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
-        state = load(ckpt_path)
+    if resume:  # distributed: rank 0 reads the run folder and tells the others
+        state = _read_checkpoint(ckpt_path) if dp is None else dp.on_root(_read_checkpoint, ckpt_path)
         run = _run_of(state, ckpt_path)
         if run["model"] != model_name:
             raise ArgumentError(f"{out} holds a {run['model']!r} run, not {model_name!r}")
         if overrides:
             raise ArgumentError(f"--resume takes the settings from {ckpt_path}; do not pass {', '.join(overrides)}")
+        if run.get("ranks") != (dp.world_size if dp else None):
+            how = f"on {run['ranks']} ranks: resume it with mpiexec -n {run['ranks']} and --distributed" \
+                if run.get("ranks") else "in one process: resume it without --distributed"
+            raise ArgumentError(f"{out} holds a run trained {how}")
     else:
-        if os.path.exists(ckpt_path):
+        if os.path.exists(ckpt_path) if dp is None else dp.on_root(os.path.exists, ckpt_path):
             raise ArgumentError(f"{out} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out")
         run = {"model": model_name, "seed": seed, "data": data, "data_dir": data_dir, "overrides": dict(overrides or {})}
+        if dp:
+            run["ranks"] = dp.world_size
 
     backend.manual_seed(run["seed"])
     model = build_model(model_name, run["overrides"])
     dataset = load_dataset(run["data"], run["data_dir"], download)
-    loader = DataLoader(dataset, batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=run["seed"])
+    if dp is None:
+        loader = DataLoader(dataset, batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=run["seed"])
+    else:  # this rank's share of each global batch of world_size x batch_size images
+        loader = dp.loader(dataset, model.config.batch_size, run["seed"])
     if len(loader) == 0:
         raise ArgumentError(f"batch_size {model.config.batch_size} is larger than the {len(dataset)} training images")
     if epochs is not None:
         steps = epochs * len(loader)
     run["steps"] = steps if steps is not None else run.get("steps", model.config.steps)
-    run["config"] = dataclasses.asdict(model.config)
     steps = run["steps"]
+    model.config.steps = steps  # learning-rate schedules (the DDPM's cosine decay) end with the run
+    run["config"] = dataclasses.asdict(model.config)
+    if dp:
+        dp.prepare(model, run["seed"])  # equal replicas, gradient-averaging optimizers, one random stream per rank
 
-    step = 0
+    step, elapsed_before = 0, 0.0  # elapsed_before: loop seconds of the steps before this invocation
     if state is not None:
         model.load_state_dict(state["model"])
-        backend.set_rng_state(state["rng"])
+        backend.set_rng_state(state["rng"] if dp is None else state["rng"][dp.rank])  # distributed: one per rank
         step = int(state["step"])
-        _truncate_metrics(os.path.join(out, METRICS), step)
-    _write_json(os.path.join(out, CONFIG), run)  # for people; the checkpoint carries its own copy
+        if root:
+            elapsed_before = _truncate_metrics(os.path.join(out, METRICS), step)
+    if root:
+        _write_json(os.path.join(out, CONFIG), run)  # for people; the checkpoint carries its own copy
 
     checkpoint_every = checkpoint_every or max(1, min(500, steps // 10))
     sample_every = sample_every or max(1, steps // 10)
-    bar = Progress(model_name, steps, enabled=sys.stderr.isatty() if progress is None else progress)
-    metrics = open(os.path.join(out, METRICS), "a", encoding="utf-8")
+    bar = Progress(model_name, steps, enabled=root and (sys.stderr.isatty() if progress is None else progress))
+    metrics = open(os.path.join(out, METRICS) if root else os.devnull, "a", encoding="utf-8")
     start, start_step = time.perf_counter(), step
     try:
         while step < steps:
             epoch, index = divmod(step, len(loader))
             for images, labels in loader.batches(epoch, start=index):
                 losses = model.train_step(Tensor(images), labels)
+                if dp:
+                    losses = dp.after_step(model, losses)  # the global batch's, equal on every rank
                 step += 1
                 bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
                 if bad:
@@ -138,13 +167,19 @@ def train(
                         f"training diverged at step {step}: {', '.join(f'{k}={v}' for k, v in bad.items())}; "
                         f"the last good checkpoint is {ckpt_path}"
                     )
-                rate = (step - start_step) / max(time.perf_counter() - start, 1e-9)
+                seconds = time.perf_counter() - start
+                rate = (step - start_step) / max(seconds, 1e-9)
                 if step % log_every == 0 or step == steps:
-                    metrics.write(json.dumps({"step": step, **losses, "steps_per_s": rate}) + "\n")
+                    line = {"step": step, **losses, "steps_per_s": rate}
+                    if elapsed_before is not None:
+                        line["elapsed_s"] = elapsed_before + seconds
+                    metrics.write(json.dumps(line) + "\n")
                     metrics.flush()
                 if step % checkpoint_every == 0 or step == steps:
-                    save({"model": model.state_dict(), "step": step, "rng": backend.get_rng_state(), "run": run}, ckpt_path)
-                if step % sample_every == 0 or step == steps:
+                    rng = backend.get_rng_state() if dp is None else dp.rng_states()  # (every rank takes part)
+                    if root:
+                        save({"model": model.state_dict(), "step": step, "rng": rng, "run": run}, ckpt_path)
+                if root and (step % sample_every == 0 or step == steps):
                     write_grid(model, os.path.join(out, "samples", "final.png" if step == steps else f"step_{step:06d}.png"))
                 bar.update(step, losses, rate)
                 if step == steps:
@@ -152,6 +187,8 @@ def train(
     finally:
         metrics.close()
         bar.close()
+    if dp:
+        dp.barrier()  # rank 0's files are complete when train returns on any rank
     return ckpt_path
 
 
@@ -173,6 +210,12 @@ def load_checkpoint(path):
     return model, run, int(state["step"])
 
 
+def _read_checkpoint(path):
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no checkpoint to resume from")
+    return load(path)
+
+
 def _run_of(state, path):
     run = state.get("run") if isinstance(state, dict) else None
     if not isinstance(run, dict) or not {"model", "seed", "data", "overrides"} <= run.keys() or "model" not in state:
@@ -189,14 +232,19 @@ def _write_json(path, obj):
 
 
 def _truncate_metrics(path, step):
-    """Drop metric lines logged after the checkpoint we resume from (that work is redone)."""
+    """Drop metric lines logged after the checkpoint we resume from (that work is redone).
+
+    Returns the `elapsed_s` of the last line kept (0.0 when none is kept), or None when that
+    line has none (a metrics file written before the field existed).
+    """
     if not os.path.exists(path):
-        return
+        return 0.0
     with open(path, encoding="utf-8") as f:
         lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(lines)
     os.replace(path + ".tmp", path)
+    return json.loads(lines[-1]).get("elapsed_s") if lines else 0.0
 
 
 class Progress:

@@ -29,5 +29,6 @@ from tinygen.evaluation.protocol import (
     load_samples,
     reference,
     report,
+    sample_in_batches,
     summary,
 )

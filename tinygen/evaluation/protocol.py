@@ -9,6 +9,7 @@
    against the 1,000 embedded test images, the 15,000 embedded training images for the distances.
 3. Metrics (`evaluate`): FD; precision, recall, coverage (k = 3); the class histogram
    under the feature network; the median pixel distance to the nearest training image.
+   Samples from a checkpoint are drawn by `sample_in_batches`.
 4. Floor (`floor`): the same metrics for as many real training images as samples (drawn with the
    seed), against the same reference: what a perfect generator would score at this n. Their
    nearest-training-image distance leaves the image itself out.
@@ -21,6 +22,7 @@ import os
 
 import numpy as np
 
+from tinygen import backend
 from tinygen.data import MNIST
 from tinygen.errors import ArgumentError, DatasetFormatError
 from tinygen.evaluation.features import (
@@ -141,6 +143,25 @@ def evaluate(images, ref, net=None, exclude=None):
     metrics["smallest_class_share"] = hist["smallest_share"]
     metrics["nearest_train_l2_median"] = float(np.median(nearest_distances(images, ref.train_images, exclude)))
     return metrics
+
+
+def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=None):
+    """n samples (n, 1, 28, 28) float32 in [0, 1] from `model`, `batch_size` per `model.sample` call.
+
+    The draws start from `manual_seed(seed)`; `options` go to every call (a diffusion model's
+    sampler, steps, eta, guidance). `progress`, a text file such as sys.stderr, receives a
+    "sampling k/n" line updated after every batch.
+    """
+    backend.manual_seed(seed)
+    batches, done = [], 0
+    while done < n:
+        batches.append(model.sample(min(batch_size, n - done), **(options or {})))
+        done += len(batches[-1])
+        if progress is not None:
+            print(f"\rsampling {done}/{n}", end="", file=progress, flush=True)
+    if progress is not None:
+        print(file=progress)
+    return np.concatenate(batches)
 
 
 def floor(ref, n, seed=0, net=None):
