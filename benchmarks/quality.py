@@ -1,0 +1,548 @@
+"""Sample quality of every model family after its documented training budget, in one table.
+
+    python -m benchmarks.quality                                    # all five models, n = 10,000
+    python -m benchmarks.quality --models vae,ddpm --ddpm-samplers ddim20 --torch
+    python -m benchmarks.quality --steps-scale 0.002 --n 200 --runs /tmp/q   # a smoke test
+
+For each model of --models:
+
+1. Training: `tinygen.trainer.train(name, RUNS/name)` with the model's default budget, exactly
+   `tinygen train NAME` (seed 0, the embedded subset). A folder that already holds the finished
+   run (its checkpoint at the final step) is reused, an unfinished one resumed; one holding any
+   other run is refused. The training time is the `elapsed_s` of the run's last metrics line:
+   the training loop's wall time summed over resumed invocations, with the checkpoints and
+   sample grids written along the way (not the final ones, written after the last update). A
+   run whose metrics predate that field has an unknown training time, and the table says so.
+   `--steps-scale f` shrinks every budget to f x steps (smoke tests; the runs go to
+   RUNS/NAME-STEPSsteps, write only their final sample grid, and the table labels the budget).
+2. Sampling: n images in batches with `tinygen.evaluation.sample_in_batches`, as `tinygen eval
+   --checkpoint` draws them: GANs with their batch norm in eval mode (the running statistics),
+   VAEs' decoder means sigmoid(f(z)), the DDPM from its EMA weights with every sampler of
+   --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps; `ddimS`: DDIM with S steps,
+   eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused.
+3. Evaluation: `tinygen.evaluation` (the protocol of `tinygen eval`): FD, precision, recall,
+   coverage, class histogram, nearest-training-image distance against the reference (the MNIST
+   files of --data-dir: the 10,000 test and 60,000 training images), likelihood bounds for the
+   VAEs and the DDPM, and the floor: the same metrics for n real training images.
+4. With --torch (where PyTorch is installed): the model's PyTorch twin (`benchmarks.torch_twins`,
+   the same networks from the same initial weights) is trained with the same budget, optimizer
+   and learning rate on the same images in the same order, in a fresh process, and samples n
+   images the same way (`twin.sample`); the samples are saved as .npz and evaluated by the same
+   tinygen code, and its trained weights are loaded into the tinygen model for the likelihoods.
+
+The Markdown table goes to stdout, every value (with n, the seeds, the feature network's SHA-256
+and the machine) to the JSON of --out, rewritten after every row.
+
+NOTE: the twin runs in a spawned process, as in `benchmarks.train_step`: torch's OpenMP threads
+and tinygen's Numba kernels must not share a process (whichever runtime loads first sets the
+other's wait policy, and the loser runs several times slower). This process never imports torch.
+That process sets OMP_WAIT_POLICY=PASSIVE unless the environment sets it (tinygen's Numba pool
+waits passively too): with torch's default spinning waits and another job on this 2-core machine,
+the VAE twin's 120 smoke-test steps took 43 s on 2 threads instead of 1 s.
+NOTE: the twin's training time is its loop alone; tinygen's includes writing checkpoints and the
+64-image sample grids of `tinygen train` (one every tenth of the run).
+NOTE: the cost on a 2-core CPU is dominated by the DDPM: every sampling step is one UNet call per
+image, so 10,000 images take 10,000 x 1000 calls with the ancestral sampler, 100 and 20 times
+fewer with DDIM 100 and 20 (see the README for the measured rates).
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from benchmarks import machine
+from tinygen import backend, evaluation, models, optim, trainer
+from tinygen.data import MNIST, DataLoader
+from tinygen.evaluation import PROTOCOL_N
+from tinygen.serialization import load, save
+
+SEED = 0  # the training seed of `tinygen train` (and of the twins' initial weights and data order)
+GAN_SAMPLER = "G(z), batch norm in eval mode (running statistics)"
+VAE_SAMPLER = "decoder means sigmoid(f(z))"
+
+
+# --- what to run -------------------------------------------------------------------------------
+
+
+def parse_samplers(text, T=1000):
+    """"ddpm,ddim100,ddim20" -> [(label, sample() options)]: ancestral over all T steps, or DDIM S steps, eta 0.
+
+    >>> parse_samplers("ddpm,ddim20")
+    [('ddpm', {'sampler': 'ddpm'}), ('ddim20', {'sampler': 'ddim', 'steps': 20, 'eta': 0.0})]
+    """
+    samplers = []
+    for label in (part.strip() for part in text.split(",")):
+        if label == "ddpm":
+            samplers.append((label, {"sampler": "ddpm"}))
+        elif label.startswith("ddim") and label[4:].isdigit() and 1 <= int(label[4:]) <= T:
+            samplers.append((label, {"sampler": "ddim", "steps": int(label[4:]), "eta": 0.0}))
+        else:
+            raise ValueError(f"unknown DDPM sampler {label!r}: use ddpm (ancestral, all {T} steps) or ddimS, S in 1..{T}")
+    if not samplers:
+        raise ValueError("--ddpm-samplers names no sampler")
+    return samplers
+
+
+def describe_sampler(name, options):
+    if name in ("gan", "dcgan"):
+        return GAN_SAMPLER
+    if name in ("vae", "convvae"):
+        return VAE_SAMPLER
+    if options["sampler"] == "ddpm":
+        return "ancestral (Algorithm 2), all T steps, EMA weights"
+    return f"DDIM {options['steps']} steps, eta {options['eta']:g}, EMA weights"
+
+
+def budget(name, scale):
+    """(steps, batch_size) of `tinygen train NAME`, the steps times `scale` (at least 1)."""
+    config = models.MODELS[name].Config()
+    steps = config.steps if scale == 1 else max(1, round(config.steps * scale))
+    return steps, config.batch_size
+
+
+def run_folder(runs, name, steps, scale):
+    return os.path.join(runs, name if scale == 1 else f"{name}-{steps}steps")
+
+
+# --- 1. training -------------------------------------------------------------------------------
+
+
+def ensure_trained(name, out, steps, full):
+    """Train, resume or reuse the run of `name` in `out`; returns what was done and the training time.
+
+    `full`: the default budget, trained exactly as `tinygen train NAME`; a shrunk one (smoke tests)
+    writes only the final sample grid (the default, one grid per tenth of the run, would be a grid
+    at every step of a 10-step run).
+    """
+    path = os.path.join(out, trainer.CHECKPOINT)
+    started = time.perf_counter()
+    if not os.path.exists(path):
+        how = "trained by this command"
+        trainer.train(name, out, steps=steps, seed=SEED, sample_every=None if full else steps,
+                      progress=sys.stderr.isatty())
+    else:
+        state = load(path)
+        run, done = state["run"], int(state["step"])
+        expected = {"model": name, "seed": SEED, "data": "embedded", "overrides": {}, "steps": steps}
+        found = {key: run.get(key) for key in expected}
+        if found != expected:
+            raise SystemExit(f"{out} holds another run ({found}), not `tinygen train {name}` with {steps} steps "
+                             f"({expected}); choose another --runs")
+        config = dataclasses.asdict(models.MODELS[name].Config(steps=steps))
+        changed = sorted(k for k, v in _as_json(config).items() if _as_json(run.get("config", {})).get(k) != v)
+        if changed:
+            raise SystemExit(f"{out} holds a {name} run with another configuration than today's default "
+                             f"({', '.join(changed)} differ); choose another --runs")
+        if done < steps:
+            how = f"resumed from step {done:,} by this command"
+            trainer.train(name, out, resume=True, progress=sys.stderr.isatty())
+        else:
+            how = "reused (finished before this command)"
+    seconds, source = training_seconds(out, steps)
+    return {"checkpoint": path, "how": how, "seconds": seconds, "time_source": source,
+            "this_command_s": time.perf_counter() - started}
+
+
+def _as_json(obj):
+    """`obj` as it reads back from JSON (tuples become lists), to compare a saved config with a new one."""
+    return json.loads(json.dumps(obj))
+
+
+def training_seconds(out, steps):
+    """(seconds or None, where the number comes from), from the run's metrics.jsonl."""
+    path = os.path.join(out, trainer.METRICS)
+    lines = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+    if not lines or lines[-1]["step"] != steps:
+        return None, f"unknown: {path} has no line for the final step {steps}"
+    last = lines[-1]
+    if "elapsed_s" in last:
+        return float(last["elapsed_s"]), "elapsed_s of the last line of metrics.jsonl"
+    guess = steps / last["steps_per_s"]
+    return None, (f"unknown: metrics.jsonl predates elapsed_s; steps / steps_per_s of its last line gives "
+                  f"{guess:.0f} s, the true time only if the run was never resumed")
+
+
+# --- 2. sampling (tinygen) ---------------------------------------------------------------------
+
+
+def tinygen_samples(model, folder, label, n, batch_size, seed, options, step, fresh):
+    """n samples and the seconds they took to draw: from the file saved by an earlier call, or drawn now."""
+    path = os.path.join(folder, f"{label}-n{n}-seed{seed}-step{step}.npz")
+    if os.path.exists(path) and not fresh:
+        saved = load(path)
+        return saved["samples"], float(saved["seconds"]), f"saved by an earlier run ({path})"
+    start = time.perf_counter()
+    samples = evaluation.sample_in_batches(model, n, batch_size, seed, options, progress=sys.stderr)
+    seconds = time.perf_counter() - start
+    os.makedirs(folder, exist_ok=True)
+    save({"samples": samples, "seconds": seconds, "step": step, "seed": seed, "batch_size": batch_size,
+          "options": options}, path)
+    return samples, seconds, f"drawn by this command ({path})"
+
+
+# --- 4. the PyTorch twins (run in a spawned process) ---------------------------------------------
+
+
+def twin_state(twin):
+    """The twin's trained networks (and EMA), for torch.save."""
+    if hasattr(twin, "generator"):
+        return {"generator": twin.generator.state_dict(), "discriminator": twin.discriminator.state_dict()}
+    state = {"net": twin.net.state_dict()}
+    if hasattr(twin, "ema_shadow"):
+        state.update(ema_shadow=twin.ema_shadow, ema_buffers=twin.ema_buffers, step=twin.step)
+    return state
+
+
+def load_twin_state(twin, state):
+    if hasattr(twin, "generator"):
+        twin.generator.load_state_dict(state["generator"])
+        twin.discriminator.load_state_dict(state["discriminator"])
+        return
+    twin.net.load_state_dict(state["net"])
+    if hasattr(twin, "ema_shadow"):
+        twin.ema_shadow, twin.ema_buffers, twin.step = state["ema_shadow"], state["ema_buffers"], state["step"]
+
+
+def tinygen_weights(twin):
+    """What the tinygen model needs for the likelihood bounds, as NumPy arrays (None for a GAN):
+    the VAE's networks, the DDPM's EMA weights."""
+    if hasattr(twin, "ema_shadow"):
+        names = [n for n, _ in twin.net.named_parameters()] + [n for n, _ in twin.net.named_buffers()]
+        return dict(zip(names, [t.numpy().copy() for t in twin.ema_shadow + twin.ema_buffers]))
+    if hasattr(twin, "encode"):
+        return {k: v.numpy().copy() for k, v in twin.net.state_dict().items()}
+    return None
+
+
+def run_twin(name, steps, n, batch_size, samplers, folder, threads, seed):
+    """In a fresh process: train the twin of `name` for `steps` (or load it), sample n images per sampler.
+
+    Returns None when the model has no twin, else the training seconds, for each sampler the .npz
+    path and the seconds, the weights for the likelihoods, torch's version and threads.
+    """
+    # Passive OpenMP waits, as tinygen's Numba pool: read when torch loads its OpenMP runtime, below
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch  # here only: the tinygen process never imports it
+
+    from benchmarks import torch_twins
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    backend.manual_seed(SEED)  # the tinygen model's initial weights, as in its run
+    model = trainer.build_model(name)
+    model.config.steps = steps  # as trainer.train does: the DDPM's learning rate decays to 0 at the run's end
+    try:
+        twin = torch_twins.twin(model)
+    except TypeError:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    info_path, state_path = os.path.join(folder, "twin.json"), os.path.join(folder, "twin.pt")
+    key = {"model": name, "steps": steps, "batch_size": model.config.batch_size, "seed": SEED, "torch": torch.__version__}
+    info = None
+    if os.path.exists(info_path) and os.path.exists(state_path):
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    if info is not None and info["key"] == key:
+        load_twin_state(twin, torch.load(state_path))
+        how = "reused (trained before this command)"
+    else:
+        for old in os.listdir(folder):  # samples of an earlier twin
+            os.remove(os.path.join(folder, old))
+        loader = DataLoader(MNIST(), batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=SEED)
+        step, start = 0, time.perf_counter()
+        while step < steps:  # the data order of the tinygen run (trainer.train)
+            epoch, index = divmod(step, len(loader))
+            for images, labels in loader.batches(epoch, start=index):
+                losses = twin.train_step(torch.from_numpy(images), torch.from_numpy(labels))
+                step += 1
+                if not all(math.isfinite(v) for v in losses.values()):
+                    raise RuntimeError(f"the {name} twin diverged at step {step}: {losses}")
+                if step == steps:
+                    break
+        info = {"key": key, "train_seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
+                "omp_wait_policy": os.environ["OMP_WAIT_POLICY"]}
+        torch.save(twin_state(twin), state_path)
+        with open(info_path, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+        how = "trained by this command"
+    drawn = {}
+    for label, options in samplers:
+        path = os.path.join(folder, f"{label}-n{n}-seed{seed}.npz")
+        if os.path.exists(path):
+            with np.load(path) as saved:
+                drawn[label] = {"path": path, "seconds": float(saved["seconds"]), "how": "saved by an earlier run"}
+            continue
+        torch.manual_seed(seed)
+        start, batches, done = time.perf_counter(), [], 0
+        while done < n:
+            batches.append(twin.sample(min(batch_size, n - done), **options))
+            done += len(batches[-1])
+        seconds = time.perf_counter() - start
+        np.savez(path, samples=np.concatenate(batches), seconds=seconds)
+        drawn[label] = {"path": path, "seconds": seconds, "how": "drawn by this command"}
+    if backend._numba is not None:  # see the module's NOTE
+        raise RuntimeError("Numba was loaded in the PyTorch process: the twin's timings are not torch's own")
+    return {"how": how, "train_seconds": info["train_seconds"], "threads": info["threads"], "samples": drawn,
+            "weights": tinygen_weights(twin), "torch": torch.__version__,
+            "omp_wait_policy": info.get("omp_wait_policy")}
+
+
+def in_fresh_process(function, *args):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def model_with_twin_weights(name, weights):
+    """The tinygen model `name` holding a twin's trained weights (the DDPM's EMA as its EMA)."""
+    model = trainer.build_model(name)
+    model.net.load_state_dict(weights)
+    if hasattr(model, "ema"):
+        model.ema = optim.EMA(model.net, decay=model.config.ema_decay)  # shadow = the twin's EMA weights
+    return model
+
+
+# --- 3. evaluation and the table -----------------------------------------------------------------
+
+
+def likelihoods(model, name, ref, args):
+    """The likelihood bounds of a VAE or DDPM ({} for a GAN or --likelihood-n 0), and their seconds."""
+    start = time.perf_counter()
+    extra = evaluation.likelihood_metrics(model, name, ref.test_images[:args.likelihood_n], seed=args.seed,
+                                          iwae_k=args.iwae_k, t_subsample=args.t_subsample)
+    return {k: {"value": v, "n": m} for k, (v, m) in extra.items()}, time.perf_counter() - start
+
+
+def evaluate_row(row, samples, ref, net):
+    start = time.perf_counter()
+    row["metrics"] = evaluation.evaluate(samples, ref, net=net)
+    row["eval_seconds"] = time.perf_counter() - start
+    row["n"] = len(samples)
+    m = row["metrics"]
+    sample = f", sampled in {duration(row['sample_seconds'])} ({row['n'] / row['sample_seconds']:.1f} images/s)" \
+        if row.get("sample_seconds") else ""
+    print(f"{row['model']} [{row['sampler']}]{sample}, evaluated in {row['eval_seconds']:.1f} s: FD {m['fd']:.2f}, "
+          f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, coverage {m['coverage']:.3f}", flush=True)
+    return row
+
+
+def duration(seconds):
+    if seconds is None:
+        return "unknown"
+    if seconds < 1:
+        return f"{seconds:.2g} s"
+    if seconds < 100:
+        return f"{seconds:.1f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def markdown(rows, n, likelihood_names):
+    fd = "FD" if n == PROTOCOL_N else f"FD (n = {n:,})"
+    head = ["model", "sampler", "budget (steps × batch)", "train time", "sample time", "n", fd, "precision",
+            "recall", "coverage", "classes", "largest/smallest share", "NN-dist", "ELBO", "IWAE", "bits/dim"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r.get("no_twin"):
+            lines.append(f"| {r['model']} | no twin |" + " - |" * (len(head) - 2))
+            continue
+        m, lk = r["metrics"], r.get("likelihood", {})
+        cells = [
+            r["model"], r["sampler"], r.get("budget_label", "-"),
+            "-" if "train_seconds" not in r else duration(r["train_seconds"]) + ("†" if r["train_seconds"] is None else ""),
+            duration(r["sample_seconds"]) if r.get("sample_seconds") is not None else "-",
+            f"{r['n']:,}", f"{m['fd']:.2f}", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['coverage']:.3f}",
+            str(m["classes_present"]), f"{m['largest_class_share']:.3f}/{m['smallest_class_share']:.3f}",
+            f"{m['nearest_train_l2_median']:.2f}",
+        ]
+        for kind in ("elbo", "iwae", "bits"):
+            name = likelihood_names.get(kind)
+            cells.append(f"{lk[name]['value']:.2f}" if name in lk else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def likelihood_columns(args):
+    names = {"elbo": "test_elbo_nats", "iwae": f"test_iwae_k{args.iwae_k}_nats"}
+    names["bits"] = f"test_bits_per_dim_t{args.t_subsample}" if args.t_subsample else "test_bits_per_dim"
+    return names
+
+
+def write_json(path, report):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(models.MODELS), help=f"comma-separated, from {', '.join(models.MODELS)}")
+    p.add_argument("--runs", default=os.path.join("runs", "quality"), help="folder of the training runs (default runs/quality)")
+    p.add_argument("--n", type=int, default=PROTOCOL_N, help=f"samples per model and sampler (default {PROTOCOL_N:,})")
+    p.add_argument("--batch-size", type=int, default=500, help="images per sample() call (default 500)")
+    p.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "mnist"),
+                   help="the MNIST IDX files of the reference ('' for the embedded subset and shipped statistics)")
+    p.add_argument("--ddpm-samplers", default="ddpm,ddim100,ddim20",
+                   help="ddpm (ancestral, all T steps) and/or ddimS (DDIM, S steps, eta 0); default ddpm,ddim100,ddim20")
+    p.add_argument("--likelihood-n", type=int, default=1000, help="test images for the likelihood bounds (0 skips)")
+    p.add_argument("--iwae-k", type=int, default=100, help="importance samples K of the VAE's IWAE bound")
+    p.add_argument("--t-subsample", type=int, default=50, help="DDPM bits/dim: timesteps per image (0: all T)")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="train steps x this (smoke tests; labelled)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling, the floor and the bounds")
+    p.add_argument("--torch", action="store_true", help="also each model's PyTorch twin, same budget, same run")
+    p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--resample", action="store_true", help="draw the tinygen samples again even if saved")
+    p.add_argument("--out", help="the JSON results (default RUNS/results.json)")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names or any(n not in models.MODELS for n in names):
+        parser.error(f"--models: choose from {', '.join(models.MODELS)}, got {args.models!r}")
+    try:
+        samplers = parse_samplers(args.ddpm_samplers)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.n < 4 or args.batch_size < 1 or args.likelihood_n < 0 or args.iwae_k < 1 or args.t_subsample < 0:
+        parser.error("--n must be at least 4 (k-NN with k = 3), --batch-size and --iwae-k at least 1, "
+                     "--likelihood-n and --t-subsample at least 0")
+    if not 0 < args.steps_scale <= 1 or args.torch_threads < 1:
+        parser.error("--steps-scale must be in (0, 1] and --torch-threads at least 1")
+    data_dir = args.data_dir or None
+    if data_dir is not None and not os.path.isdir(data_dir):
+        parser.error(f"--data-dir {data_dir!r} is no folder: give the folder of the MNIST IDX files, "
+                     "or --data-dir '' for the embedded reference")
+    with_torch = args.torch and importlib.util.find_spec("torch") is not None
+    out = args.out or os.path.join(args.runs, "results.json")
+    os.makedirs(args.runs, exist_ok=True)
+
+    load_average = os.getloadavg()[0]
+    print(f"machine: {machine.describe()}")
+    print(f"load average (1 min) before the run: {load_average:.2f}")
+    if args.steps_scale != 1:
+        print(f"NOTE: --steps-scale {args.steps_scale:g}: every training budget is shrunk; smoke numbers, "
+              "not the documented budgets")
+    if args.torch and not with_torch:
+        print("NOTE: --torch, but PyTorch is not installed: no twins")
+    net = evaluation.load_feature_net()
+    ref = evaluation.reference(data_dir, net=net)
+    for part, what in ref.description.items():
+        print(f"reference ({part}): {what}")
+    if args.n != PROTOCOL_N:
+        print(f"NOTE: n = {args.n:,}, not the protocol's {PROTOCOL_N:,}: FD grows as n shrinks, "
+              "so compare it only with numbers at the same n")
+    report = {
+        "command": ["python", "-m", "benchmarks.quality"] + list(sys.argv[1:] if argv is None else argv),
+        "machine": machine.describe(), "load_average_1min": load_average,
+        "feature_net_sha256": evaluation.WEIGHTS_SHA256, "protocol_n": PROTOCOL_N, "n": args.n,
+        "steps_scale": args.steps_scale, "reference": ref.description,
+        "seeds": {"training": SEED, "sampling": args.seed, "floor": args.seed, "likelihood": args.seed,
+                  "torch": args.seed},
+        "likelihood": {"test_images": min(args.likelihood_n, len(ref.test_images)), "iwae_k": args.iwae_k,
+                       "t_subsample": args.t_subsample,
+                       "images": "the first test images of the reference, binarised with the seed for the VAEs"},
+        "sample_batch_size": args.batch_size, "torch": None, "torch_threads": None, "rows": [],
+    }
+
+    start = time.perf_counter()
+    floor_metrics, floor_n = evaluation.floor(ref, args.n, seed=args.seed, net=net)
+    floor_row = {"model": "real training images (floor)", "implementation": "data", "sampler": "-", "n": floor_n,
+                 "metrics": floor_metrics, "eval_seconds": time.perf_counter() - start}
+    print(f"floor: {floor_n:,} real training images (seed {args.seed}), evaluated in {floor_row['eval_seconds']:.1f} s: "
+          f"FD {floor_metrics['fd']:.2f}", flush=True)
+    report["rows"].append(floor_row)
+    write_json(out, report)
+
+    notes = set()
+    for name in names:
+        steps, batch = budget(name, args.steps_scale)
+        label = f"{steps:,} × {batch}" + (f" (×{args.steps_scale:g})" if args.steps_scale != 1 else "")
+        folder = run_folder(args.runs, name, steps, args.steps_scale)
+        print(f"\n{name}: {label} in {folder}", flush=True)
+        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1)
+        print(f"{name}: {training['how']}; training time {duration(training['seconds'])} ({training['time_source']})")
+        if training["seconds"] is None:
+            notes.add("† " + training["time_source"])
+        model, run, step = trainer.load_checkpoint(training["checkpoint"])
+        extra, extra_s = likelihoods(model, name, ref, args)
+        if extra:
+            print(f"{name}: likelihood bounds in {extra_s:.1f} s: "
+                  + ", ".join(f"{k} {v['value']:.3f}" for k, v in extra.items()), flush=True)
+        own = samplers if name == "ddpm" else [("default", {})]
+        for sampler, options in own:
+            samples, seconds, how = tinygen_samples(model, os.path.join(folder, "quality"), sampler, args.n,
+                                                    args.batch_size, args.seed, options, step, args.resample)
+            row = {"model": name, "implementation": "tinygen", "sampler": describe_sampler(name, options),
+                   "sampler_options": options, "budget": {"steps": steps, "batch_size": batch, "scale": args.steps_scale},
+                   "budget_label": label, "training": training, "train_seconds": training["seconds"],
+                   "sample_seconds": seconds, "samples": how, "likelihood": extra, "likelihood_seconds": extra_s}
+            report["rows"].append(evaluate_row(row, samples, ref, net))
+            write_json(out, report)
+        if not with_torch:
+            continue
+        twin_folder = os.path.join(folder, "torch-twin")
+        result = in_fresh_process(run_twin, name, steps, args.n, args.batch_size, own, twin_folder,
+                                  args.torch_threads, args.seed)
+        if result is None:
+            print(f"{name}: no twin")
+            report["rows"].append({"model": f"{name} (torch)", "implementation": "torch", "no_twin": True})
+            continue
+        report["torch"], report["torch_threads"] = result["torch"], result["threads"]
+        report["torch_omp_wait_policy"] = result["omp_wait_policy"]
+        print(f"{name} (torch {result['torch']}, {result['threads']} threads, OMP_WAIT_POLICY="
+              f"{result['omp_wait_policy']}): {result['how']}, training loop {duration(result['train_seconds'])}")
+        extra, extra_s = {}, 0.0
+        if result["weights"] is not None:
+            extra, extra_s = likelihoods(model_with_twin_weights(name, result["weights"]), name, ref, args)
+        for sampler, options in own:
+            drawn = result["samples"][sampler]
+            row = {"model": f"{name} (torch)", "implementation": "torch", "sampler": describe_sampler(name, options),
+                   "sampler_options": options, "budget": {"steps": steps, "batch_size": batch, "scale": args.steps_scale},
+                   "budget_label": label, "training": {"how": result["how"], "time_source": "the twin's training loop"},
+                   "train_seconds": result["train_seconds"], "sample_seconds": drawn["seconds"],
+                   "samples": f"{drawn['how']} ({drawn['path']})", "likelihood": extra, "likelihood_seconds": extra_s}
+            report["rows"].append(evaluate_row(row, evaluation.load_samples(drawn["path"]), ref, net))
+            write_json(out, report)
+        notes.add("the torch twins' train time is their training loop alone (tinygen's includes its "
+                  "checkpoints and sample grids); their likelihoods are computed by tinygen's code on their weights")
+
+    columns = likelihood_columns(args)
+    m = report["likelihood"]["test_images"]
+    print(f"\nfeature network: LeNet, SHA-256 {evaluation.WEIGHTS_SHA256}")
+    print(f"seeds: training {SEED}, sampling / floor / likelihood bounds {args.seed}; "
+          f"GANs sample with batch norm in eval mode (running statistics), VAEs their decoder means, "
+          f"the DDPM from its EMA weights")
+    if m:
+        print(f"ELBO and IWAE (K = {args.iwae_k}): nats, the first {m:,} test images binarised (higher is better); "
+              f"bits/dim: Ho et al.'s bound on the 8-bit test images, "
+              + (f"{args.t_subsample} timesteps per image" if args.t_subsample else "all T terms") + " (lower is better)")
+    print()
+    print(markdown(report["rows"], args.n, columns))
+    for note in sorted(notes):
+        print(f"\n{note}")
+    print(f"\njson: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

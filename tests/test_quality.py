@@ -1,0 +1,73 @@
+"""`benchmarks.quality`: training time from the metrics across a resume, reuse and refusal of run
+folders, and one tiny end-to-end run (beside its PyTorch twin where torch is installed)."""
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import quality
+from tinygen import trainer
+
+
+def test_elapsed_seconds_continue_across_a_resume(tmp_path):
+    out = tmp_path / "vae"
+    trainer.train("vae", str(out), steps=8, checkpoint_every=4, log_every=2)
+    first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trainer.train("vae", str(out), steps=12, checkpoint_every=4, log_every=2, resume=True)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    elapsed = [m["elapsed_s"] for m in lines]
+    assert [m["step"] for m in lines] == [2, 4, 6, 8, 10, 12]
+    assert elapsed[:4] == [m["elapsed_s"] for m in first] and elapsed == sorted(elapsed) and elapsed[0] > 0
+    assert quality.training_seconds(str(out), 12) == (elapsed[-1], "elapsed_s of the last line of metrics.jsonl")
+
+
+def test_training_time_of_old_metrics_is_unknown(tmp_path):
+    out = tmp_path / "vae"
+    trainer.train("vae", str(out), steps=4, log_every=2)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (out / "metrics.jsonl").write_text("".join(json.dumps({k: v for k, v in m.items() if k != "elapsed_s"}) + "\n"
+                                               for m in lines))
+    seconds, source = quality.training_seconds(str(out), 4)
+    assert seconds is None and source.startswith("unknown") and "never resumed" in source
+    # resuming such a run writes no elapsed_s: its total cannot be known
+    trainer.train("vae", str(out), steps=6, log_every=2, resume=True)
+    assert "elapsed_s" not in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_a_folder_holding_another_run_is_refused(tmp_path):
+    trainer.train("vae", str(tmp_path / "vae"), steps=3)
+    with pytest.raises(SystemExit, match="holds another run"):
+        quality.ensure_trained("vae", str(tmp_path / "vae"), 5, full=False)
+
+
+@pytest.mark.parametrize("text", ["ddim0", "ddim1001", "ancestral", ""])
+def test_bad_samplers_are_refused(text):
+    with pytest.raises(ValueError):
+        quality.parse_samplers(text)
+
+
+@pytest.mark.parametrize("with_torch", [False, True])
+def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
+    if with_torch and importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed")
+    out = tmp_path / "results.json"
+    argv = ["--models", "vae", "--steps-scale", "0.0002", "--n", "20", "--data-dir", "", "--likelihood-n", "5",
+            "--iwae-k", "3", "--runs", str(tmp_path / "runs"), "--out", str(out)] + (["--torch"] if with_torch else [])
+    assert quality.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| real training images (floor) |" in table and "| vae | decoder means" in table
+    assert "12 × 128 (×0.0002)" in table and "FD (n = 20)" in table
+    report = json.loads(out.read_text())
+    rows = {row["model"]: row for row in report["rows"]}
+    assert report["n"] == 20 and len(report["feature_net_sha256"]) == 64
+    assert rows["vae"]["training"]["how"] == "trained by this command" and rows["vae"]["train_seconds"] > 0
+    assert set(rows["vae"]["likelihood"]) == {"test_elbo_nats", "test_iwae_k3_nats"}
+    assert ("vae (torch)" in rows) == with_torch
+    if with_torch:
+        assert rows["vae (torch)"]["n"] == 20 and rows["vae (torch)"]["likelihood"]["test_elbo_nats"]["n"] == 5
+    # a second run reuses the finished training run and the saved samples
+    assert quality.main(argv) == 0
+    again = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    assert again["vae"]["training"]["how"] == "reused (finished before this command)"
+    assert again["vae"]["metrics"] == rows["vae"]["metrics"]
