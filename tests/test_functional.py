@@ -16,6 +16,9 @@ from tinygen.nn import functional as F
 from helpers import check_op, gradcheck, requires_torch, torch
 from strategies import arrays, conv_params, make_array, pool_params, shapes
 
+# Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("device")
+
 TF = None if torch is None else torch.nn.functional
 f32 = np.float32
 
@@ -239,6 +242,7 @@ def test_batch_norm_eval_uses_running_statistics(data):
              draw_array(data, shape), *extra, **NORM_TOL)
 
 
+@pytest.mark.cpu_only
 @requires_torch
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (3, 2, 4, 5)])
 @pytest.mark.parametrize("as_tensor", [False, True], ids=["arrays", "tensors"])

@@ -33,6 +33,9 @@ from strategies import (
 
 TF = None if torch is None else torch.nn.functional
 
+# Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("device")
+
 
 def rng(seed=0):
     return np.random.default_rng(seed)

@@ -20,6 +20,9 @@ from tinygen.nn.parameter import Parameter
 from tinygen.nn.utils import clip_grad_norm_
 from tinygen.tensor import Tensor
 
+# Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("device")
+
 
 def param(values, dtype=np.float64):
     return Parameter(np.array(values, dtype=dtype))
@@ -259,6 +262,7 @@ def run_against_torch(name, options, group2_lr, seed, steps=20):
             np.testing.assert_allclose(v, np.asarray(torch_state[i][k]), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 @settings(deadline=None, max_examples=12)
 @given(data=st.data())
@@ -269,6 +273,7 @@ def test_matches_torch_over_20_steps(name, data):
     run_against_torch(name, options, group2_lr, seed)
 
 
+@pytest.mark.cpu_only
 def test_matches_torch_with_default_options():
     run_against_torch("Adam", {}, 0.01, seed=0)
     run_against_torch("AdamW", {}, 0.01, seed=1)
@@ -646,6 +651,7 @@ def test_ema_update_by_hand_and_copy_to():
     assert ema.shadow["weight"][0] == pytest.approx(1.08)
 
 
+@pytest.mark.cpu_only
 def test_ema_keeps_float32_and_matches_the_formula_in_float64():
     model32, model64 = TinyModel(np.float32), TinyModel()
     ema32, ema64 = optim.EMA(model32, decay=0.99), optim.EMA(model64, decay=0.99)

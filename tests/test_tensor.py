@@ -9,6 +9,9 @@ from tinygen import ArgumentError, DTypeError, ShapeError
 
 from helpers import check_op
 
+# Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("device")
+
 
 # --- creation and dtypes --------------------------------------------------------------------
 
@@ -35,6 +38,7 @@ def test_explicit_dtype_wins():
     assert tg.tensor([1.0], dtype=tg.float64).dtype == np.float64
 
 
+@pytest.mark.cpu_only
 def test_tensor_copies_but_Tensor_shares():
     a = np.zeros(3)
     tg.tensor(a).data[0] = 1.0
@@ -270,6 +274,7 @@ def test_manual_seed_reproducibility():
 # --- conversions and attributes -----------------------------------------------------------------
 
 
+@pytest.mark.cpu_only
 def test_item_numpy_tolist():
     x = tg.tensor([[1.5, 2.0]])
     assert tg.tensor([[4.0]]).item() == 4.0 and isinstance(tg.tensor([4]).item(), int)
@@ -284,11 +289,12 @@ def test_attributes():
     x = tg.zeros(2, 3, 4)
     assert x.shape == (2, 3, 4) and x.ndim == 3 and x.dim() == 3 and x.numel() == 24
     assert x.size() == (2, 3, 4) and x.size(-1) == 4 and len(x) == 2
-    assert x.device == "cpu" and x.T.shape == (4, 3, 2)
+    assert x.device == tg.get_default_device() and x.T.shape == (4, 3, 2)
     with pytest.raises(TypeError, match="0-d"):
         len(tg.tensor(1.0))
 
 
+@pytest.mark.cpu_only
 def test_repr():
     assert repr(tg.tensor([1.0, 2.0])) == "tensor([1., 2.])"
     assert "dtype=float64" in repr(tg.tensor(np.zeros(1)))

@@ -2,12 +2,20 @@
 
 import numpy as np
 
-from tinygen.backend import get_default_dtype, manual_seed, set_default_dtype
+from tinygen.backend import (
+    device,
+    get_default_device,
+    get_default_dtype,
+    manual_seed,
+    set_default_device,
+    set_default_dtype,
+)
 from tinygen.errors import (
     ArgumentError,
     BackendUnavailableError,
     CheckpointError,
     DatasetFormatError,
+    DeviceMismatchError,
     DownloadError,
     DTypeError,
     ShapeError,

@@ -3,12 +3,19 @@
 - `get_array_module(*arrays)` returns the module (NumPy, or CuPy for GPU arrays) that one body
   of code should call, chainer-style, so that every op serves both kinds of array. CuPy is only
   imported when a CuPy array is actually seen; importing tinygen never touches it.
-- `kernel_backend()` resolves the one knob, ``TINYGEN_KERNELS`` (``auto``, ``numpy`` or
-  ``numba``; read only by `requested_kernels`), for a family of kernels. ``auto`` runs the Numba
-  kernels when Numba can be imported (checked once; Numba is imported then, never when tinygen
-  is imported). Asking for a backend that cannot run here raises `BackendUnavailableError`;
+- `kernel_backend()` resolves the one knob, ``TINYGEN_KERNELS`` (``auto``, ``numpy``, ``numba``
+  or ``cupy``; read only by `requested_kernels`), for a family of kernels and the arrays at
+  hand. ``auto`` runs the Numba kernels on NumPy arrays when Numba can be imported (checked
+  once; Numba is imported then, never when tinygen is imported), and the CUDA kernels on CuPy
+  arrays. Asking for a backend that cannot run here raises `BackendUnavailableError`;
   nothing falls back silently. `kernel_info()` says what runs, with which threads.
 - `manual_seed` / `generator` hold the one random generator every tinygen op draws from.
+- Devices: `device("cpu")` (NumPy arrays) or `device("cuda[:i]")` (CuPy arrays on GPU i);
+  `load_cupy()` imports CuPy on the first request for ``cuda`` and raises
+  `BackendUnavailableError` saying whether CuPy is missing or no GPU is visible (`import cupy`
+  succeeds on a machine without a GPU: `cupy.is_available()` decides); `to_device` moves an
+  array; the default device of new tensors is ``TINYGEN_DEVICE`` (read only by
+  `requested_device`) or what `set_default_device` set.
 
 Threading policy (one, applied by tinygen itself: a user sets no environment variable)
 -------------------------------------------------------------------------------------
@@ -50,7 +57,7 @@ import numpy as np
 
 from tinygen.errors import ArgumentError, BackendUnavailableError
 
-KERNEL_BACKENDS = ("auto", "numpy", "numba")
+KERNEL_BACKENDS = ("auto", "numpy", "numba", "cupy")
 
 
 def get_array_module(*arrays):
@@ -59,6 +66,224 @@ def get_array_module(*arrays):
         if type(a).__module__.split(".")[0] == "cupy":
             return sys.modules["cupy"]  # a CuPy array exists, so CuPy is already imported
     return np
+
+
+def is_device_array(a):
+    """Whether `a` is a CuPy (GPU) array. Never imports CuPy."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+class device:
+    """Where a tensor's array lives: ``device("cpu")`` (NumPy) or ``device("cuda")``, ``device("cuda:1")``
+    (CuPy, on that GPU), PyTorch's spelling.
+
+    NOTE: a ``cuda`` device without an index means the current GPU, and compares equal to any
+    ``cuda:i`` (so ``tensor.device == "cuda"`` holds on every GPU); strings compare as devices.
+
+    >>> device("cuda:1"), device("cpu") == "cpu", device("cuda") == "cuda:0"
+    (device(type='cuda', index=1), True, True)
+    """
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec, index=None):
+        if isinstance(spec, device):
+            spec, index = spec.type, spec.index if index is None else index
+        if not isinstance(spec, str):
+            raise ArgumentError(f"a device is 'cpu', 'cuda' or 'cuda:INDEX', got {spec!r}")
+        kind, _, number = spec.strip().lower().partition(":")
+        if number:
+            if index is not None or not number.isdigit():
+                raise ArgumentError(f"a device is 'cpu', 'cuda' or 'cuda:INDEX', got {spec!r}")
+            index = int(number)
+        if kind not in ("cpu", "cuda"):
+            raise ArgumentError(f"unknown device {spec!r}; tinygen runs on 'cpu' and 'cuda' (CuPy)")
+        if index is not None and (not isinstance(index, (int, np.integer)) or index < 0):
+            raise ArgumentError(f"a device index is an integer >= 0, got {index!r}")
+        if kind == "cpu" and index not in (None, 0):
+            raise ArgumentError(f"the cpu device has no index {index}")
+        object.__setattr__(self, "type", kind)
+        object.__setattr__(self, "index", None if kind == "cpu" or index is None else int(index))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a device is immutable")
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except ArgumentError:
+                return False
+        if not isinstance(other, device):
+            return NotImplemented
+        return self.type == other.type and (self.index is None or other.index is None or self.index == other.index)
+
+    def __hash__(self):
+        return hash(self.type)
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type={self.type!r}{index})"
+
+
+CPU = device("cpu")
+
+_cupy = None  # the cupy module once it has been found usable (installed, and a GPU visible)
+
+
+def load_cupy():
+    """The `cupy` module, imported on the first request for the GPU; never when tinygen is imported.
+
+    Raises `BackendUnavailableError` saying which is wrong: CuPy cannot be imported, or it can
+    but sees no GPU (`import cupy` succeeds without one; `cupy.is_available()` does not).
+    """
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as err:  # not installed, or built for another CUDA or NumPy
+        raise BackendUnavailableError(
+            f"device 'cuda' needs CuPy, which cannot be imported ({err}); "
+            f"install it with: pip install 'tinygen[gpu]' (CuPy for CUDA 12), or run on device 'cpu'"
+        ) from None
+    try:
+        available = bool(cupy.is_available())
+        reason = "cupy.is_available() is False"
+    except Exception as err:  # a broken driver install can raise instead of answering
+        available, reason = False, f"cupy.is_available() raised {type(err).__name__}: {err}"
+    if not available:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f"; CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+        raise BackendUnavailableError(
+            f"CuPy {getattr(cupy, '__version__', '?')} is installed, but no GPU is visible ({reason}{hint}): "
+            f"device 'cuda' needs an NVIDIA GPU and its driver; run on device 'cpu'"
+        )
+    _cupy = cupy
+    return cupy
+
+
+def device_of(array):
+    """The `device` an array lives on: cpu for NumPy arrays and scalars, cuda:i for CuPy arrays."""
+    if is_device_array(array):
+        return device("cuda", array.device.id)
+    return CPU
+
+
+def _check_gpu_index(cupy, index):
+    count = cupy.cuda.runtime.getDeviceCount()
+    if index is not None and index >= count:
+        raise BackendUnavailableError(f"device 'cuda:{index}' does not exist: {count} GPU(s) visible (cuda:0..cuda:{count - 1})")
+
+
+def to_device(array, dev):
+    """`array` (NumPy or CuPy) on device `dev`: itself when it is already there, else a copy."""
+    dev = device(dev)
+    if dev.type == "cpu":
+        return array.get() if is_device_array(array) else array
+    cupy = load_cupy()
+    if is_device_array(array) and (dev.index is None or array.device.id == dev.index):
+        return array
+    _check_gpu_index(cupy, dev.index)
+    with cupy.cuda.Device(dev.index if dev.index is not None else cupy.cuda.runtime.getDevice()):
+        return cupy.array(array, copy=True) if is_device_array(array) else cupy.asarray(array)
+
+
+def to_numpy(array):
+    """`array` as a NumPy array (a copy from the GPU; CPU arrays and scalars as they are)."""
+    return array.get() if is_device_array(array) else np.asarray(array)
+
+
+def array_module(dev):
+    """numpy for the cpu device, cupy for a cuda device (raising if it is unavailable)."""
+    return np if device(dev).type == "cpu" else load_cupy()
+
+
+def empty(shape, dtype, dev):
+    """An uninitialised array on device `dev`."""
+    dev = device(dev)
+    if dev.type == "cpu":
+        return np.empty(shape, dtype)
+    cupy = load_cupy()
+    if dev.index is None:
+        return cupy.empty(shape, dtype)
+    _check_gpu_index(cupy, dev.index)
+    with cupy.cuda.Device(dev.index):
+        return cupy.empty(shape, dtype)
+
+
+def requested_device():
+    """The value of ``TINYGEN_DEVICE`` (default ``cpu``), checked; the only place that reads it."""
+    spec = os.environ.get("TINYGEN_DEVICE", "cpu").strip() or "cpu"
+    try:
+        return device(spec)
+    except ArgumentError as err:
+        raise ArgumentError(f"TINYGEN_DEVICE={spec!r}: {err}") from None
+
+
+_default_device = None  # resolved from TINYGEN_DEVICE on first use, or set by set_default_device
+
+
+def get_default_device():
+    """The device of new tensors (`tensor`, `zeros`, `randn`, layers' parameters...): ``cpu`` unless
+    ``TINYGEN_DEVICE`` or `set_default_device` says otherwise."""
+    global _default_device
+    if _default_device is None:
+        dev = requested_device()
+        if dev.type == "cuda":
+            try:
+                load_cupy()
+            except BackendUnavailableError as err:
+                raise BackendUnavailableError(f"TINYGEN_DEVICE={dev}: {err}") from None
+        _default_device = dev
+    return _default_device
+
+
+def set_default_device(dev):
+    """Make `dev` ("cpu", "cuda", "cuda:i" or a `device`) the device of new tensors.
+
+    Asking for ``cuda`` where CuPy is missing or no GPU is visible raises
+    `BackendUnavailableError` here, at once.
+    """
+    global _default_device
+    dev = device(dev)
+    if dev.type == "cuda":
+        _check_gpu_index(load_cupy(), dev.index)
+    _default_device = dev
+
+
+def gpu_info():
+    """The visible GPUs, for `tinygen info`: (list of dicts, None) or ([], the reason there are none).
+
+    Never raises; imports CuPy (only `tinygen info` and the benchmarks call this).
+    """
+    try:
+        cupy = load_cupy()
+    except BackendUnavailableError as err:
+        return [], str(err)
+    gpus = []
+    try:
+        runtime = cupy.cuda.runtime
+        for i in range(runtime.getDeviceCount()):
+            props = runtime.getDeviceProperties(i)
+            name = props["name"]
+            gpus.append(dict(
+                index=i, name=name.decode() if isinstance(name, bytes) else str(name),
+                memory_gib=props["totalGlobalMem"] / 2**30,
+                compute_capability=f"{props['major']}.{props['minor']}",
+            ))
+        versions = dict(cupy=cupy.__version__, cuda_runtime=runtime.runtimeGetVersion(), driver=runtime.driverGetVersion())
+    except Exception as err:  # a driver problem shows up here
+        return gpus, f"{type(err).__name__}: {err}"
+    for g in gpus:
+        g.update(versions)
+    return gpus, None
 
 
 # --- kernel choice --------------------------------------------------------------------------
@@ -78,19 +303,36 @@ def requested_kernels():
     return choice
 
 
-def kernel_backend(provides=("numpy",)):
-    """The kernel set a family of kernels should run: ``"numpy"`` or ``"numba"``.
+def kernel_backend(provides=("numpy",), xp=np):
+    """The kernel set a family of kernels should run on arrays of module `xp`: ``"numpy"``,
+    ``"numba"`` or ``"cupy"``.
 
     `provides` names the backends the calling family implements (``kernels/conv2d`` passes
-    ``("numpy", "numba")``). ``auto`` picks Numba when it is installed and the family has Numba
-    kernels, else the NumPy reference. A named backend must be installed or this raises
-    `BackendUnavailableError`; it is returned even where the family lacks it, so that the
-    family's dispatcher raises rather than silently running something else.
+    ``("numpy", "numba", "cupy")``). On NumPy arrays ``auto`` picks Numba when it is installed
+    and the family has Numba kernels, else the NumPy reference; on CuPy arrays (`xp` is cupy)
+    it picks the family's CUDA kernels, else the NumPy reference, which runs on CuPy arrays
+    through `xp`. A named backend must be installed and match the arrays' device or this
+    raises `BackendUnavailableError`; it is returned even where the family lacks it, so that
+    the family's dispatcher raises rather than silently running something else.
 
     NOTE: the default, ``("numpy",)``, is a family with only the NumPy reference: ``auto``
     keeps it on NumPy, ``TINYGEN_KERNELS=numba`` makes its dispatcher refuse.
     """
     choice = requested_kernels()
+    if xp is not np:  # CuPy arrays: the GPU kernels, or the NumPy reference on CuPy
+        if choice == "numba":
+            raise BackendUnavailableError(
+                "TINYGEN_KERNELS=numba runs CPU kernels, but these arrays are on the GPU (CuPy); "
+                "use auto or cupy (CUDA kernels) or numpy (the NumPy reference on CuPy arrays)"
+            )
+        if choice == "cupy" or (choice == "auto" and "cupy" in provides):
+            return "cupy"
+        return "numpy"
+    if choice == "cupy":
+        raise BackendUnavailableError(
+            "TINYGEN_KERNELS=cupy runs CUDA kernels on CuPy arrays, but these are NumPy arrays (device cpu); "
+            "move the tensors to the GPU (.to('cuda')) or unset TINYGEN_KERNELS"
+        )
     if choice == "numpy":
         return "numpy"
     if choice == "numba":
@@ -273,7 +515,8 @@ def kernel_info():
                 threading_layer=None, threads=None, blas=None)
     try:
         info["requested"] = requested_kernels()
-        info["backend"] = kernel_backend(provides=("numpy", "numba"))
+        # for CPU (NumPy) arrays; CuPy arrays run the CUDA kernels unless TINYGEN_KERNELS=numpy
+        info["backend"] = "cupy" if info["requested"] == "cupy" else kernel_backend(provides=("numpy", "numba"))
     except BackendUnavailableError as err:
         info["error"] = str(err)
     numba = load_numba() if info["requested"] in ("auto", "numba") else None

@@ -57,6 +57,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
@@ -78,6 +79,7 @@ def build_parser():
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
     p.add_argument("--guidance", type=float, help="class-conditional diffusion: classifier-free guidance weight")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.set_defaults(run=run_sample)
 
     p = commands.add_parser("eval", help="FD, precision/recall/coverage and more for samples, beside real data's floor")
@@ -95,6 +97,7 @@ def build_parser():
                    help="reference images: embedded (the subset in the package; default) or mnist (--data-dir)")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (implies --data mnist)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling, the floor's images and the bounds")
+    p.add_argument("--device", help="--checkpoint: sample on cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu)")
     p.add_argument("--likelihood-n", type=int, default=1000,
                    help="--checkpoint, VAE/DDPM: test images for the likelihood bounds (default 1000; 0 skips)")
     p.add_argument("--iwae-k", type=int, default=100, help="VAE: importance samples K of the IWAE bound (default 100)")
@@ -117,6 +120,7 @@ def run_train(args):
             args.model, out, steps=args.steps, epochs=args.epochs, overrides=overrides, seed=args.seed,
             data=args.data, data_dir=args.data_dir, download=args.download, resume=args.resume,
             checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, distributed=args.distributed,
+            device=args.device,
         )
     if args.distributed and distributed.rank() != 0:
         return 0
@@ -133,7 +137,7 @@ def _sampling_options(args, run):
 
 
 def run_sample(args):
-    model, run, step = trainer.load_checkpoint(args.checkpoint)
+    model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
     options = _sampling_options(args, run)
     if args.n < 1:
         raise tinygen.ArgumentError(f"--n must be at least 1, got {args.n}")
@@ -171,13 +175,14 @@ def run_eval(args):
             samples = samples[: args.n]
         ref = evaluation.reference(args.data_dir, net=net)
     else:
-        model, run, step = trainer.load_checkpoint(args.checkpoint)
+        model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
         options = _sampling_options(args, run)
         ref = evaluation.reference(args.data_dir, net=net)
         n = PROTOCOL_N if args.n is None else args.n
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
         source = f"{args.checkpoint} (step {step}, {settings})"
+        model.to("cpu")  # NOTE: the likelihood bounds run on the CPU, whatever device sampled
         extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
                                               iwae_k=args.iwae_k, t_subsample=args.t_subsample)
 
@@ -218,5 +223,15 @@ def run_info(args):
     elif info["numba_error"]:
         print(f"numba: not available ({info['numba_error']}); pip install 'tinygen[cpu]' for the fast kernels")
     print(f"cores: {os.cpu_count()}")
+    gpus, why_not = backend.gpu_info()
+    for g in gpus:
+        print(f"gpu cuda:{g['index']}: {g['name']}, {g['memory_gib']:.1f} GiB, compute capability "
+              f"{g['compute_capability']} (CuPy {g['cupy']}, CUDA runtime {g['cuda_runtime']}, driver {g['driver']})")
+    if why_not:
+        print(f"gpu: {'error: ' if gpus else 'none: '}{why_not}")
+    try:
+        print(f"default device: {backend.get_default_device()} (TINYGEN_DEVICE={os.environ.get('TINYGEN_DEVICE', 'unset')})")
+    except tinygen.TinygenError as err:
+        print(f"default device: unavailable: {err}")
     print(f"models: {', '.join(models.MODELS)}")
     return 0

@@ -43,6 +43,10 @@ class BackendUnavailableError(TinygenError, RuntimeError):
     """A backend (kernel set or device) was asked for but cannot be used here."""
 
 
+class DeviceMismatchError(TinygenError, RuntimeError):
+    """The inputs of one operation live on different devices (cpu and cuda, or two GPUs)."""
+
+
 class DatasetFormatError(TinygenError, ValueError):
     """A data file does not have the format or content it claims (IDX header, SHA-256, PNG chunks)."""
 

@@ -10,7 +10,7 @@ gradient follows from the chain rule and is covered by the same gradient checks.
 | binary      | Add, Sub, Mul, Div, Pow, MatMul (NumPy broadcasting)          |
 | unary       | Neg, Exp, Log, Log1p, Sqrt, Abs, Relu, Sigmoid, Tanh, Clamp, Cast |
 | reduction   | Sum, Max                                                     |
-| movement    | Reshape, Permute, Expand, GetItem, Pad, Cat                  |
+| movement    | Reshape, Permute, Expand, GetItem, Pad, Cat, ToDevice        |
 | convolution | Unfold, Conv2d, ConvTranspose2d (kernels in tinygen.kernels)  |
 
 Conventions at the kinks (NOTE: tested in tests/test_ops.py): relu'(0) = 0, abs'(0) = 0, clamp
@@ -21,6 +21,7 @@ elements splits the gradient equally among them (as torch.amax does).
 import numpy as np
 
 from tinygen.kernels import conv2d as conv_kernels
+from tinygen import backend
 from tinygen.backend import get_array_module, matmul
 from tinygen.tensor import Function, unbroadcast
 
@@ -335,7 +336,7 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        return grad_out.transpose(np.argsort(ctx.order))
+        return grad_out.transpose(tuple(int(i) for i in np.argsort(ctx.order)))
 
 
 class Expand(Function):
@@ -363,8 +364,12 @@ class GetItem(Function):
         grad = xp.zeros(ctx.shape, dtype=ctx.dtype)
         if _is_basic_index(ctx.index):
             grad[ctx.index] = grad_out  # a basic index selects each element at most once
-        else:
+        elif xp is np or hasattr(xp.add, "at"):
             xp.add.at(grad, ctx.index, grad_out)  # an index array may repeat elements
+        else:  # CuPy before ufunc.at
+            import cupyx
+
+            cupyx.scatter_add(grad, ctx.index, grad_out)
         return grad
 
 
@@ -390,12 +395,25 @@ class Cat(Function):
     @staticmethod
     def forward(ctx, *arrays, axis):
         ctx.axis = axis
-        ctx.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        ctx.splits = [int(n) for n in np.cumsum([a.shape[axis] for a in arrays])[:-1]]
         return get_array_module(*arrays).concatenate(arrays, axis=axis)
 
     @staticmethod
     def backward(ctx, grad_out):
         return tuple(get_array_module(grad_out).split(grad_out, ctx.splits, axis=ctx.axis))
+
+
+class ToDevice(Function):
+    """The same values on another device (a copy); the gradient is copied back to the input's."""
+
+    @staticmethod
+    def forward(ctx, x, device):
+        ctx.device = backend.device_of(x)
+        return backend.to_device(x, device)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return backend.to_device(grad_out, ctx.device)
 
 
 # --- convolution ----------------------------------------------------------------------------

@@ -65,6 +65,13 @@ def _as_param_array(value, param, where):
     return xp.array(value, dtype=param.dtype)  # xp.array copies
 
 
+def _same_device(a, b):
+    """Whether two arrays live on one device (both NumPy, or both CuPy on one GPU)."""
+    if type(a) is not type(b):
+        return False
+    return type(a) is np.ndarray or a.device.id == b.device.id
+
+
 class Optimizer:
     """Base class: parameter groups, `zero_grad`, `state_dict` and `load_state_dict`.
 
@@ -157,7 +164,11 @@ class Optimizer:
             grad = p.grad.data
             if grad.shape != p.shape:
                 raise ArgumentError(f"a gradient has shape {grad.shape}, but its parameter has shape {p.shape}")
-            yield p, grad.astype(p.dtype, copy=False), self.state.setdefault(p, {})
+            state = self.state.setdefault(p, {})
+            for name in self._state_arrays:  # the state follows a parameter moved by Module.to
+                if name in state and not _same_device(state[name], p.data):
+                    state[name] = backend.to_device(state[name], p.device)
+            yield p, grad.astype(p.dtype, copy=False), state
 
     # --- saving and restoring -----------------------------------------------------------
 
@@ -444,9 +455,17 @@ class EMA:
                     )
         return params, buffers
 
+    def _follow(self, params, buffers):
+        """Move the averages to the devices of the model's tensors (after a `Module.to`)."""
+        for ours, theirs in ((self.shadow, params), (self.buffers, buffers)):
+            for name, t in theirs.items():
+                if not _same_device(ours[name], t.data):
+                    ours[name] = backend.to_device(ours[name], t.device)
+
     def update(self, model):
         """Move the averages towards `model`'s current parameters; copy its buffers."""
         params, buffers = self._match(model, "EMA.update")
+        self._follow(params, buffers)
         for name, p in params.items():
             shadow = self.shadow[name]
             # shadow + (1 - decay) (theta - shadow) == decay shadow + (1 - decay) theta, with less
@@ -459,6 +478,7 @@ class EMA:
     def copy_to(self, model):
         """Write the averaged parameters (and the buffers) into `model`, in place."""
         params, buffers = self._match(model, "EMA.copy_to")
+        self._follow(params, buffers)
         for name, p in params.items():
             p.data[...] = self.shadow[name]
         for name, b in buffers.items():

@@ -3,7 +3,8 @@
 A checkpoint is an uncompressed NumPy ``.npz`` file (a zip of ``.npy`` files) that plain NumPy
 can open and inspect:
 
-- every array in `obj` (an ndarray, or a Tensor's data) is one entry, named by its place in
+- every array in `obj` (an ndarray, a CuPy array copied from the GPU, or a Tensor's data) is
+  one entry, named by its place in
   the nesting joined with ``/``: ``model/conv1.weight``, ``optimizer/state/0/exp_avg``.
   List and tuple items are named by their index. A ``/`` or ``%`` inside a dict key is written
   ``%2F`` or ``%25`` in the entry name, so no two places share a name;
@@ -98,6 +99,8 @@ def _flatten(value, parts, entries, ancestors):
 
     if isinstance(value, Tensor):
         return {"tensor": _add_entry(entries, parts, value.numpy())}
+    if type(value).__module__.split(".")[0] == "cupy":
+        value = value.get()  # a GPU array (optimizer and EMA state): saved as the NumPy array it holds
     if isinstance(value, np.ndarray):
         return {"array": _add_entry(entries, parts, value)}
     if isinstance(value, (np.bool_, np.integer, np.floating)):

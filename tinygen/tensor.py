@@ -1,6 +1,8 @@
 """`Tensor` and reverse-mode automatic differentiation.
 
-A `Tensor` wraps an array (`.data`: a NumPy array, or a CuPy array on a GPU). Every operation on
+A `Tensor` wraps an array (`.data`: a NumPy array on the ``cpu`` device, or a CuPy array on a
+``cuda`` device; `.to(device)` moves it, and every input of one operation must live on one
+device, or `DeviceMismatchError` says which differ). Every operation on
 tensors that require gradients records a `Function` node: the primitive that ran, its input
 tensors (`ctx.parents`) and whatever its backward needs (`ctx.save_for_backward`). The nodes form
 a directed acyclic graph; `loss.backward()` walks it once in reverse topological order, calls each
@@ -13,12 +15,13 @@ in terms of them (`mean`, `var`, `softmax`, `logsumexp`, ...) gets its gradient 
 
 import builtins
 import functools
+import sys
 from collections import namedtuple
 
 import numpy as np
 
 from tinygen import backend
-from tinygen.errors import ArgumentError, DTypeError, ShapeError
+from tinygen.errors import ArgumentError, DeviceMismatchError, DTypeError, ShapeError
 
 _grad_enabled = True
 
@@ -76,12 +79,32 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         ctx = cls(*inputs)
-        out = cls.forward(ctx, *(t.data for t in inputs), **params)
+        arrays = [t.data for t in inputs]
+        for a in arrays:
+            if type(a) is not np.ndarray:  # not all on the CPU: check that they share a device
+                arrays = _on_one_device(cls.__name__, arrays)
+                break
+        out = cls.forward(ctx, *arrays, **params)
         requires_grad = _grad_enabled and any(ctx.needs_input_grad)
-        result = Tensor(out, requires_grad=requires_grad)
+        result = Tensor._from_array(out, requires_grad=requires_grad)
         if requires_grad:
             result._ctx = ctx
         return result
+
+
+def _on_one_device(what, arrays):
+    """`arrays` if they all live on one device; a 0-d CPU array beside GPU arrays is moved to
+    their GPU (a number, as PyTorch allows); anything else raises `DeviceMismatchError`."""
+    if all(isinstance(a, np.generic) or backend.is_device_array(a) for a in arrays):
+        return arrays  # GPU arrays and NumPy scalars (numbers, passed to the GPU kernels as arguments)
+    devices = [backend.device_of(a) for a in arrays]
+    gpus = {d.index for d in devices if d.type == "cuda"}
+    if len(gpus) == 1 and all(d.type == "cuda" or a.ndim == 0 for d, a in zip(devices, arrays)):
+        return [backend.to_device(a, next(d for d in devices if d.type == "cuda")) for a in arrays]
+    found = ", ".join(f"{tuple(a.shape)} on {d}" for a, d in zip(arrays, devices))
+    raise DeviceMismatchError(
+        f"{what}: expected every input on one device, got {found}; move them with .to(device) first"
+    )
 
 
 def unbroadcast(grad, shape):
@@ -142,13 +165,34 @@ class Tensor:
 
     __array_priority__ = 1000  # NumPy defers `ndarray + Tensor` to Tensor.__radd__
 
-    def __init__(self, data, requires_grad=False, dtype=None):
-        self.data = _as_array(data, dtype)
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        arr = _as_array(data, dtype)
+        if device is not None:
+            arr = backend.to_device(arr, device)
+        elif type(arr) is np.ndarray and not isinstance(data, Tensor):
+            # NOTE: new data (numbers, lists, NumPy arrays) goes to the default device, as
+            # torch.tensor does; the array of a Tensor or a CuPy array stays where it is.
+            default = backend.get_default_device()
+            if default.type != "cpu":
+                arr = backend.to_device(arr, default)
+        self.data = arr
         if requires_grad and self.data.dtype.kind != "f":
             raise DTypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
+
+    @classmethod
+    def _from_array(cls, arr, requires_grad=False):
+        """A tensor holding `arr` where it is: the results of operations, never moved to the default device."""
+        t = cls.__new__(cls)
+        t.data = arr if type(arr) is np.ndarray or backend.is_device_array(arr) else _as_array(arr)
+        if requires_grad and t.data.dtype.kind != "f":
+            raise DTypeError(f"only floating-point tensors can require gradients, got {t.data.dtype}")
+        t.requires_grad = bool(requires_grad)
+        t.grad = None
+        t._ctx = None
+        return t
 
     # --- attributes ---------------------------------------------------------------------
 
@@ -166,7 +210,12 @@ class Tensor:
 
     @property
     def device(self):
-        return "cpu" if backend.get_array_module(self.data) is np else "cuda"
+        """The `tinygen.device` holding the data: ``cpu`` or ``cuda:i``."""
+        return backend.device_of(self.data)
+
+    @property
+    def is_cuda(self):
+        return backend.is_device_array(self.data)
 
     @property
     def is_leaf(self):
@@ -197,18 +246,19 @@ class Tensor:
             extras += f", dtype={self.dtype}"
         if self.requires_grad:
             extras += ", requires_grad=True"
+        if self.is_cuda:
+            extras += f", device='{self.device}'"
         return f"tensor({body}{extras})"
 
     # --- leaving the graph --------------------------------------------------------------
 
     def detach(self):
         """The same data (shared, not copied) as a tensor outside the graph."""
-        return Tensor(self.data)
+        return Tensor._from_array(self.data)
 
     def numpy(self):
-        """The data as a NumPy array (shared with the tensor on the CPU)."""
-        xp = backend.get_array_module(self.data)
-        return self.data if xp is np else xp.asnumpy(self.data)
+        """The data as a NumPy array (shared with the tensor on the CPU, a copy from the GPU)."""
+        return backend.to_numpy(self.data)
 
     def item(self):
         if self.data.size != 1:
@@ -246,7 +296,7 @@ class Tensor:
                     f"got shape {self.shape}; pass gradient= of that shape"
                 )
             gradient = xp.ones_like(self.data)
-        gradient = _as_array(gradient, dtype=self.dtype)
+        gradient = backend.to_device(_as_array(gradient, dtype=self.dtype), self.device)
         if gradient.shape != self.shape:
             raise ShapeError(f"gradient has shape {gradient.shape}, expected {self.shape}")
 
@@ -257,7 +307,7 @@ class Tensor:
                 continue
             ctx = node._ctx
             if ctx is None:  # a leaf: accumulate (copy so no two .grad share memory)
-                node.grad = Tensor(grad.copy() if node.grad is None else node.grad.data + grad)
+                node.grad = Tensor._from_array(grad.copy() if node.grad is None else node.grad.data + grad)
                 continue
             if ctx.saved_tensors is None:
                 raise RuntimeError(
@@ -302,7 +352,11 @@ class Tensor:
     # --- arithmetic (broadcasting; gradients un-broadcast in ops) ---------------------------
 
     def _wrap(self, other):
-        """Turn a Python number or array operand into a constant tensor of a matching dtype."""
+        """Turn a Python number or array operand into a constant tensor of a matching dtype.
+
+        NOTE: numbers and raw arrays are constants placed on this tensor's device (a NumPy
+        array beside a GPU tensor is copied there); another Tensor must already be on it.
+        """
         if isinstance(other, Tensor):
             return other
         if isinstance(other, (bool, int, float)) and not isinstance(other, np.generic):
@@ -311,8 +365,13 @@ class Tensor:
                 dtype = backend.get_default_dtype()
             else:
                 dtype = self.dtype if kind in "fiu" else None
-            return Tensor(backend.get_array_module(self.data).asarray(other, dtype=dtype))
-        return Tensor(other)
+            constant = Tensor._from_array(np.asarray(other, dtype=dtype))
+            if backend.is_device_array(self.data):
+                # NOTE: beside a GPU tensor a number stays a NumPy scalar (np.generic) in the constant's
+                # .data: CuPy passes it to its kernels as an argument, with no copy to the GPU.
+                constant.data = constant.data[()]
+            return constant
+        return Tensor(other, device=self.device)
 
     def __add__(self, other):
         return ops.Add.apply(self, self._wrap(other))
@@ -358,22 +417,22 @@ class Tensor:
 
     # comparisons give boolean tensors outside the graph
     def __lt__(self, other):
-        return Tensor(self.data < self._wrap(other).data)
+        return Tensor._from_array(self.data < self._wrap(other).data)
 
     def __le__(self, other):
-        return Tensor(self.data <= self._wrap(other).data)
+        return Tensor._from_array(self.data <= self._wrap(other).data)
 
     def __gt__(self, other):
-        return Tensor(self.data > self._wrap(other).data)
+        return Tensor._from_array(self.data > self._wrap(other).data)
 
     def __ge__(self, other):
-        return Tensor(self.data >= self._wrap(other).data)
+        return Tensor._from_array(self.data >= self._wrap(other).data)
 
     def __eq__(self, other):
-        return Tensor(self.data == self._wrap(other).data)
+        return Tensor._from_array(self.data == self._wrap(other).data)
 
     def __ne__(self, other):
-        return Tensor(self.data != self._wrap(other).data)
+        return Tensor._from_array(self.data != self._wrap(other).data)
 
     __hash__ = object.__hash__  # tensors are hashed by identity, as in PyTorch
 
@@ -444,9 +503,9 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False):
         if dim is None:
-            return Tensor(self.data.argmax())
+            return Tensor._from_array(self.data.argmax())
         (axis,) = _dims(dim, self.ndim)
-        return Tensor(self.data.argmax(axis=axis, keepdims=keepdim))
+        return Tensor._from_array(self.data.argmax(axis=axis, keepdims=keepdim))
 
     def argmin(self, dim=None, keepdim=False):
         return (-self).argmax(dim, keepdim)
@@ -525,7 +584,7 @@ class Tensor:
         return ops.Expand.apply(self, shape=shape)
 
     def __getitem__(self, index):
-        return ops.GetItem.apply(self, index=_index_arrays(index))
+        return ops.GetItem.apply(self, index=_index_arrays(index, self.data))
 
     def __setitem__(self, index, value):
         if self.requires_grad and _grad_enabled:
@@ -533,16 +592,41 @@ class Tensor:
                 "in-place assignment to a tensor that requires grad would break its gradient; "
                 "do it under no_grad() or build a new tensor"
             )
-        self.data[_index_arrays(index)] = value.data if isinstance(value, Tensor) else value
+        if isinstance(value, Tensor):
+            if value.device != self.device:
+                raise DeviceMismatchError(f"cannot assign a tensor on {value.device} into a tensor on {self.device}")
+            value = value.data
+        elif hasattr(value, "shape") and backend.is_device_array(self.data):
+            value = backend.to_device(value, self.device)  # a NumPy array of values: a constant
+        self.data[_index_arrays(index, self.data)] = value
 
-    # --- dtype ----------------------------------------------------------------------------
+    # --- device and dtype -----------------------------------------------------------------
 
-    def to(self, dtype):
-        """A copy with another dtype; differentiable between floating-point dtypes."""
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f" and dtype != self.dtype:  # integer or bool: outside the graph
-            return Tensor(self.data.astype(dtype))
-        return self if dtype == self.dtype else ops.Cast.apply(self, dtype=dtype)
+    def to(self, *args, device=None, dtype=None):
+        """This tensor on another device and/or with another dtype, as PyTorch's `to`:
+        ``t.to("cuda")``, ``t.to(np.float64)``, ``t.to("cuda", np.float32)``, ``t.to(other_tensor)``.
+
+        Returns self when nothing changes; else a new tensor, differentiable (the gradient
+        goes back to this tensor's device and, between floating-point dtypes, its dtype).
+        """
+        device, dtype = _to_arguments(args, device, dtype)
+        out = self
+        if device is not None and not _already_on(out.data, device):
+            out = ops.ToDevice.apply(out, device=device)
+        if dtype is not None:
+            if dtype.kind != "f" and dtype != out.dtype:  # integer or bool: outside the graph
+                out = Tensor._from_array(out.data.astype(dtype))
+            elif dtype != out.dtype:
+                out = ops.Cast.apply(out, dtype=dtype)
+        return out
+
+    def cpu(self):
+        """This tensor on the CPU (self if it is there already)."""
+        return self.to("cpu")
+
+    def cuda(self, index=None):
+        """This tensor on GPU `index` (default: the current one)."""
+        return self.to(backend.device("cuda", index))
 
     def float(self):
         return self.to(np.float32)
@@ -552,6 +636,30 @@ class Tensor:
 
     def long(self):
         return self.to(np.int64)
+
+
+def _to_arguments(args, device=None, dtype=None):
+    """(device or None, dtype or None) from the arguments of `Tensor.to` / `Module.to`: devices
+    (a `tinygen.device`, "cpu", "cuda", "cuda:1"), dtypes, or a tensor (its device and dtype)."""
+    for arg in args:
+        if isinstance(arg, Tensor):
+            device, dtype = arg.device, arg.dtype
+        elif isinstance(arg, backend.device) or (isinstance(arg, str) and arg.split(":")[0].strip().lower() in ("cpu", "cuda")):
+            device = arg
+        else:
+            dtype = arg
+    return (None if device is None else backend.device(device)), (None if dtype is None else np.dtype(dtype))
+
+
+def _already_on(array, device):
+    """Whether `array` lives on `device` (``cuda`` without an index: on the current GPU)."""
+    if device.type == "cpu":
+        return not backend.is_device_array(array)
+    if not backend.is_device_array(array):
+        return False
+    if device.index is None:
+        return array.device.id == sys.modules["cupy"].cuda.runtime.getDevice()
+    return array.device.id == device.index
 
 
 def _size(args):
@@ -575,26 +683,38 @@ def _reshape_target(old, shape):
     return shape
 
 
-def _index_arrays(index):
-    """Replace tensors inside an index by their arrays."""
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
+def _index_arrays(index, data):
+    """Replace tensors inside an index by their arrays; on a GPU tensor, index arrays and lists
+    from the CPU are copied to its device (a GPU index array for a CPU tensor is refused)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    gpu = backend.is_device_array(data)
+    out = []
+    for i in parts:
+        if isinstance(i, Tensor):
+            i = i.data
+        if gpu and (isinstance(i, (np.ndarray, list)) and not isinstance(i, np.generic)):
+            i = backend.to_device(np.asarray(i), backend.device_of(data))
+        elif not gpu and backend.is_device_array(i):
+            raise DeviceMismatchError(f"cannot index a tensor on cpu with an index array on {backend.device_of(i)}")
+        out.append(i)
+    return tuple(out) if isinstance(index, tuple) else out[0]
 
 
 # --- creation -------------------------------------------------------------------------------
 
 
-def tensor(data, dtype=None, requires_grad=False):
-    """A new tensor holding a copy of `data` (nested lists, numbers, arrays or a tensor)."""
+def tensor(data, dtype=None, requires_grad=False, device=None):
+    """A new tensor holding a copy of `data` (nested lists, numbers, arrays or a tensor).
+
+    It is placed on `device`; without one, a tensor's or CuPy array's data stays on its device
+    and everything else goes to the default device (`tinygen.set_default_device`).
+    """
     if isinstance(data, Tensor):
         data = data.data
     arr = _as_array(data, dtype)
     if arr is data or getattr(arr, "base", None) is not None:
         arr = arr.copy()
-    return Tensor(arr, requires_grad=requires_grad)
+    return Tensor(arr, requires_grad=requires_grad, device=device)
 
 
 def _float_dtype(dtype):
@@ -602,49 +722,65 @@ def _float_dtype(dtype):
     return dtype
 
 
-def zeros(*size, dtype=None, requires_grad=False):
-    return Tensor(np.zeros(_size(size), dtype=_float_dtype(dtype)), requires_grad=requires_grad)
+def _filled(size, value, dtype, device):
+    """A new array of `size` filled with `value`, made on its device (no copy from the host)."""
+    dev = backend.get_default_device() if device is None else backend.device(device)
+    if dev.type == "cpu":
+        return np.zeros(size, dtype) if value == 0 else np.full(size, value, dtype)
+    arr = backend.empty(size, dtype, dev)
+    arr.fill(value)
+    return arr
 
 
-def ones(*size, dtype=None, requires_grad=False):
-    return Tensor(np.ones(_size(size), dtype=_float_dtype(dtype)), requires_grad=requires_grad)
+def zeros(*size, dtype=None, requires_grad=False, device=None):
+    return Tensor._from_array(_filled(_size(size), 0, _float_dtype(dtype), device), requires_grad=requires_grad)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False):
-    arr = np.full(_size((size,)), fill_value, dtype=_float_dtype(dtype))
-    return Tensor(arr, requires_grad=requires_grad)
+def ones(*size, dtype=None, requires_grad=False, device=None):
+    return Tensor._from_array(_filled(_size(size), 1, _float_dtype(dtype), device), requires_grad=requires_grad)
 
 
-def zeros_like(t, dtype=None, requires_grad=False):
-    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+def full(size, fill_value, dtype=None, requires_grad=False, device=None):
+    arr = _filled(_size((size,)), fill_value, _float_dtype(dtype), device)
+    return Tensor._from_array(arr, requires_grad=requires_grad)
 
 
-def ones_like(t, dtype=None, requires_grad=False):
-    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+def zeros_like(t, dtype=None, requires_grad=False, device=None):
+    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device or t.device)
 
 
-def randn(*size, dtype=None, requires_grad=False):
+def ones_like(t, dtype=None, requires_grad=False, device=None):
+    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device or t.device)
+
+
+# NOTE: randn and rand draw on the CPU from the one generator and copy to the device, so a seed
+# gives the same numbers (and the same initial weights) on every device. The bulk noise of the
+# diffusion models is drawn on the device, inside the kernels of tinygen.kernels.diffusion.
+
+
+def randn(*size, dtype=None, requires_grad=False, device=None):
     """Samples of N(0, 1) from the generator seeded by `manual_seed`."""
     dtype = _float_dtype(dtype)
     if dtype.kind != "f":
         raise DTypeError(f"randn makes floating-point tensors, got dtype {dtype}")
     arr = backend.generator().standard_normal(_size(size), dtype=dtype)
-    return Tensor(arr, requires_grad=requires_grad)
+    return Tensor(arr, requires_grad=requires_grad, device=device)
 
 
-def rand(*size, dtype=None, requires_grad=False):
+def rand(*size, dtype=None, requires_grad=False, device=None):
     """Samples of U[0, 1) from the generator seeded by `manual_seed`."""
     dtype = _float_dtype(dtype)
     if dtype.kind != "f":
         raise DTypeError(f"rand makes floating-point tensors, got dtype {dtype}")
-    return Tensor(backend.generator().random(_size(size), dtype=dtype), requires_grad=requires_grad)
+    arr = backend.generator().random(_size(size), dtype=dtype)
+    return Tensor(arr, requires_grad=requires_grad, device=device)
 
 
 def randn_like(t):
-    return randn(t.shape, dtype=t.dtype)
+    return randn(t.shape, dtype=t.dtype, device=t.device)
 
 
-def arange(start, end=None, step=1, dtype=None):
+def arange(start, end=None, step=1, dtype=None, device=None):
     """Evenly spaced values in [start, end): int64 for integer arguments, as in PyTorch."""
     if end is None:
         start, end = 0, start
@@ -653,7 +789,7 @@ def arange(start, end=None, step=1, dtype=None):
     integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     if dtype is None:
         dtype = np.int64 if integral else backend.get_default_dtype()
-    return Tensor(np.arange(start, end, step, dtype=np.dtype(dtype)))
+    return Tensor(np.arange(start, end, step, dtype=np.dtype(dtype)), device=device)
 
 
 def cat(tensors, dim=0):

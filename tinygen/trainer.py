@@ -84,6 +84,7 @@ def train(
     log_every=10,
     progress=None,
     distributed=False,
+    device=None,
 ):
     """Train `model_name` into the folder `out`; returns the path of the final checkpoint.
 
@@ -96,6 +97,9 @@ def train(
     (`tinygen.distributed`): batch_size is per rank, each rank trains on its share of every
     global batch, gradients are averaged, and only rank 0 reads and writes the run folder. The
     run resumes only on as many ranks as it was started on.
+
+    `device` ("cpu", "cuda", "cuda:N"; default: the default device, ``TINYGEN_DEVICE``) is where
+    the model trains; a run may resume on another device. Data-parallel runs train on the CPU.
     """
     dp = DataParallel() if distributed else None
     root = dp is None or dp.rank == 0  # the rank that writes files
@@ -122,6 +126,10 @@ def train(
 
     backend.manual_seed(run["seed"])
     model = build_model(model_name, run["overrides"])
+    device = backend.device(device) if device is not None else backend.get_default_device()
+    if dp and device.type != "cpu":
+        raise ArgumentError(f"--distributed trains on the CPU (MPI); it cannot run on device {device}")
+    model.to(device)  # each step copies its batch there (train_step)
     dataset = load_dataset(run["data"], run["data_dir"], download)
     if dp is None:
         loader = DataLoader(dataset, batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=run["seed"])
@@ -201,12 +209,14 @@ def write_grid(model, path, n=64, seed=1234, **options):
     return samples
 
 
-def load_checkpoint(path):
-    """Rebuild a run's model from its checkpoint alone; returns (model, run, step)."""
+def load_checkpoint(path, device=None):
+    """Rebuild a run's model from its checkpoint alone, on `device` (default: the default device);
+    returns (model, run, step)."""
     state = load(path)
     run = _run_of(state, path)
     model = build_model(run["model"], run["overrides"])
     model.load_state_dict(state["model"])
+    model.to(backend.device(device) if device is not None else backend.get_default_device())
     return model, run, int(state["step"])
 
 

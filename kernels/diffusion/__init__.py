@@ -1,16 +1,19 @@
 """Diffusion noise-step kernels, and the one dispatcher that picks which implementation runs.
 
-`implementation()` maps `tinygen.backend.kernel_backend()` (the ``TINYGEN_KERNELS`` knob) to a
-module; every function below checks its arguments once, here at the entrance, forwards to that
-module and counts the call in `calls`, keyed by (module, function), e.g.
-``calls["reference", "q_sample"]``, so the choice is made on each call and a test can check which
-module really ran. Every implementation module has the same functions with the same signatures
-as `reference.py`, the plain NumPy spec (read it for the math, the conventions on shapes and
-dtypes, and the counter-based generator behind `normal` and the *_noise steps): `reference`
-(NumPy) or `cpu_numba` (imported on first use only, so importing tinygen never imports Numba).
-Every function takes an optional `out=`: an array of the result's shape and dtype, C-contiguous,
-to write the result into (for `q_sample_noise`, a pair (x_t, eps)); the steps are elementwise, so
-`out` may be one of the input arrays (an in-place step), but must not overlap one otherwise.
+`implementation(xp)` maps `tinygen.backend.kernel_backend()` (the ``TINYGEN_KERNELS`` knob and
+the images' array module `xp`) to a module; every function below checks its arguments once, here
+at the entrance, forwards to that module and counts the call in `calls`, keyed by (module,
+function), e.g. ``calls["reference", "q_sample"]``, so the choice is made on each call and a test
+can check which module really ran. Every implementation module has the same functions with the
+same signatures as `reference.py`, the plain NumPy spec (read it for the math, the conventions
+on shapes and dtypes, and the counter-based generator behind `normal` and the *_noise steps):
+`reference` (NumPy; on CuPy arrays too, through `xp`), `cpu_numba` or `gpu_cupy` (CUDA kernels,
+picked by ``auto`` for CuPy arrays), each imported on first use only, so importing tinygen never
+imports Numba or CuPy. The images decide the device; `normal`, which has none, takes `device=`
+(default ``cpu``) or the device of its `out`. Every function takes an optional `out=`: an array
+of the result's shape and dtype, C-contiguous, on the images' device, to write the result into
+(for `q_sample_noise`, a pair (x_t, eps)); the steps are elementwise, so `out` may be one of the
+input arrays (an in-place step), but must not overlap one otherwise.
 """
 
 import math
@@ -18,29 +21,34 @@ from collections import Counter
 
 import numpy as np
 
-from tinygen.backend import get_array_module, kernel_backend
-from tinygen.errors import ArgumentError, BackendUnavailableError, DTypeError, ShapeError
+from tinygen import backend as _backend
+from tinygen.backend import device_of, get_array_module, is_device_array, kernel_backend
+from tinygen.errors import ArgumentError, BackendUnavailableError, DeviceMismatchError, DTypeError, ShapeError
 from tinygen.kernels.diffusion import reference
 
-PROVIDES = ("numpy", "numba")  # the kernel backends with diffusion kernels
+PROVIDES = ("numpy", "numba", "cupy")  # the kernel backends with diffusion kernels
 
 calls = Counter()  # (module name, function name) -> number of calls forwarded there
 
 
-def implementation():
-    """The module holding the diffusion kernels of the current kernel backend."""
-    backend = kernel_backend(provides=PROVIDES)
+def implementation(xp=np):
+    """The module holding the diffusion kernels of the current kernel backend, for arrays of module `xp`."""
+    backend = kernel_backend(provides=PROVIDES, xp=xp)
     if backend == "numpy":
         return reference
     if backend == "numba":
         from tinygen.kernels.diffusion import cpu_numba  # imports Numba: only on this path
 
         return cpu_numba
+    if backend == "cupy":
+        from tinygen.kernels.diffusion import gpu_cupy  # reaches CuPy: only on this path
+
+        return gpu_cupy
     raise BackendUnavailableError(f"no diffusion kernels for kernel backend {backend!r}")
 
 
-def _dispatch(name):
-    module = implementation()
+def _dispatch(name, x):
+    module = implementation(get_array_module(x))
     calls[module.__name__.rsplit(".", 1)[-1], name] += 1
     return getattr(module, name)
 
@@ -51,7 +59,7 @@ def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out=None):
     _check_coefficients("q_sample", x0, sqrt_alpha_bar_t=sqrt_alpha_bar_t,
                         sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t)
     _check_out("q_sample", x0.shape, x0.dtype, type(x0), out=out)
-    return _dispatch("q_sample")(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out)
+    return _dispatch("q_sample", x0)(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out)
 
 
 def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None, out=None):
@@ -60,7 +68,7 @@ def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None, out=No
     _check_coefficients("p_sample_step", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
     _check_noise("p_sample_step", sigma, z)
     _check_out("p_sample_step", x_t.shape, x_t.dtype, type(x_t), out=out)
-    return _dispatch("p_sample_step")(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
+    return _dispatch("p_sample_step", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
 
 
 def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z=None,
@@ -73,7 +81,7 @@ def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_
     )
     _check_noise("ddim_step", sigma, z)
     _check_out("ddim_step", x_t.shape, x_t.dtype, type(x_t), out=out)
-    return _dispatch("ddim_step")(
+    return _dispatch("ddim_step", x_t)(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z, out
     )
 
@@ -93,7 +101,7 @@ def q_sample_noise(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offse
         _check_out("q_sample_noise", x0.shape, x0.dtype, type(x0), **{"out[0]": out[0], "out[1]": out[1]})
         if out[0] is out[1]:
             raise ArgumentError("q_sample_noise: out[0] and out[1] are one array; x_t and eps need two")
-    return _dispatch("q_sample_noise")(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset, out)
+    return _dispatch("q_sample_noise", x0)(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset, out)
 
 
 def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset=0, out=None):
@@ -102,7 +110,7 @@ def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, of
     _check_coefficients("p_sample_step_noise", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
     _check_stream("p_sample_step_noise", seed, offset, x_t.size)
     _check_out("p_sample_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
-    return _dispatch("p_sample_step_noise")(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset, out)
+    return _dispatch("p_sample_step_noise", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset, out)
 
 
 def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed,
@@ -115,14 +123,15 @@ def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t,
     )
     _check_stream("ddim_step_noise", seed, offset, x_t.size)
     _check_out("ddim_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
-    return _dispatch("ddim_step_noise")(
+    return _dispatch("ddim_step_noise", x_t)(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed, offset, out
     )
 
 
-def normal(shape, seed, offset=0, dtype=np.float32, out=None):
+def normal(shape, seed, offset=0, dtype=np.float32, out=None, device=None):
     """Standard normals of `shape`, float32 numbers (given as `dtype`): element k is number offset + k
-    of the counter-based stream `seed` (Philox4x32-10 + Box-Muller; see reference.py)."""
+    of the counter-based stream `seed` (Philox4x32-10 + Box-Muller; see reference.py). They are
+    made on `device` (default: the device of `out`, else ``cpu``); on a GPU, by the GPU."""
     shape = (shape,) if _is_int(shape) else shape
     if not isinstance(shape, (tuple, list)) or not all(_is_int(n) and n >= 0 for n in shape):
         raise ArgumentError(f"normal: shape must be a tuple of non-negative integers, got {shape!r}")
@@ -130,8 +139,14 @@ def normal(shape, seed, offset=0, dtype=np.float32, out=None):
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise DTypeError(f"normal: dtype must be float32 or float64, got {np.dtype(dtype)}")
     _check_stream("normal", seed, offset, math.prod(shape))
-    _check_out("normal", shape, np.dtype(dtype), np.ndarray, out=out)
-    return _dispatch("normal")(shape, seed, offset, dtype, out)
+    device = None if device is None else _backend.device(device)
+    if out is not None and device is not None and device_of(out) != device:
+        raise DeviceMismatchError(f"normal: out lives on {device_of(out)}, but device={device} was asked for")
+    gpu = device is not None and device.type == "cuda"
+    _check_out("normal", shape, np.dtype(dtype), type(out) if gpu or is_device_array(out) else np.ndarray, out=out)
+    if out is None and gpu:  # the implementations make the numbers on the current GPU or into out
+        out = _backend.empty(shape, np.dtype(dtype), device)
+    return _dispatch("normal", out)(shape, seed, offset, dtype, out)
 
 
 # --- argument checks (once, for every implementation) ---------------------------------------
@@ -140,6 +155,9 @@ def normal(shape, seed, offset=0, dtype=np.float32, out=None):
 def _check_images(what, **arrays):
     """All given arrays (None skipped) have the first one's shape (B, ...) and float dtype."""
     (first_name, first), *rest = arrays.items()
+    for name, a in rest:
+        if a is not None and hasattr(first, "shape") and is_device_array(a) != is_device_array(first):
+            raise DeviceMismatchError(f"{what}: {name} lives on {device_of(a)}, but {first_name} on {device_of(first)}")
     for name, a in arrays.items():
         if a is None:
             continue
@@ -161,7 +179,9 @@ def _check_images(what, **arrays):
 def _check_coefficients(what, x, **coefficients):
     """Each coefficient is a number or a float array of shape (B,), B = x.shape[0]."""
     for name, c in coefficients.items():
-        c = get_array_module(x).asarray(c)
+        if is_device_array(c) and not is_device_array(x):
+            raise DeviceMismatchError(f"{what}: {name} lives on {device_of(c)}, but the images on cpu")
+        c = c if hasattr(c, "dtype") and hasattr(c, "shape") else np.asarray(c)
         if c.dtype.kind not in "fiu":
             raise DTypeError(f"{what}: {name} must be numeric, got dtype {c.dtype}")
         if c.ndim != 0 and c.shape != (x.shape[0],):
@@ -201,6 +221,9 @@ def _check_out(what, shape, dtype, array_type, **outs):
         if out is None:
             continue
         if type(out) is not array_type:
+            if is_device_array(out) != (array_type.__module__.split(".")[0] == "cupy"):
+                where = "on the GPU (CuPy)" if array_type.__module__.split(".")[0] == "cupy" else "on the CPU (NumPy)"
+                raise DeviceMismatchError(f"{what}: {name} lives on {device_of(out)}, but the result is made {where}")
             raise TypeError(f"{what}: {name} must be a {array_type.__name__}, got {type(out).__name__}")
         if out.shape != shape:
             raise ShapeError(f"{what}: {name} has shape {out.shape}, the result has shape {shape}")

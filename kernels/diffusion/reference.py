@@ -137,7 +137,7 @@ def _into(out, result):
     """`result`, or `result` written into `out` (then `out` is returned)."""
     if out is None:
         return result
-    out[...] = result
+    out[...] = get_array_module(out).asarray(result)  # a NumPy result into a CuPy out: copied to the GPU
     return out
 
 
@@ -154,7 +154,7 @@ def q_sample_noise(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offse
     >>> bool(np.array_equal(x_t, np.float32(0.8) * eps)), bool(np.array_equal(eps, normal((2, 3), 7)))
     (True, True)
     """
-    eps = normal(x0.shape, seed, offset, x0.dtype)
+    eps = get_array_module(x0).asarray(normal(x0.shape, seed, offset, x0.dtype))  # made on the CPU, then on x0's device
     x_t = q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t)
     if out is None:
         return x_t, eps
@@ -163,14 +163,14 @@ def q_sample_noise(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offse
 
 def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset=0, out=None):
     """`p_sample_step` with z = normal(x_t.shape, seed, offset, x_t.dtype)."""
-    z = normal(x_t.shape, seed, offset, x_t.dtype)
+    z = get_array_module(x_t).asarray(normal(x_t.shape, seed, offset, x_t.dtype))
     return p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
 
 
 def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed,
                     offset=0, out=None):
     """`ddim_step` with z = normal(x_t.shape, seed, offset, x_t.dtype)."""
-    z = normal(x_t.shape, seed, offset, x_t.dtype)
+    z = get_array_module(x_t).asarray(normal(x_t.shape, seed, offset, x_t.dtype))
     return ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z, out)
 
 

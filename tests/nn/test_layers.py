@@ -19,6 +19,9 @@ from tinygen import nn
 from tinygen.errors import ArgumentError, ShapeError
 from tinygen.nn import init
 
+# Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("device")
+
 SETTINGS = settings(deadline=None, max_examples=25)
 
 
@@ -539,6 +542,7 @@ def same_distribution(a, b):
         ("ConvTranspose2d", (64, 8, (4, 2)), 8 * 8),
     ],
 )
+@pytest.mark.cpu_only
 def test_linear_and_conv_default_init_matches_torch(name, args, fan_in):
     tinygen.manual_seed(0)
     layer = getattr(nn, name)(*args)
@@ -559,6 +563,7 @@ def test_linear_and_conv_default_init_matches_torch(name, args, fan_in):
     assert same_distribution(layer.bias.data, twin.bias.detach().numpy())
 
 
+@pytest.mark.cpu_only
 def test_embedding_and_norm_default_init_match_torch():
     tinygen.manual_seed(0)
     emb = nn.Embedding(500, 64)
@@ -672,6 +677,7 @@ def test_uniform_initialisers_respect_their_bounds():
     assert t.data.min() >= 2 and t.data.max() <= 3
 
 
+@pytest.mark.cpu_only
 def test_initialisers_match_torch_distributions():
     torch = pytest.importorskip("torch")
     tinygen.manual_seed(0)

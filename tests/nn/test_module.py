@@ -14,6 +14,9 @@ from tinygen import nn
 from tinygen.errors import StateDictError
 from tinygen.nn import Module, Parameter
 
+# Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("device")
+
 
 class Affine(Module):
     """A hand-written module: one parameter, one persistent and one non-persistent buffer."""

@@ -12,6 +12,8 @@ resume and sample any of them the same way:
   `tinygen.backend.generator()` (seeded by `tinygen.manual_seed`).
 - `state_dict()` / `load_state_dict(state)`: everything needed to resume (networks, optimizer
   states, EMA weights, step counters), as nested dicts of arrays and numbers for `tinygen.save`.
+- `to(device)` / `device`: move the networks to "cpu" or "cuda" (their optimizer and EMA state
+  follow on the next step); `train_step` copies a batch from the host to that device itself.
 """
 
 from tinygen.models.diffusion import DDPM

@@ -139,13 +139,14 @@ class Schedule:
 # --- the network eps_theta(x_t, t, c) -------------------------------------------------------
 
 
-def timestep_embedding(t, dim, dtype):
+def timestep_embedding(t, dim, dtype, device=None):
     """Sinusoidal embedding of integer timesteps (B,) -> (B, dim), as the Transformer's positions:
-    [sin(t w_i), cos(t w_i)] with w_i = 10000^(-i / (dim/2)), i = 0..dim/2 - 1."""
+    [sin(t w_i), cos(t w_i)] with w_i = 10000^(-i / (dim/2)), i = 0..dim/2 - 1. Computed on the CPU
+    (t comes from the host) and placed on `device` (default: the default device)."""
     half = dim // 2
     freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)  # w_i
     args = np.asarray(t, dtype=np.float64)[:, None] * freqs[None, :]  # (B, half)
-    return Tensor(np.concatenate([np.sin(args), np.cos(args)], axis=1).astype(dtype))  # (B, dim)
+    return Tensor(np.concatenate([np.sin(args), np.cos(args)], axis=1).astype(dtype), device=device)  # (B, dim)
 
 
 class ResBlock(nn.Module):
@@ -209,11 +210,12 @@ class UNet(nn.Module):
 
     def forward(self, x, t, labels=None):
         """x (B, 1, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, 1, H, W)."""
-        emb = self.time_mlp(timestep_embedding(t, self.time_dim, x.dtype))  # (B, emb_dim)
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim, x.dtype, x.device))  # (B, emb_dim)
         if self.num_classes is not None:
             if labels is None:
                 labels = np.full(x.shape[0], self.num_classes)  # unconditional: the null class
-            emb = emb + self.class_emb(Tensor(np.asarray(labels, dtype=np.int64)))
+            labels = labels.astype(np.int64) if hasattr(labels, "astype") else np.asarray(labels, dtype=np.int64)
+            emb = emb + self.class_emb(Tensor(labels, device=x.device))
         elif labels is not None:
             raise ArgumentError("labels given to a UNet built without num_classes")
         h = self.inc(x)
@@ -248,13 +250,27 @@ class DDPM:
         self.ema_net = copy.deepcopy(self.net)  # sampling network, filled from the EMA weights
         self.step = 0
 
+    @property
+    def device(self):
+        """The device of the networks (and of the optimizer's and the EMA's state)."""
+        return self.net.inc.weight.device
+
+    def to(self, device):
+        """Move the network and the sampling network to `device` (the Adam state and the EMA follow
+        on their next use); returns self."""
+        self.net.to(device)
+        self.ema_net.to(device)
+        return self
+
     # --- training ---------------------------------------------------------------------------
 
     def train_step(self, images, labels=None):
         """Algorithm 1 of Ho et al. (2020) on one batch: one Adam step on the eps-prediction loss."""
-        x0 = images.data if isinstance(images, Tensor) else np.asarray(images)
+        x0 = images.data if isinstance(images, Tensor) else images
+        x0 = x0 if hasattr(x0, "ndim") else np.asarray(x0)
         if x0.ndim != 4 or x0.shape[1] != 1 or x0.dtype.kind != "f":
             raise ShapeError(f"images must be floats of shape (B, 1, H, W) in [0, 1], got {x0.dtype} {x0.shape}")
+        x0 = backend.to_device(x0, self.device)  # a batch from the host is copied to the network's device
         x0 = 2 * x0.astype(self.net.inc.weight.dtype, copy=False) - 1  # [0, 1] -> [-1, 1], the model's dtype
         B, rng, s = x0.shape[0], backend.generator(), self.schedule
         t = rng.integers(0, s.T, size=B)  # t ~ Uniform({1, ..., T}), as indices t - 1
@@ -329,13 +345,14 @@ class DDPM:
         # One counter-based stream per call: x_T is its block 0 and step j's z its block j (j = 1, 2, ...),
         # each block n*28*28 numbers long.
         seed = int(backend.generator().integers(2**63))
-        x = kernels.normal((n, 1, 28, 28), seed, 0, dtype)  # x_T ~ N(0, I)
+        x = kernels.normal((n, 1, 28, 28), seed, 0, dtype, device=self.device)  # x_T ~ N(0, I), on the GPU there
+        xp = backend.get_array_module(x)
         if sampler == "ddpm":
             x = self._sample_ddpm(net, x, labels, guidance, variance, clip_x0, seed)
         else:
             x = self._sample_ddim(net, x, labels, guidance, steps, eta, clip_x0, seed)
         net.train(was_training)
-        return ((np.clip(x, -1, 1) + 1) / 2).astype(np.float32)  # [-1, 1] -> [0, 1]
+        return backend.to_numpy(((xp.clip(x, -1, 1) + 1) / 2).astype(np.float32))  # [-1, 1] -> [0, 1], on the host
 
     def _eps(self, net, x, i, labels, guidance, clip_x0):
         """eps_theta(x_t, t, c) at index i = t - 1, guided: (1 + w) eps_theta(x, c) - w eps_theta(x, null).
@@ -347,17 +364,17 @@ class DDPM:
         and, unclipped, a network trained for minutes gives saturated noise. With the re-derived
         eps, Algorithm 2's step is exactly the posterior mean mu~_t(x_t, clip(x0_hat)) (eq. 7).
         """
-        n = x.shape[0]
-        ts = np.full(n, i)
+        n, xp = x.shape[0], backend.get_array_module(x)
+        ts = np.full(n, i)  # on the host: the time embedding is made there
         if labels is None or guidance == 0:
             eps = net(Tensor(x), ts, labels).data
         else:
             null = np.full(n, self.config.num_classes)
-            both = net(Tensor(np.concatenate([x, x])), np.concatenate([ts, ts]), np.concatenate([labels, null])).data
+            both = net(Tensor(xp.concatenate([x, x])), np.concatenate([ts, ts]), np.concatenate([labels, null])).data
             eps = (1 + guidance) * both[:n] - guidance * both[n:]  # both: (2n, 1, H, W)
         if clip_x0:
             a, b = float(self.schedule.sqrt_alpha_bar[i]), float(self.schedule.sqrt_one_minus_alpha_bar[i])
-            x0_hat = np.clip((x - b * eps) / a, -1, 1)
+            x0_hat = xp.clip((x - b * eps) / a, -1, 1)
             eps = (x - a * x0_hat) / b
         return eps
 

@@ -130,9 +130,20 @@ class GAN:
     def _build_networks(self, config):
         raise NotImplementedError
 
+    @property
+    def device(self):
+        """The device of the networks (and of their optimizers' state)."""
+        return next(self.generator.parameters()).device
+
+    def to(self, device):
+        """Move both networks to `device` (their Adam states follow on the next step); returns self."""
+        self.generator.to(device)
+        self.discriminator.to(device)
+        return self
+
     def noise(self, n):
-        """n draws of z ~ N(0, I), shape (n, latent_dim), from the seeded generator."""
-        return tinygen.randn(n, self.config.latent_dim)
+        """n draws of z ~ N(0, I), shape (n, latent_dim), from the seeded generator, on the networks' device."""
+        return tinygen.randn(n, self.config.latent_dim, device=self.device)
 
     # Goodfellow et al. (2014), Algorithm 1, with k = 1 and the non-saturating generator loss:
     #   (1) sample z⁽¹⁾..z⁽ᵐ⁾ ~ p_z and x⁽¹⁾..x⁽ᵐ⁾ ~ p_data; update D by ascending
@@ -147,7 +158,7 @@ class GAN:
         probabilities seen by the discriminator step (before its update). `labels` is ignored:
         these GANs are unconditional.
         """
-        x = _check_images(images)
+        x = _check_images(images).to(self.device)  # a batch from the host is copied to the networks' device
         m = x.shape[0]
         G, D = self.generator, self.discriminator
         G.train()

@@ -115,6 +115,16 @@ class VAE:
         self.optimizer = optim.Adam(self.net.parameters(), lr=self.config.lr)
         self.step = 0
 
+    @property
+    def device(self):
+        """The device of the networks (and of the optimizer's state)."""
+        return next(self.net.parameters()).device
+
+    def to(self, device):
+        """Move the networks to `device` (the Adam state follows on the next step); returns self."""
+        self.net.to(device)
+        return self
+
     def _build_networks(self, c):
         n_pixels = int(np.prod(IMAGE_SHAPE))
         encoder = nn.Sequential(
@@ -149,15 +159,15 @@ class VAE:
         """
         mu, logvar = self.encode(x)
         if eps is None:
-            eps = tinygen.randn(*mu.shape, dtype=mu.dtype)
+            eps = tinygen.randn(*mu.shape, dtype=mu.dtype, device=mu.device)
         z = mu + (0.5 * logvar).exp() * eps  # z = μ + σ ⊙ ε, σ = exp(½ log σ²)
         return bernoulli_nll(self.decode(z), x), gaussian_kl(mu, logvar)
 
     def _targets(self, images):
         """The images the bound is computed on: as given, or x_bin ~ Bernoulli(x) if `binarize`."""
-        x = _check_images(images)
+        x = _check_images(images).to(self.device)  # a batch from the host is copied to the networks' device
         if self.config.binarize:
-            x = (tinygen.rand(*x.shape, dtype=x.dtype) < x).to(x.dtype)
+            x = (tinygen.rand(*x.shape, dtype=x.dtype, device=x.device) < x).to(x.dtype)
         return x
 
     # --- the protocol ---------------------------------------------------------------------------
@@ -197,7 +207,7 @@ class VAE:
         p_θ(x | z): a draw is mostly salt-and-pepper noise around the mean.
         """
         _check_count(n)
-        z = tinygen.randn(n, self.config.latent_dim)
+        z = tinygen.randn(n, self.config.latent_dim, device=self.device)
         return self.decode(z).sigmoid().numpy().astype(np.float32)
 
     def state_dict(self):
@@ -259,8 +269,8 @@ def _check_images(images):
         raise DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {images.dtype}")
     if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 1:
         raise ShapeError(f"images must have shape (B, 1, 28, 28), got {tuple(images.shape)}")
-    lo, hi = float(images.data.min()), float(images.data.max())
-    if lo < 0 or hi > 1:
+    if bool(((images.data < 0) | (images.data > 1)).any()):  # one check: one wait for a GPU batch
+        lo, hi = float(images.data.min()), float(images.data.max())
         raise ArgumentError(f"images must lie in [0, 1] (Bernoulli targets), found values in [{lo}, {hi}]")
     return images
 

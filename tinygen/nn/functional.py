@@ -344,8 +344,8 @@ def dropout(input, p=0.5, training=True):
         return input
     if p == 1:
         return input * 0
-    keep = backend.generator().random(input.shape) >= p
-    return input * Tensor((keep / (1 - p)).astype(input.dtype))
+    keep = backend.generator().random(input.shape) >= p  # drawn on the CPU, as randn (see tinygen.tensor)
+    return input * Tensor((keep / (1 - p)).astype(input.dtype), device=input.device)
 
 
 def embedding(input, weight):
@@ -353,12 +353,17 @@ def embedding(input, weight):
     idx = input.data if isinstance(input, Tensor) else np.asarray(input)
     if idx.dtype.kind not in "iu":
         raise DTypeError(f"embedding indices must be integers, got dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+    if _out_of_range(idx, weight.shape[0]):
         raise ArgumentError(
-            f"embedding index out of range: found values in [{idx.min()}, {idx.max()}], "
+            f"embedding index out of range: found values in [{int(idx.min())}, {int(idx.max())}], "
             f"the table has {weight.shape[0]} rows"
         )
     return weight[idx]
+
+
+def _out_of_range(idx, n):
+    """Whether an index array holds a value outside [0, n): one check (one wait for a GPU array)."""
+    return bool(idx.size) and bool(((idx < 0) | (idx >= n)).any())
 
 
 def pad(input, pad, mode="constant", value=0.0):
@@ -426,13 +431,13 @@ def cross_entropy(input, target, weight=None, reduction="mean", label_smoothing=
     if idx.shape != input.shape[:1]:
         raise ShapeError(f"cross_entropy: target shape {idx.shape} must be ({input.shape[0]},)")
     n, c = input.shape
-    if idx.size and (idx.min() < 0 or idx.max() >= c):
-        raise ArgumentError(f"cross_entropy: targets must be in [0, {c - 1}], found [{idx.min()}, {idx.max()}]")
+    if _out_of_range(idx, c):
+        raise ArgumentError(f"cross_entropy: targets must be in [0, {c - 1}], found [{int(idx.min())}, {int(idx.max())}]")
     if not 0 <= label_smoothing <= 1:
         raise ArgumentError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     logp = input.log_softmax(1)
     w = None if weight is None else _as_tensor(weight)
-    nll = -logp[np.arange(n), idx]
+    nll = -logp[backend.get_array_module(input.data).arange(n), idx]
     if w is not None:
         nll = nll * w[idx]
     if label_smoothing:

@@ -26,10 +26,11 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from tinygen import backend
 from tinygen.backend import get_array_module
 from tinygen.errors import ArgumentError, StateDictError
 from tinygen.nn.parameter import Parameter
-from tinygen.tensor import Tensor
+from tinygen.tensor import Tensor, _to_arguments
 
 # What load_state_dict returns (PyTorch's `_IncompatibleKeys`): two lists of dotted names.
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -271,7 +272,33 @@ class Module:
         fn(self)
         return self
 
-    # --- dtype --------------------------------------------------------------------------------
+    # --- device and dtype -----------------------------------------------------------------------
+
+    def to(self, *args, device=None, dtype=None):
+        """Move every parameter and buffer (and gradient) to a device and/or cast the floating-point
+        ones to a dtype, in place, as PyTorch's `Module.to`: ``model.to("cuda")``,
+        ``model.to(np.float64)``, ``model.to("cuda", np.float32)``. Returns self.
+
+        The Parameter objects stay the same (only their arrays move), so an optimizer built on
+        `parameters()` keeps updating them; its state follows on its next step (see
+        `tinygen.optim.Optimizer`).
+        """
+        device, dtype = _to_arguments(args, device, dtype)
+        if device is not None:
+            for tensor in list(self.parameters()) + list(self.buffers()):
+                tensor.data = backend.to_device(tensor.data, device)
+                if tensor.grad is not None:
+                    tensor.grad.data = backend.to_device(tensor.grad.data, device)
+        if dtype is not None:
+            self._cast_floating(dtype)
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=None):
+        return self.to(backend.device("cuda", index))
+
 
     def _cast_floating(self, dtype):
         # Cast the arrays in place of the same Parameter objects, so an optimizer built on

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from tinygen import backend
 from tinygen.errors import ArgumentError
 from tinygen.tensor import Tensor
@@ -43,7 +45,12 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads:
         return 0.0
     xp = backend.get_array_module(*grads)
-    if math.isinf(norm_type):
+    if xp is not np:  # on the GPU: the norm on the device, then one wait for it (not one per gradient)
+        if math.isinf(norm_type):
+            total = float(xp.stack([xp.abs(g).max() for g in grads if g.size]).max()) if any(g.size for g in grads) else 0.0
+        else:
+            total = float(sum((xp.abs(g) ** norm_type).sum(dtype=np.float64) for g in grads) ** (1.0 / norm_type))
+    elif math.isinf(norm_type):
         total = max(float(xp.abs(g).max()) if g.size else 0.0 for g in grads)
     else:
         total = sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)

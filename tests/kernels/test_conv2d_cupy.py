@@ -1,0 +1,228 @@
+"""The CUDA conv kernels (kernels/conv2d/gpu_cupy.py + conv2d.cu) against the NumPy reference, and the dispatch.
+
+Every test takes the `gpu` fixture (tests/conftest.py): CuPy on a GPU; where there is none, the
+stand-in of tests/fake_cupy.py, which runs the same CUDA C compiled for the CPU as a small
+emulated grid (so the kernels' indexing and grid-stride coverage are checked on any machine with
+a C++ compiler; their speed only on a GPU, by benchmarks/gpu_check.py). The oracles:
+- the NumPy reference, function by function, on hypothesis-drawn shapes, strides, paddings,
+  dilations, output paddings, float32 and float64, and odd sizes that divide no block size;
+- the reference's gradients through autograd: `F.conv2d` / `F.conv_transpose2d` forward and
+  backward on the GPU against the same on the CPU.
+
+Poisoned outputs: every buffer gpu_cupy writes comes from its `_empty`; the module fixture below
+swaps it for an allocator that fills the buffer with NaN, so an element a kernel forgets to
+write is NaN and fails the comparison.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from strategies import conv_params
+from tinygen import backend
+from tinygen.errors import BackendUnavailableError, DeviceMismatchError
+from tinygen.kernels import conv2d
+from tinygen.kernels.conv2d import gpu_cupy, reference
+from tinygen.nn import functional as F
+from tinygen.tensor import Tensor
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = (np.float32, np.float64)
+# The MNIST layers of the benchmark (batch cut to 4 here: the shapes' arithmetic is what matters):
+# (N, Cin, Cout, size, kernel, stride, padding)
+MNIST_LAYERS = {"c1": (4, 1, 32, 28, 3, 1, 1), "c2": (4, 32, 64, 14, 3, 1, 1), "c3": (4, 64, 64, 7, 3, 1, 1),
+                "c4": (4, 64, 128, 14, 4, 2, 1), "c6": (2, 64, 64, 32, 3, 1, 1)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def poisoned_outputs(gpu):
+    """Replace gpu_cupy's allocator with one that fills every new buffer with NaN (counted)."""
+    allocated = []
+
+    def nan_empty(shape, dtype):
+        out = gpu.empty(shape, dtype)
+        out.fill(np.nan)
+        allocated.append(tuple(out.shape))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gpu_cupy, "_empty", nan_empty)
+        yield allocated
+
+
+def assert_matches(out, expected, what="output"):
+    """A GPU array against a NumPy one: shape, dtype, every element written, then
+    ||out - expected|| / ||expected|| below 1e-5 (float32) / 1e-12 (float64)."""
+    assert backend.is_device_array(out), f"{what}: a {type(out).__name__}, not a GPU array"
+    out = out.get()
+    assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
+    assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
+    assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
+    scale = np.linalg.norm(expected)
+    error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
+    assert error < (1e-5 if out.dtype == np.float32 else 1e-12), f"{what}: relative error {error:.3g}"
+
+
+def draw_case(data, transposed=False):
+    """(params, x, w, rng) for one drawn conv problem, float32 or float64; w is (Cin, Cout, ...)
+    when transposed; rng (seeded by hypothesis) draws the gradients."""
+    p = data.draw(conv_params(transposed=transposed), label="params")
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    channels = (p["Cin"], p["Cout"]) if transposed else (p["Cout"], p["Cin"])
+    x = rng.standard_normal((p["N"], p["Cin"], p["H"], p["W"])).astype(dtype)
+    w = rng.standard_normal((*channels, *p["kernel"])).astype(dtype)
+    return p, x, w, rng
+
+
+# --- every kernel against the reference ---------------------------------------------------------
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_im2col_and_col2im_match_reference(gpu, data):
+    p, x, _, rng = draw_case(data)
+    args = (p["stride"], p["padding"], p["dilation"])
+    cols = gpu_cupy.im2col(gpu.asarray(x), p["kernel"], *args)
+    assert_matches(cols, reference.im2col(x, p["kernel"], *args), "im2col")
+    v = rng.standard_normal(cols.shape).astype(x.dtype)
+    assert_matches(gpu_cupy.col2im(gpu.asarray(v), x.shape, *args), reference.col2im(v, x.shape, *args), "col2im")
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv2d_kernels_match_reference(gpu, data):
+    p, x, w, rng = draw_case(data)
+    args = (p["stride"], p["padding"], p["dilation"])
+    y = gpu_cupy.conv2d_forward(gpu.asarray(x), gpu.asarray(w), *args)
+    expected = reference.conv2d_forward(x, w, *args)
+    assert_matches(y, expected, "forward")
+    g = rng.standard_normal(expected.shape).astype(x.dtype)
+    assert_matches(gpu_cupy.conv2d_backward_input(gpu.asarray(g), gpu.asarray(w), x.shape[2:], *args),
+                   reference.conv2d_backward_input(g, w, x.shape[2:], *args), "backward input")
+    assert_matches(gpu_cupy.conv2d_backward_weight(gpu.asarray(x), gpu.asarray(g), p["kernel"], *args),
+                   reference.conv2d_backward_weight(x, g, p["kernel"], *args), "backward weight")
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_conv_transpose2d_kernels_match_reference(gpu, data):
+    p, x, w, rng = draw_case(data, transposed=True)
+    stride, padding, dilation, output_padding = p["stride"], p["padding"], p["dilation"], p["output_padding"]
+    xg, wg = gpu.asarray(x), gpu.asarray(w)
+    y = gpu_cupy.conv_transpose2d_forward(xg, wg, stride, padding, output_padding, dilation)
+    expected = reference.conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation)
+    assert_matches(y, expected, "forward")
+    g = rng.standard_normal(expected.shape).astype(x.dtype)
+    gg, hw = gpu.asarray(g), x.shape[2:]
+    assert_matches(gpu_cupy.conv_transpose2d_backward_input(gg, wg, stride, padding, dilation, input_hw=hw),
+                   reference.conv_transpose2d_backward_input(g, w, stride, padding, dilation, input_hw=hw),
+                   "backward input")
+    assert_matches(gpu_cupy.conv_transpose2d_backward_weight(xg, gg, p["kernel"], stride, padding, dilation),
+                   reference.conv_transpose2d_backward_weight(x, g, p["kernel"], stride, padding, dilation),
+                   "backward weight")
+
+
+@pytest.mark.parametrize("layer", sorted(MNIST_LAYERS))
+def test_mnist_layers_match_reference(gpu, layer):
+    n, cin, cout, size, k, s, p = MNIST_LAYERS[layer]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, cin, size, size)).astype(np.float32)
+    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    args = ((s, s), (p, p), (1, 1))
+    y = reference.conv2d_forward(x, w, *args)
+    assert_matches(gpu_cupy.conv2d_forward(gpu.asarray(x), gpu.asarray(w), *args), y, "forward")
+    assert_matches(gpu_cupy.conv2d_backward_input(gpu.asarray(y), gpu.asarray(w), x.shape[2:], *args),
+                   reference.conv2d_backward_input(y, w, x.shape[2:], *args), "backward input")
+    assert_matches(gpu_cupy.conv2d_backward_weight(gpu.asarray(x), gpu.asarray(y), (k, k), *args),
+                   reference.conv2d_backward_weight(x, y, (k, k), *args), "backward weight")
+
+
+def test_poisoned_allocator_is_what_the_kernels_use(gpu, poisoned_outputs):
+    # The NaN fixture can only catch an unwritten element if the outputs come from it.
+    before = len(poisoned_outputs)
+    y = gpu_cupy.conv2d_forward(gpu.ones((1, 2, 4, 4)), gpu.ones((3, 2, 3, 3)), (1, 1), (1, 1), (1, 1))
+    assert len(poisoned_outputs) > before and tuple(y.shape) in poisoned_outputs
+    assert bool(gpu.isnan(gpu_cupy._empty((2,), np.float32)).all())
+
+
+def test_non_contiguous_inputs(gpu):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 3, 6, 2))
+    w = rng.standard_normal((4, 3, 2, 2))
+    args = ((1, 2), (1, 0), (2, 1))
+    xg = gpu.asarray(x).transpose(3, 1, 0, 2)  # (2, 3, 6, 5), a strided view
+    wg = gpu.asarray(w)[:, :, ::-1]
+    expected = reference.conv2d_forward(x.transpose(3, 1, 0, 2), w[:, :, ::-1], *args)
+    assert_matches(gpu_cupy.conv2d_forward(xg, wg, *args), expected)
+
+
+# --- through autograd: the GPU against the CPU ---------------------------------------------------
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+@settings(max_examples=25)
+@given(data=st.data())
+def test_autograd_on_the_gpu_matches_the_cpu(gpu, transposed, data):
+    p, x, w, rng = draw_case(data, transposed)
+    b = rng.standard_normal(w.shape[1] if transposed else w.shape[0]).astype(x.dtype)
+    kwargs = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"])
+    if transposed:
+        kwargs["output_padding"] = p["output_padding"]
+    fn = F.conv_transpose2d if transposed else F.conv2d
+    results = {}
+    for device in ("cpu", "cuda"):
+        leaves = [Tensor(a.copy(), requires_grad=True, device=device) for a in (x, w, b)]
+        y = fn(*leaves, **kwargs)
+        g = np.random.default_rng(7).standard_normal(y.shape).astype(y.dtype)
+        y.backward(g)
+        assert y.device == device and all(t.grad.device == device for t in leaves)
+        results[device] = [y.data] + [t.grad.data for t in leaves]
+    for name, gpu_value, cpu_value in zip(("y", "grad x", "grad w", "grad b"), results["cuda"], results["cpu"]):
+        assert_matches(gpu_value, cpu_value, name)
+
+
+# --- dispatch ---------------------------------------------------------------------------------------
+
+
+def test_dispatcher_runs_the_cuda_kernels_on_gpu_arrays(gpu, monkeypatch):
+    x, w = gpu.ones((1, 2, 5, 5), np.float32), gpu.ones((3, 2, 3, 3), np.float32)
+    for knob in ("auto", "cupy", None):
+        if knob is None:
+            monkeypatch.delenv("TINYGEN_KERNELS", raising=False)
+        else:
+            monkeypatch.setenv("TINYGEN_KERNELS", knob)
+        before = conv2d.calls["gpu_cupy", "conv2d_forward"]
+        assert conv2d.implementation(gpu) is gpu_cupy
+        y = conv2d.conv2d_forward(x, w, (1, 1), (0, 0), (1, 1))
+        assert conv2d.calls["gpu_cupy", "conv2d_forward"] == before + 1 and backend.is_device_array(y)
+
+
+def test_dispatcher_runs_the_reference_on_gpu_arrays_for_numpy(gpu, monkeypatch):
+    monkeypatch.setenv("TINYGEN_KERNELS", "numpy")
+    x, w = np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    before = conv2d.calls["reference", "conv2d_forward"]
+    y = conv2d.conv2d_forward(gpu.asarray(x), gpu.asarray(w), (1, 1), (0, 0), (1, 1))
+    assert conv2d.calls["reference", "conv2d_forward"] == before + 1
+    assert_matches(y, reference.conv2d_forward(x, w, (1, 1), (0, 0), (1, 1)))
+
+
+def test_dispatcher_refuses_numba_on_gpu_arrays_and_cupy_on_cpu_arrays(gpu, monkeypatch):
+    monkeypatch.setenv("TINYGEN_KERNELS", "numba")
+    with pytest.raises(BackendUnavailableError, match="numba runs CPU kernels.*GPU"):
+        conv2d.conv2d_forward(gpu.ones((1, 1, 3, 3)), gpu.ones((1, 1, 3, 3)), (1, 1), (0, 0), (1, 1))
+    monkeypatch.setenv("TINYGEN_KERNELS", "cupy")
+    with pytest.raises(BackendUnavailableError, match="cupy runs CUDA kernels on CuPy arrays.*NumPy"):
+        conv2d.conv2d_forward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3)), (1, 1), (0, 0), (1, 1))
+
+
+def test_dispatcher_refuses_arrays_on_two_devices(gpu):
+    with pytest.raises(DeviceMismatchError, match=r"conv2d_forward.*cuda.*cpu"):
+        conv2d.conv2d_forward(gpu.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3)), (1, 1), (0, 0), (1, 1))
+
+
+def test_cuda_sources_ship_beside_the_wrappers():
+    assert os.path.isfile(gpu_cupy.SOURCE) and gpu_cupy.SOURCE.endswith("conv2d.cu")
