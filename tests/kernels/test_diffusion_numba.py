@@ -86,12 +86,17 @@ def threads(n):
         numba.set_num_threads(saved)
 
 
-def assert_matches(out, expected, tol, what="output"):
-    """Shape, dtype, every element written, then ||out - expected|| / ||expected|| below tol."""
+def assert_matches(out, expected, tol, what="output", terms=None):
+    """Shape, dtype, every element written, then ||out - expected|| / ||expected|| below tol.
+
+    `terms`, where given, is the elementwise sum of the magnitudes of the terms the step adds up:
+    the error is then relative to the larger of ||expected|| and ||terms||, since terms that
+    cancel (a one-pixel batch whose result is near 0) leave no relative accuracy to check.
+    """
     assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
     assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
     assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
-    scale = np.linalg.norm(expected)
+    scale = max(np.linalg.norm(expected), 0.0 if terms is None else np.linalg.norm(terms))
     error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
     assert error < tol, f"{what}: relative error {error:.3g}"
 
@@ -189,22 +194,31 @@ def check_steps_with_noise_inside(dtype, x, eps, _, ddim, ddpm, seed, offset):
 
     x_t, e = cpu_numba.q_sample_noise(x, ddim[0], ddim[1], seed, offset)
     assert_normals_match(e, z, "q_sample_noise's eps")
-    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise")
+    q_terms = np.abs(reference.per_sample(ddim[0], x) * x) + np.abs(reference.per_sample(ddim[1], x) * z)
+    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise", q_terms)
     pair = poisoned_like(x), poisoned_like(x)
     x_t, e = cpu_numba.q_sample_noise(x, ddim[0], ddim[1], seed, offset, out=pair)
     assert x_t is pair[0] and e is pair[1]
     assert_normals_match(e, z, "q_sample_noise's eps, out=")
-    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise, out=")
+    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise, out=", q_terms)
 
+    def c(coef):  # |coefficient|, broadcast per sample
+        return np.abs(reference.per_sample(coef, x))
+
+    coef_eps, inv_sqrt_alpha, sigma = ddpm
+    terms = c(inv_sqrt_alpha) * (np.abs(x) + c(coef_eps) * np.abs(eps)) + c(sigma) * np.abs(z)
     expected = reference.p_sample_step(x, eps, *ddpm, z)
     assert_matches(cpu_numba.p_sample_step_noise(x, eps, *ddpm, seed, offset), expected, NOISE_TOL,
-                   "p_sample_step_noise")
+                   "p_sample_step_noise", terms)
     assert_matches(cpu_numba.p_sample_step_noise(x, eps, *ddpm, seed, offset, out=poisoned_like(x)), expected,
-                   NOISE_TOL, "p_sample_step_noise, out=")
+                   NOISE_TOL, "p_sample_step_noise, out=", terms)
+    a, b, a_prev, sigma = ddim
+    terms = c(np.asarray(a_prev) / a) * (np.abs(x) + c(b) * np.abs(eps)) + np.abs(eps) + c(sigma) * np.abs(z)
     expected = reference.ddim_step(x, eps, *ddim, z)
-    assert_matches(cpu_numba.ddim_step_noise(x, eps, *ddim, seed, offset), expected, NOISE_TOL, "ddim_step_noise")
+    assert_matches(cpu_numba.ddim_step_noise(x, eps, *ddim, seed, offset), expected, NOISE_TOL, "ddim_step_noise",
+                   terms)
     assert_matches(cpu_numba.ddim_step_noise(x, eps, *ddim, seed, offset, out=poisoned_like(x)), expected,
-                   NOISE_TOL, "ddim_step_noise, out=")
+                   NOISE_TOL, "ddim_step_noise, out=", terms)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
