@@ -20,11 +20,11 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 import tinygen
 from helpers import assert_standard_normal
-from strategies import shapes
+from strategies import noise_step_problems as step_problems
 from tinygen import backend, models
 from tinygen.errors import DeviceMismatchError
 from tinygen.kernels import diffusion
@@ -90,33 +90,6 @@ def poisoned(gpu, shape, dtype):
     out = gpu.empty(shape, dtype)
     out.fill(np.nan)
     return out
-
-
-@st.composite
-def step_problems(draw):
-    """(dtype, x, eps, z, DDIM coefficients, DDPM coefficients, seed, offset) for one drawn batch,
-    NumPy arrays. Shapes: small 1-D to 4-D ones (size 1, odd sides), or (B, P) runs long enough to
-    take many threads; each coefficient per sample (B,) or one number for the batch."""
-    shape = draw(st.one_of(shapes(min_dims=1, max_dims=4, max_side=5),
-                           st.tuples(st.integers(1, 40), st.integers(1, 900))), label="shape")
-    dtype = draw(st.sampled_from(DTYPES), label="dtype")
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="data seed"))
-    B = shape[0]
-    x, eps, z = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
-    scalar = draw(st.booleans(), label="scalar coefficients")
-
-    def coef(lo, hi):
-        return float(rng.uniform(lo, hi)) if scalar else rng.uniform(lo, hi, B)
-
-    alpha_bar = coef(0.01, 0.99)
-    alpha_bar_prev = np.minimum(alpha_bar / rng.uniform(0.5, 0.999), 1.0)
-    sigma = coef(0.0, 0.3)
-    ddim = (np.sqrt(alpha_bar), np.sqrt(1 - alpha_bar), np.sqrt(alpha_bar_prev),
-            np.minimum(sigma, 0.9 * np.sqrt(1 - alpha_bar_prev)))
-    ddpm = (1 - np.asarray(alpha_bar), 1 / np.sqrt(alpha_bar), sigma)  # coef_eps, inv_sqrt_alpha, sigma
-    seed = draw(st.integers(0, 2**64 - 1), label="seed")
-    offset = draw(st.one_of(st.integers(0, 9), st.integers(0, 2**64 - 2 * x.size - 1)), label="offset")
-    return dtype, x, eps, z, ddim, ddpm, seed, offset
 
 
 # --- every kernel against the reference ------------------------------------------------------------

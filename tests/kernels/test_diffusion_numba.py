@@ -24,12 +24,12 @@ import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
 
 pytest.importorskip("numba")
 
 from helpers import assert_standard_normal  # noqa: E402
-from strategies import shapes  # noqa: E402
+from strategies import noise_step_problems as step_problems  # noqa: E402
 from tinygen.kernels import diffusion  # noqa: E402
 from tinygen.kernels.diffusion import cpu_numba, reference  # noqa: E402
 
@@ -117,36 +117,6 @@ def poisoned_like(x):
 # results agree to the last bits; with noise, z itself agrees to a few float32 ulps.
 STEP_TOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
 NOISE_TOL = 2e-6
-
-
-@st.composite
-def step_problems(draw):
-    """(dtype, x, eps, z, coefficient sets, seed, offset) for one drawn batch.
-
-    Shapes: small 1-D to 4-D ones (size 1, odd sides), or (B, P) runs long enough to cross the
-    kernels' task (8192 normals) and buffer (1024 normals) boundaries. Each coefficient is per
-    sample (B,) or one number for the batch.
-    """
-    shape = draw(st.one_of(shapes(min_dims=1, max_dims=4, max_side=5),
-                           st.tuples(st.integers(1, 40), st.integers(1, 900))), label="shape")
-    dtype = draw(st.sampled_from(DTYPES), label="dtype")
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="data seed"))
-    B = shape[0]
-    x, eps, z = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
-    scalar = draw(st.booleans(), label="scalar coefficients")
-
-    def coef(lo, hi):
-        return float(rng.uniform(lo, hi)) if scalar else rng.uniform(lo, hi, B)
-
-    alpha_bar = coef(0.01, 0.99)
-    alpha_bar_prev = np.minimum(alpha_bar / rng.uniform(0.5, 0.999), 1.0)
-    sigma = coef(0.0, 0.3)
-    ddim = (np.sqrt(alpha_bar), np.sqrt(1 - alpha_bar), np.sqrt(alpha_bar_prev),
-            np.minimum(sigma, 0.9 * np.sqrt(1 - alpha_bar_prev)))
-    ddpm = (1 - np.asarray(alpha_bar), 1 / np.sqrt(alpha_bar), sigma)  # coef_eps, inv_sqrt_alpha, sigma
-    seed = draw(st.integers(0, 2**64 - 1), label="seed")
-    offset = draw(st.one_of(st.integers(0, 9), st.integers(0, 2**64 - 2 * x.size - 1)), label="offset")
-    return dtype, x, eps, z, ddim, ddpm, seed, offset
 
 
 # --- every kernel against the reference ------------------------------------------------------------
