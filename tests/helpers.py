@@ -11,6 +11,7 @@
 test that cannot run without it. check_op skips its PyTorch comparison by itself.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -178,3 +179,40 @@ def assert_standard_normal(z, what="draw"):
     d = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
     assert d < 1.95 / math.sqrt(n), f"{what}: Kolmogorov-Smirnov D = {d:.3g} >= {1.95 / math.sqrt(n):.3g}"
     return dict(mean=mean, var=var, skew=skew, kurtosis=kurt, ks=d)
+
+
+@contextlib.contextmanager
+def poisoned_allocator(module, empty=np.empty):
+    """Replace `module._empty` (the allocator a kernel module makes its outputs with) by one that
+    fills every new buffer with NaN (integers: -2**31) and records its shape, so that an element a
+    kernel never writes cannot pass; yields the list of recorded shapes."""
+    allocated = []
+
+    def nan_empty(shape, dtype):
+        out = empty(shape, dtype)
+        out.fill(np.nan if np.dtype(dtype).kind == "f" else -(2**31))
+        allocated.append(tuple(out.shape))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "_empty", nan_empty)
+        yield allocated
+
+
+def assert_kernel_output(out, expected, tol=None, what="output", terms=None):
+    """A fast kernel's NumPy output against the reference's: shape, dtype, every element written
+    (no NaN poison left), then ||out - expected|| / ||expected|| below tol (default 1e-5 for
+    float32, 1e-12 for float64).
+
+    `terms`, where given, is the elementwise sum of the magnitudes of the terms the kernel adds
+    up: the error is then relative to the larger of ||expected|| and ||terms||, since terms that
+    cancel (a one-pixel batch whose result is near 0) leave no relative accuracy to check.
+    """
+    assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
+    assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
+    assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
+    if tol is None:
+        tol = 1e-5 if out.dtype == np.float32 else 1e-12
+    scale = max(np.linalg.norm(expected), 0.0 if terms is None else np.linalg.norm(terms))
+    error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
+    assert error < tol, f"{what}: relative error {error:.3g}"

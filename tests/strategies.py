@@ -181,3 +181,16 @@ def noise_step_problems(draw):
     seed = draw(st.integers(0, 2**64 - 1), label="seed")
     offset = draw(st.one_of(st.integers(0, 9), st.integers(0, 2**64 - 2 * x.size - 1)), label="offset")
     return dtype, x, eps, z, ddim, ddpm, seed, offset
+
+
+def conv_case(data, transposed=False):
+    """(params, x, w, rng) for one drawn conv problem (`data` is hypothesis's st.data()), float32
+    or float64; w is (Cin, Cout, ...) when transposed; rng (seeded by hypothesis) draws the
+    gradients."""
+    p = data.draw(conv_params(transposed=transposed), label="params")
+    dtype = data.draw(st.sampled_from((np.float32, np.float64)), label="dtype")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    channels = (p["Cin"], p["Cout"]) if transposed else (p["Cout"], p["Cin"])
+    x = rng.standard_normal((p["N"], p["Cin"], p["H"], p["W"])).astype(dtype)
+    w = rng.standard_normal((*channels, *p["kernel"])).astype(dtype)
+    return p, x, w, rng

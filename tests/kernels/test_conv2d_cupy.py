@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from strategies import conv_params
+from helpers import assert_kernel_output, poisoned_allocator
+from strategies import conv_case as draw_case
 from tinygen import backend
 from tinygen.errors import BackendUnavailableError, DeviceMismatchError
 from tinygen.kernels import conv2d
@@ -30,7 +31,6 @@ from tinygen.tensor import Tensor
 
 pytestmark = pytest.mark.gpu
 
-DTYPES = (np.float32, np.float64)
 # The MNIST layers of the benchmark (batch cut to 4 here: the shapes' arithmetic is what matters):
 # (N, Cin, Cout, size, kernel, stride, padding)
 MNIST_LAYERS = {"c1": (4, 1, 32, 28, 3, 1, 1), "c2": (4, 32, 64, 14, 3, 1, 1), "c3": (4, 64, 64, 7, 3, 1, 1),
@@ -39,43 +39,15 @@ MNIST_LAYERS = {"c1": (4, 1, 32, 28, 3, 1, 1), "c2": (4, 32, 64, 14, 3, 1, 1), "
 
 @pytest.fixture(autouse=True, scope="module")
 def poisoned_outputs(gpu):
-    """Replace gpu_cupy's allocator with one that fills every new buffer with NaN (counted)."""
-    allocated = []
-
-    def nan_empty(shape, dtype):
-        out = gpu.empty(shape, dtype)
-        out.fill(np.nan)
-        allocated.append(tuple(out.shape))
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gpu_cupy, "_empty", nan_empty)
+    """gpu_cupy's allocator replaced by one that fills every new buffer with NaN (counted)."""
+    with poisoned_allocator(gpu_cupy, gpu.empty) as allocated:
         yield allocated
 
 
 def assert_matches(out, expected, what="output"):
-    """A GPU array against a NumPy one: shape, dtype, every element written, then
-    ||out - expected|| / ||expected|| below 1e-5 (float32) / 1e-12 (float64)."""
+    """A GPU array against a NumPy one: `assert_kernel_output` on its copy on the host."""
     assert backend.is_device_array(out), f"{what}: a {type(out).__name__}, not a GPU array"
-    out = out.get()
-    assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
-    assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
-    assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
-    scale = np.linalg.norm(expected)
-    error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
-    assert error < (1e-5 if out.dtype == np.float32 else 1e-12), f"{what}: relative error {error:.3g}"
-
-
-def draw_case(data, transposed=False):
-    """(params, x, w, rng) for one drawn conv problem, float32 or float64; w is (Cin, Cout, ...)
-    when transposed; rng (seeded by hypothesis) draws the gradients."""
-    p = data.draw(conv_params(transposed=transposed), label="params")
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    channels = (p["Cin"], p["Cout"]) if transposed else (p["Cout"], p["Cin"])
-    x = rng.standard_normal((p["N"], p["Cin"], p["H"], p["W"])).astype(dtype)
-    w = rng.standard_normal((*channels, *p["kernel"])).astype(dtype)
-    return p, x, w, rng
+    assert_kernel_output(out.get(), expected, what=what)
 
 
 # --- every kernel against the reference ---------------------------------------------------------

@@ -26,7 +26,8 @@ from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("numba")
 
-from strategies import conv_params  # noqa: E402
+from helpers import assert_kernel_output, poisoned_allocator  # noqa: E402
+from strategies import conv_case as draw_case  # noqa: E402
 from tinygen import backend  # noqa: E402
 from tinygen.errors import BackendUnavailableError  # noqa: E402
 from tinygen.kernels import conv2d  # noqa: E402
@@ -34,7 +35,6 @@ from tinygen.kernels.conv2d import cpu_numba, reference  # noqa: E402
 from tinygen.nn import functional as F  # noqa: E402
 from tinygen.tensor import Tensor  # noqa: E402
 
-DTYPES = (np.float32, np.float64)
 PATHS = ("gemm", "direct")
 
 
@@ -43,17 +43,8 @@ PATHS = ("gemm", "direct")
 
 @pytest.fixture(autouse=True, scope="module")
 def poisoned_outputs():
-    """Replace cpu_numba's allocator with one that fills every new buffer with NaN (counted)."""
-    allocated = []
-
-    def nan_empty(shape, dtype):
-        out = np.empty(shape, dtype)
-        out.fill(np.nan if np.dtype(dtype).kind == "f" else -(2**31))
-        allocated.append(out.shape)
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cpu_numba, "_empty", nan_empty)
+    """cpu_numba's allocator replaced by one that fills every new buffer with NaN (counted)."""
+    with poisoned_allocator(cpu_numba) as allocated:
         yield allocated
 
 
@@ -88,25 +79,8 @@ def kernels(name):
 
 
 def assert_matches(out, expected, what="output"):
-    """Shape, dtype, then ||out - expected|| / ||expected|| below 1e-5 (float32) / 1e-12 (float64)."""
-    assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
-    assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
-    assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
-    scale = np.linalg.norm(expected)
-    error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
-    assert error < (1e-5 if out.dtype == np.float32 else 1e-12), f"{what}: relative error {error:.3g}"
-
-
-def draw_case(data, transposed=False):
-    """(params, x, w, rng) for one drawn conv problem, float32 or float64; w is (Cin, Cout, ...)
-    when transposed; rng (seeded by hypothesis) draws the gradients."""
-    p = data.draw(conv_params(transposed=transposed), label="params")
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    channels = (p["Cin"], p["Cout"]) if transposed else (p["Cout"], p["Cin"])
-    x = rng.standard_normal((p["N"], p["Cin"], p["H"], p["W"])).astype(dtype)
-    w = rng.standard_normal((*channels, *p["kernel"])).astype(dtype)
-    return p, x, w, rng
+    """`assert_kernel_output` at its float32 / float64 tolerances."""
+    assert_kernel_output(out, expected, what=what)
 
 
 # --- every kernel against the reference, on both paths -------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 
 import tinygen
-from helpers import assert_standard_normal
+from helpers import assert_kernel_output, assert_standard_normal, poisoned_allocator
 from strategies import noise_step_problems as step_problems
 from tinygen import backend, models
 from tinygen.errors import DeviceMismatchError
@@ -46,17 +46,8 @@ NOISE_TOL = 2e-6
 
 @pytest.fixture(autouse=True, scope="module")
 def poisoned_outputs(gpu):
-    """Replace gpu_cupy's allocator with one that fills every new buffer with NaN (counted)."""
-    allocated = []
-
-    def nan_empty(shape, dtype):
-        out = gpu.empty(shape, dtype)
-        out.fill(np.nan)
-        allocated.append(tuple(out.shape))
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gpu_cupy, "_empty", nan_empty)
+    """gpu_cupy's allocator replaced by one that fills every new buffer with NaN (counted)."""
+    with poisoned_allocator(gpu_cupy, gpu.empty) as allocated:
         yield allocated
 
 
@@ -66,15 +57,8 @@ def host(a):
 
 
 def assert_matches(out, expected, tol, what="output"):
-    """A GPU array against a NumPy one: shape, dtype, every element written, then
-    ||out - expected|| / ||expected|| below tol."""
-    out = host(out)
-    assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
-    assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
-    assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
-    scale = np.linalg.norm(expected)
-    error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
-    assert error < tol, f"{what}: relative error {error:.3g}"
+    """A GPU array against a NumPy one: `assert_kernel_output` on its copy on the host."""
+    assert_kernel_output(host(out), expected, tol, what)
 
 
 def assert_normals_match(z, expected, what="normals"):

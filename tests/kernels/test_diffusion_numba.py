@@ -28,7 +28,7 @@ from hypothesis import example, given, settings
 
 pytest.importorskip("numba")
 
-from helpers import assert_standard_normal  # noqa: E402
+from helpers import assert_kernel_output, assert_standard_normal, poisoned_allocator  # noqa: E402
 from strategies import noise_step_problems as step_problems  # noqa: E402
 from tinygen.kernels import diffusion  # noqa: E402
 from tinygen.kernels.diffusion import cpu_numba, reference  # noqa: E402
@@ -48,16 +48,8 @@ Z_TOL = 5e-7
 
 @pytest.fixture(autouse=True, scope="module")
 def poisoned_outputs():
-    """Replace cpu_numba's allocator with one that fills every new buffer with NaN (counted)."""
-    allocated = []
-
-    def nan_empty(shape, dtype):
-        out = np.full(shape, np.nan, dtype)
-        allocated.append(out.shape)
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cpu_numba, "_empty", nan_empty)
+    """cpu_numba's allocator replaced by one that fills every new buffer with NaN (counted)."""
+    with poisoned_allocator(cpu_numba) as allocated:
         yield allocated
 
 
@@ -86,19 +78,7 @@ def threads(n):
         numba.set_num_threads(saved)
 
 
-def assert_matches(out, expected, tol, what="output", terms=None):
-    """Shape, dtype, every element written, then ||out - expected|| / ||expected|| below tol.
-
-    `terms`, where given, is the elementwise sum of the magnitudes of the terms the step adds up:
-    the error is then relative to the larger of ||expected|| and ||terms||, since terms that
-    cancel (a one-pixel batch whose result is near 0) leave no relative accuracy to check.
-    """
-    assert out.shape == expected.shape, f"{what}: shape {out.shape}, expected {expected.shape}"
-    assert out.dtype == expected.dtype, f"{what}: dtype {out.dtype}, expected {expected.dtype}"
-    assert np.isfinite(out).all(), f"{what}: an element was never written (NaN poison left)"
-    scale = max(np.linalg.norm(expected), 0.0 if terms is None else np.linalg.norm(terms))
-    error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
-    assert error < tol, f"{what}: relative error {error:.3g}"
+assert_matches = assert_kernel_output
 
 
 def assert_normals_match(z, expected, what="normals"):
