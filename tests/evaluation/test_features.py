@@ -62,8 +62,11 @@ def test_accuracy_and_statistics_on_the_full_test_set():
     mu, sigma, n = fnet.load_test_statistics()
     assert n == 10_000
     mu_now, sigma_now = statistics(feats)
-    np.testing.assert_allclose(mu, mu_now, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(sigma, sigma_now, rtol=1e-6, atol=1e-8)
+    # The features are float32: another correct summation order (the BLAS kernels of another
+    # CPU, the conv kernels' chunking) moves them by ~1e-7 relative, so the shipped statistics
+    # must agree to ~1e-6 of their own scale (moving an FD by ~1e-4), not to float64 precision.
+    np.testing.assert_allclose(mu, mu_now, rtol=1e-6, atol=1e-6 * np.abs(mu).max())
+    np.testing.assert_allclose(sigma, sigma_now, rtol=1e-6, atol=1e-6 * np.abs(sigma).max())
 
 
 def test_shipped_statistics_are_float64_and_name_the_network():
