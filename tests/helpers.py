@@ -183,8 +183,8 @@ def assert_standard_normal(z, what="draw"):
 
 @contextlib.contextmanager
 def poisoned_allocator(module, empty=np.empty):
-    """Replace `module._empty` (the allocator a kernel module makes its outputs with) by one that
-    fills every new buffer with NaN (integers: -2**31) and records its shape, so that an element a
+    """Replace `module._empty` (the allocator a kernel module makes its outputs with), and its
+    `_scratch` where it has one, by one that fills every new buffer with NaN (integers: -2**31) and records its shape, so that an element a
     kernel never writes cannot pass; yields the list of recorded shapes."""
     allocated = []
 
@@ -196,6 +196,8 @@ def poisoned_allocator(module, empty=np.empty):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module, "_empty", nan_empty)
+        if hasattr(module, "_scratch"):  # reusable intermediates: a fresh poisoned one every time
+            mp.setattr(module, "_scratch", lambda role, shape, dtype: nan_empty(shape, dtype))
         yield allocated
 
 

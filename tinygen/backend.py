@@ -426,35 +426,57 @@ def blas_pool():
     return _blas or None
 
 
-def split_matmul(a, b, out=None):
-    """a @ b for 2-D NumPy arrays, as single-threaded BLAS products side by side on tinygen's threads.
+def run_split(task, count):
+    """task(i) for i in range(count), in contiguous runs of i side by side on tinygen's threads,
+    with OpenBLAS at one thread, so that every product a task makes is single-threaded.
 
-    OpenBLAS is set to one thread for the duration (and put back after the last slab ends, so
-    no slab can start on OpenBLAS's own pool); the larger side of the output (rows or columns)
-    is cut into one slab per Numba thread; the calling thread computes the first slab, the pool
-    the others. Each output element is computed by one single-threaded product, so the result
-    does not depend on the split. Plain `np.matmul` where `blas_pool()` is None.
+    The runs are one per Numba thread (at most `count`); the calling thread takes the first,
+    the pool the others. OpenBLAS's count is set to 1 for the duration and put back after the
+    last run ends, so no product can start on OpenBLAS's own pool. Which thread runs task i
+    must not change its result: a task writes its own part of an output. Where `blas_pool()` is
+    None the tasks run in order on the calling thread.
     """
-    M, K, N = a.shape[0], a.shape[1], b.shape[1]
-    if out is None:
-        out = np.empty((M, N), np.result_type(a, b))
     blas = blas_pool()
-    if blas is None:
-        return np.matmul(a, b, out=out)
+    if blas is None or count <= 1:
+        for i in range(count):
+            task(i)
+        return
     pool, set_blas_threads, workers = blas
-    parts = min(_numba.get_num_threads(), workers + 1) if 2.0 * M * N * K >= BLAS_SPLIT_FLOPS else 1
-    cuts = np.linspace(0, max(M, N), parts + 1).astype(int)
-    slabs = [(a, b[:, i:j], out[:, i:j]) if N >= M else (a[i:j], b, out[i:j]) for i, j in zip(cuts, cuts[1:])]
+    parts = min(_numba.get_num_threads(), workers + 1, count)
+    cuts = np.linspace(0, count, parts + 1).astype(int)
+
+    def run(lo, hi):
+        for i in range(lo, hi):
+            task(i)
+
     previous = set_blas_threads(1)
     try:
-        futures = [pool.submit(np.matmul, x, y, out=z) for x, y, z in slabs[1:]]
+        futures = [pool.submit(run, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
         try:
-            np.matmul(*slabs[0][:2], out=slabs[0][2])
+            run(cuts[0], cuts[1])
         finally:
             for f in futures:
                 f.result()
     finally:
         set_blas_threads(previous)
+
+
+def split_matmul(a, b, out=None):
+    """a @ b for 2-D NumPy arrays, as single-threaded BLAS products side by side (`run_split`).
+
+    The larger side of the output (rows or columns) is cut into one slab per Numba thread. Each
+    output element is computed by one single-threaded product, so the result does not depend on
+    the split. Plain `np.matmul` where `blas_pool()` is None.
+    """
+    M, K, N = a.shape[0], a.shape[1], b.shape[1]
+    if out is None:
+        out = np.empty((M, N), np.result_type(a, b))
+    if blas_pool() is None:
+        return np.matmul(a, b, out=out)
+    parts = _numba.get_num_threads() if 2.0 * M * N * K >= BLAS_SPLIT_FLOPS else 1
+    cuts = np.linspace(0, max(M, N), parts + 1).astype(int)
+    slabs = [(a, b[:, i:j], out[:, i:j]) if N >= M else (a[i:j], b, out[i:j]) for i, j in zip(cuts, cuts[1:])]
+    run_split(lambda i: np.matmul(*slabs[i][:2], out=slabs[i][2]), len(slabs))
     return out
 
 

@@ -9,16 +9,25 @@ the same; this file only changes how the work is laid out for the machine.
 
 Two paths (`paths` counts which one each call took)
 --------------------------------------------------
-- **gemm** (most layers): a Numba-parallel im2col writes the windows as one matrix
-  cols (K, N*Ho*Wo), K = Cin*kh*kw, rows ordered (c, ky, kx) and columns (n, oy, ox), so that
-  the convolution is *one* BLAS product for the whole batch:
+- **gemm** (most layers): im2col writes the windows as a matrix cols (K, n*Ho*Wo),
+  K = Cin*kh*kw, rows ordered (c, ky, kx) and columns (n, oy, ox), so that the convolution of
+  n samples is *one* BLAS product:
 
-      forward:          y_t (Cout, N*P) = w (Cout, K) @ cols (K, N*P),     then y_t -> (N, Cout, P)
-      backward weight:  gw (Cout, K)    = g_t (Cout, N*P) @ cols.T,        g_t = grad_out as (Cout, N*P)
-      backward input:   gcols (K, N*P)  = w.T (K, Cout) @ g_t,             then col2im(gcols)
+      forward:          y_t (Cout, n*P) = w (Cout, K) @ cols (K, n*P),     then y_t -> (n, Cout, P)
+      backward weight:  gw (Cout, K)   += g_t (Cout, n*P) @ cols.T,        g_t = grad_out as (Cout, n*P)
+      backward input:   gcols (K, n*P)  = w.T (K, Cout) @ g_t,             then col2im(gcols)
 
-  (P = Ho*Wo.) The swaps between (N, Cout, P) and (Cout, N, P) and col2im are parallel Numba
-  loops too; the products run in NumPy's BLAS on 2-D views (`.T` is a flag to BLAS, not a copy).
+  (P = Ho*Wo.) The batch is cut into chunks of n samples (`_chunks`: a power of two, small
+  enough that a chunk's cols and outputs fit in one core's L2 cache, CHUNK_BYTES), and each of
+  tinygen's threads runs whole chunks, im2col -> product -> swap or col2im, with
+  single-threaded OpenBLAS (`tinygen.backend.run_split`). So the k*k-times-larger cols matrix
+  is written and read back within L2, never through memory, and the products keep their
+  efficiency (a chunk's product is hundreds to thousands of columns wide). im2col and col2im
+  read and write a zero-padded copy of the chunk (`_im2col_padded`), so their loops test no
+  bounds. The weight gradient keeps one partial sum per chunk and adds them in chunk order,
+  so no result depends on the thread count. Measured by `python -m benchmarks.kernels`
+  (2-core Xeon, fwd + both backwards, ms, whole-batch products before -> chunks): c2 25.6 ->
+  24.1, c3 22.1 -> 13.1, c4 42.2 -> 34.2, t5 15.3 -> 14.0, c6 80.2 -> 48.9.
 - **direct** (stride 1 and a single output channel, e.g. a final 32 -> 1 layer; for the forward
   pass also a single input channel, e.g. the 1 -> 32 first layer of an MNIST model): with
   Cout = 1 the product is a matrix-vector product, memory-bound on a cols matrix Cin*kh*kw
@@ -40,19 +49,27 @@ Transposed convolution reuses the three conv functions exactly as `reference.py`
 
 Buffers
 -------
-Every array a kernel writes comes from `_empty` (`np.empty`) and every kernel writes each of
-its elements; the tests replace `_empty` with a NaN-filling allocator to prove it.
+Every array a kernel writes comes from `_empty` (`np.empty`: the arrays a function returns) or
+`_scratch` (the intermediates that die with the call: cols, the GEMM's output, swapped and
+padded copies), and every kernel writes each of its elements; the tests replace both with a
+NaN-filling allocator to prove it. `_scratch` hands out views of one reusable buffer per role
+and thread, grown to the largest request, because a fresh `np.empty` of tens of megabytes comes
+back from the operating system as untouched pages, and the first write to each page faults:
+that cost 2-4 ms per call on c3/c4-sized layers, as much as the layer's GEMM (measured with
+`python -m benchmarks.kernels`, before and after). The price is memory held for the life of
+the thread: a few chunk-sized matrices (a few MB) and the direct path's padded planes.
 Inputs are made C-contiguous at the entrance (a no-op for the arrays tinygen passes), so each
 kernel is compiled for contiguous arrays only: two signatures each, float32 and float64.
 Threading: tinygen's one policy is in `tinygen.backend` (Numba's pool set to sleep when idle
-before it starts; the BLAS products split over tinygen's own threads by `_matmul`).
+before it starts; the chunks of the gemm path on tinygen's own threads, `run_split`).
 """
 
+import threading
 from collections import Counter
 
 import numpy as np
 
-from tinygen.backend import load_numba, split_matmul
+from tinygen.backend import load_numba, run_split
 from tinygen.kernels.conv2d.reference import conv_output_size, conv_transpose_output_size
 
 # Through the backend, never a bare `import numba`: it applies tinygen's threading policy before
@@ -61,6 +78,11 @@ numba = load_numba()
 if numba is None:
     raise ImportError("the Numba conv kernels need Numba: pip install tinygen[cpu]")
 prange = numba.prange
+
+# The gemm path works through the batch in chunks whose matrices fit in a core's L2 cache, in
+# at least MIN_CHUNKS chunks wherever the batch allows (work for 8 threads).
+CHUNK_BYTES = 2 << 20
+MIN_CHUNKS = 8
 
 # A conv with this few output channels (forward: or input channels) takes the direct loops.
 DIRECT_MAX_CHANNELS = 1
@@ -71,8 +93,22 @@ _jit = dict(cache=True, fastmath=False, nogil=True)
 
 
 def _empty(shape, dtype):
-    """Every output buffer of this module is allocated here (the tests poison it with NaN)."""
+    """Every array this module returns is allocated here (the tests poison it with NaN)."""
     return np.empty(shape, dtype)
+
+
+_scratch_buffers = threading.local()  # role -> flat uint8 buffer, one set per thread
+
+
+def _scratch(role, shape, dtype):
+    """An uninitialised (shape, dtype) array for an intermediate that dies with the call: a view
+    of this thread's reusable buffer for `role`, grown when too small (the tests poison it)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    buffer = getattr(_scratch_buffers, role, None)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = np.empty(nbytes, np.uint8)
+        setattr(_scratch_buffers, role, buffer)
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 # --- compiled kernels -------------------------------------------------------------------------
@@ -89,11 +125,11 @@ def _valid_range(kx, size, out_size, stride, padding, dilation):
 
 
 @numba.njit(parallel=True, **_jit)
-def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, knp):
+def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw):
     """cols[row(n, c, ky, kx), oy, ox] = x[n, c, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw] (0 outside).
 
-    cols is (N*C*kh*kw, Ho, Wo). knp=True: rows ordered (c, ky, kx, n), the GEMM layout
-    (K, N*P); knp=False: rows ordered (n, c, ky, kx), the public (N, C, kh, kw, Ho, Wo) layout.
+    cols is (N*C*kh*kw, Ho, Wo), rows ordered (n, c, ky, kx): the public (N, C, kh, kw, Ho, Wo)
+    layout of `im2col` (the conv functions use `_im2col_padded`, chunk by chunk).
     """
     N, C, H, W = x.shape
     Ho, Wo = cols.shape[1], cols.shape[2]
@@ -103,8 +139,7 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, knp):
         ky = (r // kw) % kh
         c = (r // (kw * kh)) % C
         n = r // (kw * kh * C)
-        row = (((c * kh + ky) * kw + kx) * N + n) if knp else r
-        dst = cols[row]
+        dst = cols[r]
         lo, hi = _valid_range(kx, W, Wo, sw, pw, dw)
         off = kx * dw - pw  # output column ox reads input column ox*sw + off
         for oy in range(Ho):
@@ -129,8 +164,8 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, knp):
 
 
 @numba.njit(parallel=True, **_jit)
-def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, knp):
-    """x[n, c] = sum over taps of cols scattered back: the adjoint of `_im2col` (same layouts).
+def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw):
+    """x[n, c] = sum over taps of cols scattered back: the adjoint of `_im2col` (same layout).
 
     One parallel iteration owns one (n, c) plane, so no two threads add to the same pixel; the
     taps are added in (ky, kx) order, as in the reference.
@@ -139,16 +174,13 @@ def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, knp):
     Ho, Wo = cols.shape[1], cols.shape[2]
     for p_ in prange(N * C):
         p = np.int64(p_)  # prange's index is unsigned; int64 keeps the index arithmetic integer
-        c = p % C
-        n = p // C
-        plane = x[n, c]
+        plane = x[p // C, p % C]
         for iy in range(H):
             for ix in range(W):
                 plane[iy, ix] = 0
         for ky in range(kh):
             for kx in range(kw):
-                row = (((c * kh + ky) * kw + kx) * N + n) if knp else ((n * C + c) * kh + ky) * kw + kx
-                src = cols[row]
+                src = cols[(p * kh + ky) * kw + kx]
                 lo, hi = _valid_range(kx, W, Wo, sw, pw, dw)
                 off = kx * dw - pw
                 for oy in range(Ho):
@@ -165,44 +197,107 @@ def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, knp):
                             dst[ox * sw + off] += src[oy, ox]
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def _swap01(a, out):
-    """out[j, i, :] = a[i, j, :] for a (I, J, P): (N, C, P) <-> (C, N, P), rows of P at a time."""
+    """out[j, i, :] = a[i, j, :] for a (I, J, P): (N, C, P) <-> (C, N, P), rows of P at a time.
+    On the calling thread: it runs on one chunk of the batch (see `_chunked`)."""
     I, J, P = a.shape
-    for q_ in prange(I * J):
-        q = np.int64(q_)  # prange's index is unsigned; int64 keeps the index arithmetic integer
-        i = q // J
-        j = q % J
-        src = a[i, j]
-        dst = out[j, i]
-        for k in range(P):
-            dst[k] = src[k]
+    for i in range(I):
+        for j in range(J):
+            src = a[i, j]
+            dst = out[j, i]
+            for k in range(P):
+                dst[k] = src[k]
+
+
+@numba.njit(inline="always", cache=True)
+def _pad_plane(x, out, p, ph, pw):
+    """Plane p = n*C + c of `_pad`."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Hp, Wp = out.shape[2], out.shape[3]
+    dst = out[p // C, p % C]
+    src = x[p // C, p % C]
+    for iy in range(Hp):
+        row = dst[iy]
+        if iy < ph or iy >= ph + H:
+            for ix in range(Wp):
+                row[ix] = 0
+            continue
+        s = src[iy - ph]
+        for ix in range(pw):
+            row[ix] = 0
+        for ix in range(W):
+            row[pw + ix] = s[ix]
+        for ix in range(pw + W, Wp):
+            row[ix] = 0
 
 
 @numba.njit(parallel=True, **_jit)
 def _pad(x, out, ph, pw):
     """out (N, C, Hp, Wp) = x placed at (ph, pw), zeros around (Hp >= H + ph, Wp >= W + pw)."""
-    N, C, H, W = x.shape
-    Hp, Wp = out.shape[2], out.shape[3]
-    for p_ in prange(N * C):
-        p = np.int64(p_)  # prange's index is unsigned; int64 keeps the index arithmetic integer
-        n = p // C
-        c = p % C
-        dst = out[n, c]
-        src = x[n, c]
-        for iy in range(Hp):
-            row = dst[iy]
-            if iy < ph or iy >= ph + H:
-                for ix in range(Wp):
-                    row[ix] = 0
-                continue
-            s = src[iy - ph]
-            for ix in range(pw):
-                row[ix] = 0
-            for ix in range(W):
-                row[pw + ix] = s[ix]
-            for ix in range(pw + W, Wp):
-                row[ix] = 0
+    for p in prange(x.shape[0] * x.shape[1]):
+        # prange's index is unsigned; int64 keeps the index arithmetic integer
+        _pad_plane(x, out, np.int64(p), ph, pw)
+
+
+@numba.njit(**_jit)
+def _pad_serial(x, out, ph, pw):
+    """`_pad` on the calling thread (for one chunk of the batch; see `_chunks`)."""
+    for p in range(x.shape[0] * x.shape[1]):
+        _pad_plane(x, out, p, ph, pw)
+
+
+@numba.njit(**_jit)
+def _im2col_padded(xp, cols, offsets, pitch, Ho, Wo, sh, sw):
+    """cols[c*T + t, (i*Ho + oy)*Wo + ox] = xp[i, c, oy*sh*pitch + ox*sw + offsets[t]]: the GEMM
+    layout of im2col for a chunk, read from its zero-padded planes xp (n, C, rows*pitch), so that
+    no window leaves its plane and the loops test no bounds (tiny planes, e.g. 7 x 7, spent most
+    of their time on those tests). Unsigned indices spare Numba's negative-index wraparound: the
+    copies then take 0.20 ms instead of 0.31 (slices) or 0.36 (signed) on a 16 x 64 x 7 x 7 chunk."""
+    n, C = xp.shape[0], xp.shape[1]
+    T, P, width, step = offsets.shape[0], Ho * Wo, np.uint64(Wo), np.uint64(sw)
+    for c in range(C):
+        for t in range(T):
+            row = cols[c * T + t]
+            for i in range(n):
+                src = xp[i, c]
+                for oy in range(Ho):
+                    s0 = np.uint64(oy * sh * pitch + offsets[t])
+                    d0 = np.uint64(i * P + oy * Wo)
+                    for ox in range(width):
+                        row[d0 + ox] = src[s0 + ox * step]
+
+
+@numba.njit(**_jit)
+def _col2im_padded(cols, xp, offsets, pitch, Ho, Wo, sh, sw):
+    """The adjoint of `_im2col_padded`: xp (n, C, rows*pitch) zeroed, then every entry of cols
+    added back onto the padded pixel it came from, plane by plane, taps in order."""
+    n, C, L = xp.shape
+    T, P, width, step = offsets.shape[0], Ho * Wo, np.uint64(Wo), np.uint64(sw)
+    for i in range(n):
+        for c in range(C):
+            dst = xp[i, c]
+            for j in range(L):
+                dst[j] = 0
+            for t in range(T):
+                row = cols[c * T + t]
+                for oy in range(Ho):
+                    s0 = np.uint64(oy * sh * pitch + offsets[t])
+                    d0 = np.uint64(i * P + oy * Wo)
+                    for ox in range(width):
+                        dst[s0 + ox * step] += row[d0 + ox]
+
+
+@numba.njit(**_jit)
+def _crop(xp, x, ph, pw):
+    """x (n, C, H, W) = the planes xp (n, C, Hp, Wp) without their padding: the inverse of `_pad`."""
+    n, C, H, W = x.shape
+    for i in range(n):
+        for c in range(C):
+            for iy in range(H):
+                dst, src = x[i, c, iy], xp[i, c, iy + ph, pw : pw + W]
+                for ix in range(W):
+                    dst[ix] = src[ix]
 
 
 @numba.njit(parallel=True, **_jit)
@@ -325,37 +420,65 @@ def _input_plane(x, out_hw, kernel_hw, padding, dilation):
     (H, W), (Ho, Wo), (kh, kw), (ph, pw), (dh, dw) = x.shape[2:], out_hw, kernel_hw, padding, dilation
     pitch = max(W + 2 * pw, Wo + (kw - 1) * dw)
     rows = max(H + 2 * ph, Ho + (kh - 1) * dh) + 1
-    return _pad_to(x, rows, pitch, ph, pw), pitch, _taps(kernel_hw, dilation, pitch)
+    return _pad_to(x, rows, pitch, ph, pw, "pad"), pitch, _taps(kernel_hw, dilation, pitch)
 
 
-def _pad_to(a, hp, wp, top, left):
-    """a (N, C, H, W) placed at (top, left) in a zeroed (N, C, hp, wp) array, returned flat."""
+def _pad_to(a, hp, wp, top, left, role):
+    """a (N, C, H, W) placed at (top, left) in a zeroed (N, C, hp, wp) scratch array, returned flat."""
     N, C = a.shape[:2]
-    out = _empty((N, C, hp, wp), a.dtype)
+    out = _scratch(role, (N, C, hp, wp), a.dtype)
     _pad(a, out, top, left)
     return out.reshape(N, C, hp * wp)
 
 
-def _cols(x, kernel_hw, out_hw, stride, padding, dilation):
-    """The GEMM layout of im2col: (Cin*kh*kw, N*Ho*Wo), rows (c, ky, kx), columns (n, oy, ox)."""
-    N, C = x.shape[:2]
+def _chunks(N, column_bytes):
+    """(n0, n1) runs of the batch for the gemm path: a power of two samples each, as many as keep
+    a chunk's matrices within CHUNK_BYTES (at least one sample, at most N / MIN_CHUNKS).
+    `column_bytes` is the size of one sample's columns of cols and of the channels-first output
+    or gradient together. Fixed by the shapes alone, so no result depends on the thread count."""
+    size = 1
+    while size * 2 * MIN_CHUNKS <= N and size * 2 * column_bytes <= CHUNK_BYTES:
+        size *= 2
+    return [(n0, min(N, n0 + size)) for n0 in range(0, N, size)]
+
+
+def _padded(x, padding, role):
+    """A chunk x (n, C, H, W) zero-padded by `padding` into a scratch array (n, C, Hp, Wp)."""
+    (n, C, H, W), (ph, pw) = x.shape, padding
+    xp = _scratch(role, (n, C, H + 2 * ph, W + 2 * pw), x.dtype)
+    _pad_serial(x, xp, ph, pw)
+    return xp
+
+
+def _chunk_cols(x, kernel_hw, out_hw, stride, padding, dilation):
+    """im2col of a chunk x (n, Cin, H, W) in the GEMM layout, a scratch array (Cin*kh*kw, n*Ho*Wo):
+    rows (c, ky, kx), columns (n, oy, ox)."""
+    n, C = x.shape[:2]
     (kh, kw), (Ho, Wo) = kernel_hw, out_hw
-    cols = _empty((C * kh * kw * N, Ho, Wo), x.dtype)
-    _im2col(x, cols, kh, kw, *stride, *padding, *dilation, True)
-    return cols.reshape(C * kh * kw, N * Ho * Wo)
+    xp = _padded(x, padding, "pad")
+    pitch = xp.shape[3]
+    cols = _scratch("cols", (C * kh * kw, n * Ho * Wo), x.dtype)
+    _im2col_padded(xp.reshape(n, C, -1), cols, _taps(kernel_hw, dilation, pitch), pitch, Ho, Wo, *stride)
+    return cols
 
 
-def _swapped(a):
-    """(I, J, ...) -> a new contiguous (J, I, ...) array."""
-    I, J = a.shape[:2]
-    out = _empty((J, I) + a.shape[2:], a.dtype)
-    _swap01(a.reshape(I, J, -1), out.reshape(J, I, -1))
-    return out
+def _chunk_col2im(gcols, x, kernel_hw, out_hw, stride, padding, dilation):
+    """x (n, Cin, H, W), a chunk of the batch, = col2im of gcols (Cin*kh*kw, n*Ho*Wo) (the GEMM layout)."""
+    (n, C, H, W), (ph, pw) = x.shape, padding
+    xp = _scratch("pad", (n, C, H + 2 * ph, W + 2 * pw), x.dtype)
+    pitch = xp.shape[3]
+    _col2im_padded(gcols, xp.reshape(n, C, -1), _taps(kernel_hw, dilation, pitch), pitch, *out_hw, *stride)
+    _crop(xp, x, ph, pw)
 
 
-def _matmul(a, b):
-    """a @ b into a new buffer, split over tinygen's BLAS threads (`tinygen.backend.split_matmul`)."""
-    return split_matmul(a, b, out=_empty((a.shape[0], b.shape[1]), np.result_type(a, b)))
+def _channels_first(g):
+    """A chunk g (n, C, P) as (C, n*P): a view when n = 1, else a swapped scratch copy."""
+    n, C, P = g.shape
+    if n == 1:
+        return g.reshape(C, P)
+    out = _scratch("swap", (C, n, P), g.dtype)
+    _swap01(g, out)
+    return out.reshape(C, n * P)
 
 
 # --- the public functions: reference.py's signatures ----------------------------------------
@@ -368,7 +491,7 @@ def im2col(x, kernel_size, stride, padding, dilation):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     Ho, Wo = conv_output_size(H, kh, sh, ph, dh), conv_output_size(W, kw, sw, pw, dw)
     cols = _empty((N * C * kh * kw, Ho, Wo), x.dtype)
-    _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, False)
+    _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw)
     return cols.reshape(N, C, kh, kw, Ho, Wo)
 
 
@@ -377,7 +500,7 @@ def col2im(cols, input_shape, stride, padding, dilation):
     (cols,) = _contiguous(cols)
     N, C, kh, kw, Ho, Wo = cols.shape
     x = _empty((N, C, *input_shape[2:]), cols.dtype)
-    _col2im(cols.reshape(N * C * kh * kw, Ho, Wo), x, kh, kw, *stride, *padding, *dilation, False)
+    _col2im(cols.reshape(N * C * kh * kw, Ho, Wo), x, kh, kw, *stride, *padding, *dilation)
     return x
 
 
@@ -395,9 +518,20 @@ def conv2d_forward(x, w, stride, padding, dilation):
         _direct_gather(xp, w.reshape(Cout, Cin, -1), offsets, pitch, y)
         return y
     paths["gemm"] += 1
-    cols = _cols(x, (kh, kw), (Ho, Wo), stride, padding, dilation)  # (K, N*P)
-    y_t = _matmul(w.reshape(Cout, -1), cols)  # (Cout, N*P)
-    return _swapped(y_t.reshape(Cout, N, Ho, Wo))  # (N, Cout, Ho, Wo)
+    y = _empty((N, Cout, Ho, Wo), x.dtype)
+    w_m, chunks = w.reshape(Cout, -1), _chunks(N, Ho * Wo * (Cin * kh * kw + Cout) * x.dtype.itemsize)
+
+    def chunk(i):
+        n0, n1 = chunks[i]
+        cols = _chunk_cols(x[n0:n1], (kh, kw), (Ho, Wo), stride, padding, dilation)  # (K, n*P)
+        if n1 - n0 == 1:
+            np.matmul(w_m, cols, out=y[n0].reshape(Cout, -1))
+        else:
+            y_t = np.matmul(w_m, cols, out=_scratch("gemm", (Cout, cols.shape[1]), x.dtype))
+            _swap01(y_t.reshape(Cout, n1 - n0, -1), y[n0:n1].reshape(n1 - n0, Cout, -1))
+
+    run_split(chunk, len(chunks))
+    return y
 
 
 def conv2d_backward_input(grad_out, w, input_hw, stride, padding, dilation):
@@ -416,15 +550,21 @@ def conv2d_backward_input(grad_out, w, input_hw, stride, padding, dilation):
         reach_h, reach_w = (kh - 1) * dh, (kw - 1) * dw
         pitch = max(Wo + 2 * reach_w, W + pw + reach_w)  # a tap never wraps into the next row
         rows = max(reach_h + Ho, H + ph + reach_h) + 1
-        gp = _pad_to(grad_out, rows, pitch, reach_h, reach_w)
+        gp = _pad_to(grad_out, rows, pitch, reach_h, reach_w, "pad")
         offsets = ph * pitch + pw + _taps((kh, kw), dilation, pitch, flip=True)
         w_t = np.ascontiguousarray(w.reshape(Cout, Cin, -1).transpose(1, 0, 2))  # (Cin, Cout, taps)
         _direct_gather(gp, w_t, offsets, pitch, gx)
         return gx
     paths["gemm"] += 1
-    g_t = _swapped(grad_out).reshape(Cout, N * Ho * Wo)
-    gcols = _matmul(w.reshape(Cout, -1).T, g_t)  # (K, N*P), rows (c, ky, kx), columns (n, oy, ox)
-    _col2im(gcols.reshape(-1, Ho, Wo), gx, kh, kw, *stride, *padding, *dilation, True)
+    w_t, chunks = w.reshape(Cout, -1).T, _chunks(N, Ho * Wo * (Cin * kh * kw + Cout) * gx.itemsize)
+
+    def chunk(i):
+        n0, n1 = chunks[i]
+        g_t = _channels_first(grad_out[n0:n1].reshape(n1 - n0, Cout, -1))  # (Cout, n*P)
+        gcols = np.matmul(w_t, g_t, out=_scratch("gemm", (w_t.shape[0], g_t.shape[1]), gx.dtype))
+        _chunk_col2im(gcols, gx[n0:n1], (kh, kw), (Ho, Wo), stride, padding, dilation)
+
+    run_split(chunk, len(chunks))
     return gx
 
 
@@ -441,7 +581,7 @@ def conv2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
     if _direct(Cin, Cout, stride):
         paths["direct"] += 1
         xp, pitch, offsets = _input_plane(x, (Ho, Wo), kernel_hw, padding, dilation)
-        gp = _pad_to(grad_out, Ho, pitch, 0, 0)  # the same row pitch, zeros right of each row
+        gp = _pad_to(grad_out, Ho, pitch, 0, 0, "pad2")  # the same row pitch, zeros right of each row
         # Chunks of the batch give parallel work when Cout*Cin is small; their number depends on
         # the shapes only, so the sum's order (and result) does not depend on the thread count.
         nchunk = max(1, min(N, 16 // (Cout * Cin)))
@@ -450,9 +590,19 @@ def conv2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
         gw = partial.sum(axis=0) if nchunk > 1 else partial[0]
         return gw.reshape(Cout, Cin, kh, kw)
     paths["gemm"] += 1
-    cols = _cols(x, kernel_hw, (Ho, Wo), stride, padding, dilation)  # (K, N*P)
-    g_t = _swapped(grad_out).reshape(Cout, N * Ho * Wo)
-    return _matmul(g_t, cols.T).reshape(Cout, Cin, kh, kw)
+    chunks = _chunks(N, Ho * Wo * (Cin * kh * kw + Cout) * x.dtype.itemsize)
+    partial = _scratch("partial", (len(chunks), Cout, Cin * kh * kw), x.dtype)  # one sum per chunk
+
+    def chunk(i):
+        n0, n1 = chunks[i]
+        cols = _chunk_cols(x[n0:n1], kernel_hw, (Ho, Wo), stride, padding, dilation)  # (K, n*P)
+        g_t = _channels_first(grad_out[n0:n1].reshape(n1 - n0, Cout, -1))  # (Cout, n*P)
+        np.matmul(g_t, cols.T, out=partial[i])
+
+    run_split(chunk, len(chunks))
+    gw = _empty((Cout, Cin, kh, kw), x.dtype)
+    np.sum(partial, axis=0, out=gw.reshape(Cout, -1))  # chunk by chunk, in order
+    return gw
 
 
 def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):

@@ -35,7 +35,8 @@ from tinygen.kernels.conv2d import cpu_numba, reference  # noqa: E402
 from tinygen.nn import functional as F  # noqa: E402
 from tinygen.tensor import Tensor  # noqa: E402
 
-PATHS = ("gemm", "direct")
+SCRATCH = cpu_numba._scratch  # the real one: the fixture below replaces it while the tests run
+PATHS = ("gemm", "gemm-batched", "direct")  # gemm-batched: chunks of several samples, and a remainder
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------
@@ -50,15 +51,20 @@ def poisoned_outputs():
 
 @contextlib.contextmanager
 def forced_path(path, stride):
-    """Make the conv calls in the block take `path` ("gemm" or "direct"; direct needs stride 1),
-    checking that they did."""
-    saved, before = cpu_numba.DIRECT_MAX_CHANNELS, dict(cpu_numba.paths)
-    cpu_numba.DIRECT_MAX_CHANNELS = 0 if path == "gemm" else 10**9
+    """Make the conv calls in the block take `path` (one of PATHS; direct needs stride 1),
+    checking that they did. "gemm" runs the chunk sizes the shapes give (one sample each for
+    the small batches drawn here), "gemm-batched" chunks of as many samples as fit (a power of
+    two, so an odd batch also leaves a smaller last chunk)."""
+    saved = cpu_numba.DIRECT_MAX_CHANNELS, cpu_numba.MIN_CHUNKS, cpu_numba.CHUNK_BYTES
+    before = dict(cpu_numba.paths)
+    cpu_numba.DIRECT_MAX_CHANNELS = 10**9 if path == "direct" else 0
+    if path == "gemm-batched":
+        cpu_numba.MIN_CHUNKS, cpu_numba.CHUNK_BYTES = 1, 2**62
     try:
         yield
     finally:
-        cpu_numba.DIRECT_MAX_CHANNELS = saved
-    taken = path if path == "gemm" or tuple(stride) == (1, 1) else "gemm"
+        cpu_numba.DIRECT_MAX_CHANNELS, cpu_numba.MIN_CHUNKS, cpu_numba.CHUNK_BYTES = saved
+    taken = "direct" if path == "direct" and tuple(stride) == (1, 1) else "gemm"
     assert cpu_numba.paths[taken] > before.get(taken, 0), f"no call took the {taken} path"
     other = "direct" if taken == "gemm" else "gemm"
     assert cpu_numba.paths[other] == before.get(other, 0), f"a call took the {other} path"
@@ -158,6 +164,7 @@ def test_poisoned_allocator_is_what_the_kernels_use(poisoned_outputs):
     y = cpu_numba.conv2d_forward(np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), (1, 1), (1, 1), (1, 1))
     assert len(poisoned_outputs) > before and y.shape in poisoned_outputs
     assert np.isnan(cpu_numba._empty((2,), np.float32)).all()
+    assert np.isnan(cpu_numba._scratch("cols", (2,), np.float32)).all()
 
 
 def test_non_contiguous_and_integer_inputs():
@@ -168,6 +175,39 @@ def test_non_contiguous_and_integer_inputs():
     assert_matches(cpu_numba.conv2d_forward(x, w, *args), reference.conv2d_forward(x, w, *args))
     xi = np.arange(2 * 3 * 5 * 4).reshape(2, 3, 5, 4)  # unfold accepts integer tensors
     np.testing.assert_array_equal(cpu_numba.im2col(xi, (2, 3), *args), reference.im2col(xi, (2, 3), *args))
+
+
+def test_chunks_are_powers_of_two_fixed_by_the_shapes():
+    assert cpu_numba._chunks(128, 100) == [(n, n + 16) for n in range(0, 128, 16)]  # 8 chunks at least
+    assert cpu_numba._chunks(128, cpu_numba.CHUNK_BYTES // 3) == [(n, n + 2) for n in range(0, 128, 2)]
+    assert cpu_numba._chunks(5, 100) == [(n, n + 1) for n in range(5)]
+    assert cpu_numba._chunks(0, 100) == []
+
+
+def test_chunked_weight_gradient_does_not_depend_on_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(5)
+    x, g = rng.standard_normal((40, 3, 9, 9)).astype(np.float32), rng.standard_normal((40, 4, 9, 9)).astype(np.float32)
+    assert len(cpu_numba._chunks(40, 81 * (27 + 4) * 4)) > 2
+    threads, results = numba.get_num_threads(), []
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            results.append(cpu_numba.conv2d_backward_weight(x, g, (3, 3), (1, 1), (1, 1), (1, 1)))
+    finally:
+        numba.set_num_threads(threads)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+def test_scratch_buffers_are_reused_per_role_and_grown():
+    a = SCRATCH("test-role", (3, 4), np.float32)
+    b = SCRATCH("test-role", (2, 5), np.float64)
+    c = SCRATCH("test-role", (2, 2), np.float32)
+    assert (a.shape, a.dtype, b.shape, b.dtype) == ((3, 4), np.float32, (2, 5), np.float64)
+    assert not np.shares_memory(a, b)  # grown: a new buffer
+    assert np.shares_memory(b, c) and c.flags.c_contiguous  # reused
 
 
 def test_direct_weight_gradient_does_not_depend_on_the_thread_count():
@@ -196,7 +236,7 @@ def test_products_split_over_threads_match_numpy_and_put_blas_threads_back(shape
     if blas is not None:
         before = blas[1](2)  # OpenBLAS's thread count, now 2 (if it has 2)
         two = blas[1](2) == 2
-    out = cpu_numba._matmul(a, b.T.copy().T)  # a column-major b: BLAS reads it transposed
+    out = backend.split_matmul(a, b.T.copy().T)  # a column-major b: BLAS reads it transposed
     assert_matches(out, a @ b)
     if blas is not None:
         restored = blas[1](before)
