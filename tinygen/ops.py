@@ -2,8 +2,10 @@
 
 Each primitive is a `Function` with `forward(ctx, *arrays, **params)` and `backward(ctx,
 grad_out)` side by side, on raw arrays (NumPy or CuPy: `xp = get_array_module(x)`). Everything
-else in tinygen (mean, var, softmax, the norms, the losses, pooling) is composed from these, so its
-gradient follows from the chain rule and is covered by the same gradient checks.
+else in tinygen (mean, var, softmax, batch and layer norm, the losses, pooling) is composed from
+these, so its gradient follows from the chain rule and is covered by the same gradient checks.
+GroupNorm and SiLU could be composed too, and were: they are primitives because the diffusion
+UNet spends much of its step in them, and one fused kernel beats ten NumPy passes.
 
 | group       | primitives                                                   |
 | ----------- | ------------------------------------------------------------ |
@@ -12,6 +14,7 @@ gradient follows from the chain rule and is covered by the same gradient checks.
 | reduction   | Sum, Max                                                     |
 | movement    | Reshape, Permute, Expand, GetItem, Pad, Cat, ToDevice        |
 | convolution | Unfold, Conv2d, ConvTranspose2d (kernels in tinygen.kernels)  |
+| fused       | GroupNorm, SiLU (kernels in tinygen.kernels.normalization)   |
 
 Conventions at the kinks (NOTE: tested in tests/test_ops.py): relu'(0) = 0, abs'(0) = 0, clamp
 passes the gradient where min <= x <= max (boundaries included), and a maximum shared by several
@@ -21,6 +24,7 @@ elements splits the gradient equally among them (as torch.amax does).
 import numpy as np
 
 from tinygen.kernels import conv2d as conv_kernels
+from tinygen.kernels import normalization as norm_kernels
 from tinygen import backend
 from tinygen.backend import get_array_module, matmul
 from tinygen.tensor import Function, unbroadcast
@@ -468,3 +472,38 @@ class ConvTranspose2d(Function):
         if ctx.needs_input_grad[1]:
             gw = conv_kernels.conv_transpose2d_backward_weight(x, grad_out, w.shape[2:], *ctx.params)
         return gx, gw
+
+
+# --- fused ------------------------------------------------------------------------------------
+# The maths is in tinygen/kernels/normalization/reference.py.
+
+
+class GroupNorm(Function):
+    """x (N, C, *) normalised per sample over groups of C / num_groups channels, then scaled and
+    shifted per channel: weight and bias are (C,) arrays of x's dtype."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups, eps):
+        y, mean, rstd = norm_kernels.group_norm_forward(x, weight, bias, num_groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.num_groups = num_groups
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, rstd = ctx.saved_tensors
+        return norm_kernels.group_norm_backward(grad_out, x, weight, mean, rstd, ctx.num_groups)
+
+
+class SiLU(Function):
+    """x * sigmoid(x), floating x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return norm_kernels.silu_forward(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return norm_kernels.silu_backward(grad_out, x)

@@ -1,0 +1,52 @@
+"""Group normalization and SiLU kernels, and the dispatcher that picks which implementation runs.
+
+`implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (NumPy; on CuPy
+arrays too, through `xp`) or `cpu_numba` (imported on first use only). The family has no CUDA
+kernels: on CuPy arrays the reference's array code runs under ``auto``, ``numpy`` and ``cupy``
+alike, as the code of every elementwise op (Add, Sigmoid, ...) does, since ``cupy`` asks for the
+CUDA kernels of the families that have them (conv2d, diffusion) and must not make a UNet fail
+at its first GroupNorm. ``numba`` on CuPy arrays raises, in `kernel_backend`. Calls are counted
+in `calls`, keyed by (module, function), as in `tinygen.kernels.conv2d`.
+"""
+
+from collections import Counter
+
+import numpy as np
+
+from tinygen.backend import get_array_module, kernel_backend
+from tinygen.kernels.normalization import reference
+
+PROVIDES = ("numpy", "numba")
+
+calls = Counter()  # (module name, function name) -> number of calls forwarded there
+
+
+def implementation(xp=np):
+    """The module holding these kernels for the current kernel backend, for arrays of module `xp`."""
+    if kernel_backend(provides=PROVIDES, xp=xp) == "numba":
+        from tinygen.kernels.normalization import cpu_numba  # imports Numba: only on this path
+
+        return cpu_numba
+    return reference  # "numpy", or "cupy" on CuPy arrays (see above); "cupy" on NumPy arrays raised
+
+
+def _dispatch(name, x):
+    module = implementation(get_array_module(x))
+    calls[module.__name__.rsplit(".", 1)[-1], name] += 1
+    return getattr(module, name)
+
+
+def group_norm_forward(x, weight, bias, num_groups, eps):
+    return _dispatch("group_norm_forward", x)(x, weight, bias, num_groups, eps)
+
+
+def group_norm_backward(grad_out, x, weight, mean, rstd, num_groups):
+    return _dispatch("group_norm_backward", x)(grad_out, x, weight, mean, rstd, num_groups)
+
+
+def silu_forward(x):
+    return _dispatch("silu_forward", x)(x)
+
+
+def silu_backward(grad_out, x):
+    return _dispatch("silu_backward", x)(grad_out, x)

@@ -1,0 +1,72 @@
+"""Group normalization and SiLU: the plain array spec of the fused kernels in `cpu_numba.py`.
+
+Written with `xp` (NumPy, or CuPy for GPU arrays), so it also runs on the GPU. Shapes: x is
+(N, C, *spatial) with any number of spatial dims (none included), C divisible by G =
+num_groups; a group is C/G channels of one sample, M = (C/G) * prod(spatial) values.
+
+GroupNorm (Wu & He, 2018), per sample n and group g:
+
+    mean = (1/M) sum x,    var = (1/M) sum (x - mean)^2,    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd,                                y = xhat * weight[c] + bias[c]
+
+backward, with dy = grad_out and dxhat = dy * weight[c]:
+
+    grad_bias[c]   = sum over n and space of dy
+    grad_weight[c] = sum over n and space of dy * xhat
+    grad_x         = rstd * (dxhat - mean_group(dxhat) - xhat * mean_group(dxhat * xhat))
+
+(the last line is the gradient of the normalisation: the two means remove the components of
+dxhat along the directions mean and var change in). `mean` and `rstd`, (N, G), are what the
+forward pass hands the backward one.
+
+SiLU (the swish of the DDPM UNet): y = x * sigmoid(x), dy/dx = s * (1 + x * (1 - s)) with
+s = sigmoid(x), computed from e = exp(-|x|) <= 1 so that nothing overflows: s = 1 / (1 + e)
+for x >= 0 and e / (1 + e) below.
+"""
+
+from tinygen.backend import get_array_module
+
+
+def group_norm_forward(x, weight, bias, num_groups, eps):
+    """(y, mean, rstd): y like x; mean and rstd (N, G) in x's dtype. weight, bias: (C,)."""
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    g = x.reshape(n, num_groups, -1)
+    mean = g.mean(axis=2)
+    centered = g - mean[..., None]
+    rstd = 1 / xp.sqrt((centered * centered).mean(axis=2) + eps)
+    xhat = (centered * rstd[..., None]).reshape(n, c, -1)
+    y = xhat * weight[:, None] + bias[:, None]
+    return y.reshape(x.shape), mean, rstd
+
+
+def group_norm_backward(grad_out, x, weight, mean, rstd, num_groups):
+    """(grad_x like x, grad_weight (C,), grad_bias (C,)) from the forward pass's mean and rstd."""
+    n, c = x.shape[:2]
+    xhat = (x.reshape(n, num_groups, -1) - mean[..., None]) * rstd[..., None]  # (N, G, M)
+    dy = grad_out.reshape(n, c, -1)
+    grad_bias = dy.sum(axis=(0, 2))
+    grad_weight = (dy * xhat.reshape(n, c, -1)).sum(axis=(0, 2))
+    dxhat = (dy * weight[:, None]).reshape(n, num_groups, -1)
+    grad_x = rstd[..., None] * (
+        dxhat - dxhat.mean(axis=2, keepdims=True) - xhat * (dxhat * xhat).mean(axis=2, keepdims=True)
+    )
+    return grad_x.reshape(x.shape), grad_weight, grad_bias
+
+
+def _sigmoid(x):
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    r = 1 / (1 + e)
+    return xp.where(x >= 0, r, e * r)
+
+
+def silu_forward(x):
+    """x * sigmoid(x)."""
+    return x * _sigmoid(x)
+
+
+def silu_backward(grad_out, x):
+    """grad_out * d silu / dx at x."""
+    s = _sigmoid(x)
+    return grad_out * (s * (1 + x * (1 - s)))
