@@ -28,12 +28,11 @@ float32 parameters and float32 state. `xp = backend.get_array_module(...)` lets 
 update NumPy and CuPy arrays.
 """
 
-import math
-
 import numpy as np
 
 from tinygen import backend
 from tinygen.errors import ArgumentError, StateDictError
+from tinygen.kernels import optim as optim_kernels
 from tinygen.tensor import Tensor
 
 
@@ -365,24 +364,9 @@ class Adam(Optimizer):
                     state["exp_avg"] = xp.zeros_like(p.data)  # m_0
                     state["exp_avg_sq"] = xp.zeros_like(p.data)  # v_0
                 state["step"] += 1
-                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-
-                if weight_decay != 0:
-                    if self._decoupled_weight_decay:
-                        p.data *= 1 - lr * weight_decay  # AdamW: shrink p, apart from the gradient
-                    else:
-                        g = g + weight_decay * p.data  # Adam: L2 term in the gradient
-
-                m *= beta1
-                m += (1 - beta1) * g  # m_t = beta1 m_{t-1} + (1 - beta1) g_t
-                v *= beta2
-                v += (1 - beta2) * (g * g)  # v_t = beta2 v_{t-1} + (1 - beta2) g_t^2
-
-                bias_correction1 = 1 - beta1**t  # 1 - beta1^t
-                bias_correction2 = 1 - beta2**t  # 1 - beta2^t
-                step_size = lr / bias_correction1
-                denom = xp.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
-                p.data -= step_size * m / denom  # lr * m_hat / (sqrt(v_hat) + eps)
+                # The update above, in place, in one pass (kernels/optim/reference.py states it in NumPy)
+                optim_kernels.adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state["step"], lr,
+                                          beta1, beta2, eps, weight_decay, self._decoupled_weight_decay)
         return loss
 
 
