@@ -12,7 +12,8 @@ over blocks of the flat array:
 - `group_norm_backward`: per (n, g), one pass summing dy and dy*xhat per channel (the weight
   and bias gradients, kept per sample and added over samples in order afterwards, so that no
   result depends on the thread count) and dxhat, dxhat*xhat per group; one pass writing dx.
-- `silu_forward` / `silu_backward`: one pass each, sigmoid from one exp as in the reference.
+- `silu_forward` / `silu_backward`: one pass each, sigmoid from one exp as in the reference;
+  in float32 that exp is our own vectorizable `_exp_neg32`, not libm's scalar expf.
 
 Every array returned comes from `_empty` (the tests poison it with NaN). Compiled with
 ``cache=True, fastmath=False`` for float32 and float64, like the conv kernels.
@@ -27,7 +28,9 @@ if numba is None:
     raise ImportError("the Numba normalization kernels need Numba: pip install tinygen[cpu]")
 prange = numba.prange
 
-_jit = dict(cache=True, fastmath=False, nogil=True)
+# error_model="numpy": a float division by zero gives inf/nan as in NumPy instead of raising, so
+# the loops carry no zero test and LLVM vectorizes them (Adam's update: 4.3x faster).
+_jit = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 BLOCK = 1 << 14  # elements per parallel task of the elementwise SiLU kernels
 
 
@@ -36,88 +39,206 @@ def _empty(shape, dtype):
     return np.empty(shape, dtype)
 
 
+LANES = 16  # partial sums per reduction: independent adds that LLVM vectorizes without reordering
+
+
+@numba.njit(inline="always", cache=True)
+def _add_lanes(row, acc):
+    """acc[k] += row[j] for j = k mod LANES; the tail into acc[0]."""
+    n = row.shape[0]
+    m = n - n % LANES
+    for j0 in range(0, m, LANES):
+        for k in range(LANES):
+            acc[k] += row[j0 + k]
+    for j in range(m, n):
+        acc[0] += row[j]
+
+
+@numba.njit(inline="always", cache=True)
+def _add_square_lanes(row, shift, acc):
+    """acc[k] += (row[j] - shift)^2 for j = k mod LANES; the tail into acc[0]."""
+    n = row.shape[0]
+    m = n - n % LANES
+    for j0 in range(0, m, LANES):
+        for k in range(LANES):
+            v = row[j0 + k] - shift
+            acc[k] += v * v
+    for j in range(m, n):
+        v = row[j] - shift
+        acc[0] += v * v
+
+
+@numba.njit(inline="always", cache=True)
+def _total(acc):
+    """The lanes added in order (a fixed order: no result depends on the thread count)."""
+    t = 0.0
+    for k in range(LANES):
+        t += acc[k]
+    return t
+
+
+@numba.njit(**_jit)
+def _group_forward(xs, weight, bias, eps, ys):
+    """One group: xs, ys (Cg, S), weight and bias (Cg,); returns (mean, rstd). Float64 sums over
+    LANES lanes: one strict-order sum is bound by the add's latency (4 cycles a value)."""
+    Cg, S = xs.shape
+    acc = np.zeros(LANES)
+    for c in range(Cg):
+        _add_lanes(xs[c], acc)
+    mu = _total(acc) / (Cg * S)
+    acc[:] = 0.0
+    for c in range(Cg):
+        _add_square_lanes(xs[c], mu, acc)
+    r = 1.0 / np.sqrt(_total(acc) / (Cg * S) + eps)
+    for c in range(Cg):
+        scale = r * weight[c]
+        shift = bias[c] - mu * scale
+        src, dst = xs[c], ys[c]
+        for s in range(S):
+            dst[s] = src[s] * scale + shift
+    return mu, r
+
+
 @numba.njit(parallel=True, **_jit)
 def _group_norm_forward(x, weight, bias, eps, y, mean, rstd):
-    """x, y (N, G, Cg, S); weight, bias (G, Cg); mean, rstd (N, G)."""
-    N, G, Cg, S = x.shape
+    """x, y (N, G, Cg, S); weight, bias (G, Cg); mean, rstd (N, G). One task per (n, g); its
+    loops in `_group_forward` (see the note above `_silu_forward_run`)."""
+    N, G = x.shape[0], x.shape[1]
     for q_ in prange(N * G):
         q = np.int64(q_)  # prange's index is unsigned; int64 keeps the index arithmetic integer
         n, g = q // G, q % G
-        xs = x[n, g]
-        total = 0.0
-        for c in range(Cg):
-            for s in range(S):
-                total += xs[c, s]
-        mu = total / (Cg * S)
-        square = 0.0
-        for c in range(Cg):
-            for s in range(S):
-                d = xs[c, s] - mu
-                square += d * d
-        r = 1.0 / np.sqrt(square / (Cg * S) + eps)
-        mean[n, g], rstd[n, g] = mu, r
-        for c in range(Cg):
-            scale = r * weight[g, c]
-            shift = bias[g, c] - mu * scale
-            src, dst = xs[c], y[n, g, c]
-            for s in range(S):
-                dst[s] = src[s] * scale + shift
+        mean[n, g], rstd[n, g] = _group_forward(x[n, g], weight[g], bias[g], eps, y[n, g])
+
+
+@numba.njit(**_jit)
+def _group_backward(dy, xs, weight, mu, r, dx, dw, db):
+    """One group: dy, xs, dx (Cg, S); weight, dw, db (Cg,): this sample's weight and bias
+    gradients. The per-channel sums over LANES lanes, as in `_group_forward`."""
+    Cg, S = xs.shape
+    m = S - S % LANES
+    sum_dy, sum_dy_xhat = np.zeros(LANES), np.zeros(LANES)
+    sum_dxhat, sum_dxhat_xhat = 0.0, 0.0
+    for c in range(Cg):
+        d, row = dy[c], xs[c]
+        sum_dy[:] = 0.0
+        sum_dy_xhat[:] = 0.0
+        for j0 in range(0, m, LANES):
+            for k in range(LANES):
+                sum_dy[k] += d[j0 + k]
+                sum_dy_xhat[k] += d[j0 + k] * ((row[j0 + k] - mu) * r)
+        for j in range(m, S):
+            sum_dy[0] += d[j]
+            sum_dy_xhat[0] += d[j] * ((row[j] - mu) * r)
+        db[c], dw[c] = _total(sum_dy), _total(sum_dy_xhat)
+        sum_dxhat += weight[c] * db[c]
+        sum_dxhat_xhat += weight[c] * dw[c]
+    a, b = sum_dxhat / (Cg * S), sum_dxhat_xhat / (Cg * S)
+    for c in range(Cg):
+        d, row, out = dy[c], xs[c], dx[c]
+        wc = weight[c]
+        for s in range(S):
+            out[s] = r * (d[s] * wc - a - (row[s] - mu) * r * b)
 
 
 @numba.njit(parallel=True, **_jit)
 def _group_norm_backward(dy, x, weight, mean, rstd, dx, dw_n, db_n):
     """dy, x, dx (N, G, Cg, S); weight (G, Cg); mean, rstd (N, G); dw_n, db_n (N, G, Cg): the
-    per-sample weight and bias gradients."""
-    N, G, Cg, S = x.shape
+    per-sample weight and bias gradients. One task per (n, g), as the forward."""
+    N, G = x.shape[0], x.shape[1]
     for q_ in prange(N * G):
         q = np.int64(q_)
         n, g = q // G, q % G
-        mu, r = np.float64(mean[n, g]), np.float64(rstd[n, g])
-        sum_dxhat, sum_dxhat_xhat = 0.0, 0.0
-        for c in range(Cg):
-            d, xs = dy[n, g, c], x[n, g, c]
-            sum_dy, sum_dy_xhat = 0.0, 0.0
-            for s in range(S):
-                xhat = (xs[s] - mu) * r
-                sum_dy += d[s]
-                sum_dy_xhat += d[s] * xhat
-            db_n[n, g, c], dw_n[n, g, c] = sum_dy, sum_dy_xhat
-            sum_dxhat += weight[g, c] * sum_dy
-            sum_dxhat_xhat += weight[g, c] * sum_dy_xhat
-        m = Cg * S
-        a, b = sum_dxhat / m, sum_dxhat_xhat / m
-        for c in range(Cg):
-            d, xs, out = dy[n, g, c], x[n, g, c], dx[n, g, c]
-            wc = weight[g, c]
-            for s in range(S):
-                xhat = (xs[s] - mu) * r
-                out[s] = r * (d[s] * wc - a - xhat * b)
+        _group_backward(dy[n, g], x[n, g], weight[g], np.float64(mean[n, g]), np.float64(rstd[n, g]), dx[n, g],
+                        dw_n[n, g], db_n[n, g])
+
+
+# 2^-k for k = 0..151 (2^-150 and 2^-151 round to 0 and 2^-149): the scale of `_exp_neg32`.
+_POW2_NEG = np.array([2.0**-k for k in range(152)], dtype=np.float32)
 
 
 @numba.njit(inline="always", cache=True)
-def _sigmoid(v):
+def _exp_neg32(a):
+    """exp(-a) for float32 a >= 0, in float32 arithmetic that LLVM vectorizes (Numba's np.exp is a
+    scalar libm call: it made SiLU 7x slower than this). Cephes' expf: a = k ln2 - t with
+    |t| <= ln2/2 (ln2 in two parts, so k ln2 is exact), exp(-t) by its degree-7 minimax
+    polynomial, times 2^-k from a table (denormal results included). Within 2 float32 ulps of exp(-a)
+    over the normal range (1.35 measured), one unit of 2^-149 below it (0.75 measured); the test
+    is in tests/kernels/test_normalization.py."""
+    a = min(a, np.float32(104.0))  # exp(-104) < 2^-150: 0 in float32, as is everything beyond
+    k = np.uint32(a * np.float32(1.4426950408889634) + np.float32(0.5))  # round(a / ln2)
+    kf = np.float32(k)
+    t = (kf * np.float32(0.693359375) - a) + kf * np.float32(-2.12194440e-4)  # k ln2 - a
+    p = ((((np.float32(1.9875691500e-4) * t + np.float32(1.3981999507e-3)) * t + np.float32(8.3334519073e-3)) * t
+          + np.float32(4.1665795894e-2)) * t + np.float32(1.6666665459e-1)) * t + np.float32(5.0000001201e-1)
+    return (p * (t * t) + t + np.float32(1.0)) * _POW2_NEG[k]
+
+
+@numba.njit(inline="always", cache=True)
+def _silu32(v):
+    """(silu(v), silu'(v)) for float32 v in float32 arithmetic: s = sigmoid(v) from e = exp(-|v|)
+    as in the reference, silu = v s, silu' = s (1 + v (1 - s))."""
+    one = np.float32(1.0)
+    e = _exp_neg32(abs(v))
+    r = one / (one + e)
+    s = r if v >= 0 else e * r
+    return v * s, s * (one + v * (one - s))
+
+
+@numba.njit(inline="always", cache=True)
+def _silu64(v):
+    """`_silu32` for float64 v (np.exp: float64 needs libm's accuracy)."""
     e = np.exp(-abs(v))
-    s = 1 / (1 + e)
-    return s if v >= 0 else e * s
+    r = 1.0 / (1.0 + e)
+    s = r if v >= 0 else e * r
+    return v * s, s * (1.0 + v * (1.0 - s))
+
+
+def _silu(v):
+    """(silu(v), silu'(v)) in v's precision: `_silu32` or `_silu64`, picked when Numba compiles
+    the caller (a plain Python function that only Numba calls: the overload below is its body)."""
+    raise NotImplementedError("only compiled callers use _silu")
+
+
+@numba.extending.overload(_silu, inline="always")
+def _silu_for(v):
+    return (lambda v: _silu32(v)) if v == numba.types.float32 else (lambda v: _silu64(v))
+
+
+# The parallel loops below hand each task's slice to a separate compiled function: the same loop
+# written inline in the prange body was not vectorized (SiLU forward on 3.2 M floats: 2.2 ms, and
+# 1.5 ms so).
+
+
+@numba.njit(**_jit)
+def _silu_forward_run(x, y):
+    for i in range(x.shape[0]):
+        y[i] = _silu(x[i])[0]
+
+
+@numba.njit(**_jit)
+def _silu_backward_run(dy, x, dx):
+    for i in range(x.shape[0]):
+        dx[i] = dy[i] * _silu(x[i])[1]
 
 
 @numba.njit(parallel=True, **_jit)
 def _silu_forward(x, y):
-    """y = x * sigmoid(x), flat arrays, in blocks of BLOCK elements."""
+    """y = silu(x), flat arrays, in blocks of BLOCK elements."""
     n = x.shape[0]
     for b in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
-            y[i] = x[i] * _sigmoid(x[i])
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        _silu_forward_run(x[lo:hi], y[lo:hi])
 
 
 @numba.njit(parallel=True, **_jit)
 def _silu_backward(dy, x, dx):
-    """dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x); flat arrays."""
+    """dx = dy * silu'(x); flat arrays."""
     n = x.shape[0]
     for b in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
-            s = _sigmoid(x[i])
-            dx[i] = dy[i] * (s * (1 + x[i] * (1 - s)))
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        _silu_backward_run(dy[lo:hi], x[lo:hi], dx[lo:hi])
 
 
 def _grouped(a, num_groups):

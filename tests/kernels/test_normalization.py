@@ -149,6 +149,21 @@ def test_numba_silu_matches_reference(cpu_numba, dtype, data):
 
 
 @numba_only
+def test_float32_exp_is_within_two_ulps(cpu_numba):
+    kernels, _ = cpu_numba
+    rng = np.random.default_rng(3)
+    a = np.concatenate([np.linspace(0, 110, 20_001), rng.exponential(3, 20_000), [0.0, 87.3, 103.9, 104.0, 1e30, np.inf]])
+    a = a.astype(np.float32)
+    got = np.array([kernels._exp_neg32(v) for v in a], dtype=np.float32)
+    exact = np.exp(-a.astype(np.float64))
+    normal = exact >= np.finfo(np.float32).tiny
+    ulps = np.abs(got[normal] - exact[normal]) / (exact[normal] * 2.0**-23)
+    assert ulps.max() < 2, f"{ulps.max():.2f} ulps at a = {a[normal][ulps.argmax()]}"
+    assert np.abs(got[~normal] - exact[~normal]).max() <= 2.0**-149  # denormals and 0, within one unit
+    assert got[-1] == got[-2] == 0.0
+
+
+@numba_only
 def test_numba_group_norm_keeps_its_accuracy_far_from_zero(cpu_numba):
     kernels, _ = cpu_numba
     x = (1e4 + np.random.default_rng(2).standard_normal((2, 4, 8, 8))).astype(np.float32)
