@@ -16,6 +16,9 @@ Measured in one run, in this order:
    - "conv": forward + backward-input + backward-weight of each layer shape c1..c6 / t5
      (issue 5), in float32, for the Numba kernels, the NumPy reference and PyTorch (autograd
      backward); GFLOP/s and % of the FMA peak;
+   - "fused": GroupNorm and SiLU forward + backward on DDPM UNet activations, and Adam's update
+     of a 1024 x 784 weight, for the Numba kernels, the NumPy reference and PyTorch (autograd
+     backward; torch.optim.Adam.step); GB/s counting each array once;
    - "noise": the diffusion steps q_sample and p_sample_step (issue 5) on (128, 1, 28, 28),
      (64, 3, 64, 64) and (16, 3, 256, 256) float32 batches with per-sample coefficients, with z
      passed in and with z drawn inside (q_sample_noise, p_sample_step_noise; PyTorch: torch.randn
@@ -414,9 +417,122 @@ def noise_table(rows):
     return "\n".join(lines)
 
 
+# --- the fused kernels: GroupNorm, SiLU, Adam's update ---------------------------------------------
+
+# (row, op, shape): group norm and SiLU on the default DDPM UNet's largest and smallest activations
+# at batch 128 (32 and 128 channels, 8 groups); Adam on the MLP GAN's largest weight (1024 x 784).
+FUSED_ROWS = [("g1", "group_norm", (128, 32, 28, 28)), ("g2", "group_norm", (128, 128, 7, 7)),
+              ("s1", "silu", (128, 32, 28, 28)), ("s2", "silu", (128, 128, 7, 7)),
+              ("a1", "adam", (1024 * 784,))]
+FUSED_ARRAYS = {"group_norm": 5, "silu": 5, "adam": 7}  # arrays read or written once, forward + backward
+GROUPS = 8
+
+
+def fused_problem(op, shape, batch_divisor=1, seed=0):
+    """The float32 arrays one row works on."""
+    shape = (max(1, shape[0] // batch_divisor),) + shape[1:] if op != "adam" else shape
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(shape, dtype=np.float32) for _ in range(3)]
+    if op == "group_norm":
+        arrays += [rng.standard_normal(shape[1], dtype=np.float32) for _ in range(2)]  # weight, bias
+    if op == "adam":
+        arrays[2] = np.abs(arrays[2])  # v >= 0
+    return shape, arrays
+
+
+def fused_step(module, op, arrays):
+    """Forward + backward (GroupNorm, SiLU) or one update (Adam) with one kernel module."""
+    if op == "group_norm":
+        x, g, _, w, b = arrays
+
+        def step():
+            _, mean, rstd = module.group_norm_forward(x, w, b, GROUPS, 1e-5)
+            module.group_norm_backward(g, x, w, mean, rstd, GROUPS)
+    elif op == "silu":
+        x, g, _ = arrays
+
+        def step():
+            module.silu_forward(x)
+            module.silu_backward(g, x)
+    else:
+        p, grad, v = arrays
+        m = np.zeros_like(p)
+
+        def step():
+            module.adam_update(p, grad, m, v, 10, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    return step
+
+
+def torch_fused_step(torch, op, arrays):
+    """The same in PyTorch eager: F.group_norm / F.silu forward + autograd backward, or
+    torch.optim.Adam's step (its default implementation) on one parameter."""
+    if op == "adam":
+        p = torch.nn.Parameter(torch.from_numpy(arrays[0].copy()))
+        p.grad = torch.from_numpy(arrays[1])
+        optimizer = torch.optim.Adam([p], lr=1e-3)
+        return optimizer.step
+    x = torch.from_numpy(arrays[0]).requires_grad_()
+    g = torch.from_numpy(arrays[1])
+    if op == "silu":
+        return lambda: torch.nn.functional.silu(x).backward(g)
+    w, b = (torch.from_numpy(a).requires_grad_() for a in arrays[3:])
+    return lambda: torch.nn.functional.group_norm(x, GROUPS, w, b).backward(g)
+
+
+def fused_torch_times(torch, quick, repeats, warmups):
+    return {row: median_time(torch_fused_step(torch, op, fused_problem(op, shape, 8 if quick else 1)[1]),
+                             repeats, warmups)
+            for row, op, shape in FUSED_ROWS}
+
+
+def fused_section(args, peaks, theirs):
+    """One row per (op, shape): times in microseconds, GB/s (each array once), % of the copy peak,
+    the ratios to the NumPy reference and to PyTorch."""
+    from tinygen.kernels.normalization import reference as norm_reference
+    from tinygen.kernels.optim import reference as optim_reference
+
+    modules = {"numpy": {"group_norm": norm_reference, "silu": norm_reference, "adam": optim_reference}}
+    if backend.load_numba() is not None:
+        from tinygen.kernels.normalization import cpu_numba as norm_numba
+        from tinygen.kernels.optim import cpu_numba as optim_numba
+
+        modules["numba"] = {"group_norm": norm_numba, "silu": norm_numba, "adam": optim_numba}
+    rows = []
+    for row, op, shape in FUSED_ROWS:
+        shape, arrays = fused_problem(op, shape, 8 if args.quick else 1)
+        times = {name: median_time(fused_step(m[op], op, arrays), args.repeats, args.warmups)
+                 for name, m in modules.items()}
+        if theirs is not None:
+            times["torch"] = theirs["fused"][row]
+        nbytes = 4 * FUSED_ARRAYS[op] * int(np.prod(shape))
+        fast = times.get("numba")
+        gbs = nbytes / fast / 1e9 if fast else None
+        rows.append(dict(name=row, op=op, shape=shape, bytes=nbytes, us={k: 1e6 * v for k, v in times.items()},
+                         gbs=gbs, percent_of_peak_copy=100 * gbs / peaks["copy_gbs"] if gbs else None,
+                         speedup_vs_numpy=times["numpy"] / fast if fast else None,
+                         ratio_vs_torch=times["torch"] / fast if fast and "torch" in times else None))
+        print(f"  {row} {op} {shape}: " + ", ".join(f"{k} {1e6 * v:.0f} us" for k, v in times.items()), flush=True)
+    return rows
+
+
+def fused_table(rows):
+    lines = ["| row | op (forward + backward; Adam: one update) | shape | Numba µs | NumPy µs | PyTorch µs "
+             "| Numba GB/s | % of copy peak | × NumPy | × PyTorch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["name"], r["op"], "×".join(map(str, r["shape"])), _fmt(r["us"].get("numba"), "{:.0f}"),
+            _fmt(r["us"]["numpy"], "{:.0f}"), _fmt(r["us"].get("torch"), "{:.0f}"), _fmt(r["gbs"]),
+            _fmt(r["percent_of_peak_copy"], "{:.0f}%"), _fmt(r["speedup_vs_numpy"], "{:.2f}×"),
+            _fmt(r["ratio_vs_torch"], "{:.2f}×")))
+    lines.append("\nGB/s: forward + backward arrays (x, y; dy, x, dx) or Adam's (p, g, m, v read; p, m, v "
+                 "written), each counted once.")
+    return "\n".join(lines)
+
+
 # Sections run in this order: (name, rows function, table function, PyTorch times function).
 SECTIONS = [("conv", conv_section, conv_table, conv_torch_times),
-            ("noise", noise_section, noise_table, noise_torch_times)]
+            ("noise", noise_section, noise_table, noise_torch_times),
+            ("fused", fused_section, fused_table, fused_torch_times)]
 
 
 # --- PyTorch, in a process of its own ---------------------------------------------------------------
