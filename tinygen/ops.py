@@ -2,10 +2,10 @@
 
 Each primitive is a `Function` with `forward(ctx, *arrays, **params)` and `backward(ctx,
 grad_out)` side by side, on raw arrays (NumPy or CuPy: `xp = get_array_module(x)`). Everything
-else in tinygen (mean, var, softmax, batch and layer norm, the losses, pooling) is composed from
-these, so its gradient follows from the chain rule and is covered by the same gradient checks.
-GroupNorm and SiLU could be composed too, and were: they are primitives because the diffusion
-UNet spends much of its step in them, and one fused kernel beats ten NumPy passes.
+else in tinygen (mean, var, softmax, layer norm, the losses, pooling) is composed from these, so
+its gradient follows from the chain rule and is covered by the same gradient checks. GroupNorm,
+BatchNorm and SiLU could be composed too, and were: they are primitives because the DDPM UNet
+and the DCGAN spend much of their step in them, and one fused kernel beats ten NumPy passes.
 
 | group       | primitives                                                   |
 | ----------- | ------------------------------------------------------------ |
@@ -14,7 +14,7 @@ UNet spends much of its step in them, and one fused kernel beats ten NumPy passe
 | reduction   | Sum, Max                                                     |
 | movement    | Reshape, Permute, Expand, GetItem, Pad, Cat, ToDevice        |
 | convolution | Unfold, Conv2d, ConvTranspose2d (kernels in tinygen.kernels)  |
-| fused       | GroupNorm, SiLU (kernels in tinygen.kernels.normalization)   |
+| fused       | GroupNorm, BatchNorm (training), SiLU (kernels in tinygen.kernels.normalization) |
 
 Conventions at the kinks (NOTE: tested in tests/test_ops.py): relu'(0) = 0, abs'(0) = 0, clamp
 passes the gradient where min <= x <= max (boundaries included), and a maximum shared by several
@@ -493,6 +493,35 @@ class GroupNorm(Function):
     def backward(ctx, grad_out):
         x, weight, mean, rstd = ctx.saved_tensors
         return norm_kernels.group_norm_backward(grad_out, x, weight, mean, rstd, ctx.num_groups)
+
+
+class BatchNorm(Function):
+    """x (N, C, *) normalised per channel by the batch's own statistics (training mode), then
+    scaled and shifted: weight and bias are (C,) arrays of x's dtype. `running`, if given, is
+    (running_mean, running_var, momentum), either array possibly None: the arrays are moved towards the batch's mean and
+    unbiased variance in place, running = (1 - momentum) running + momentum batch, as
+    torch.nn.functional.batch_norm does inside its kernel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, running=None):
+        y, mean, var = norm_kernels.batch_norm_forward(x, weight, bias, eps)
+        if running is not None:
+            running_mean, running_var, momentum = running
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+            if running_var is not None:
+                count = x.size // x.shape[1]
+                running_var *= 1 - momentum
+                running_var += momentum * var * (count / (count - 1))
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, var = ctx.saved_tensors
+        return norm_kernels.batch_norm_backward(grad_out, x, weight, mean, var, ctx.eps)
 
 
 class SiLU(Function):

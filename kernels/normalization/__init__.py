@@ -1,4 +1,4 @@
-"""Group normalization and SiLU kernels, and the dispatcher that picks which implementation runs.
+"""Group and batch normalization and SiLU kernels, and the dispatcher that picks which implementation runs.
 
 `implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (NumPy; on CuPy
 arrays too, through `xp`) or `cpu_numba` (imported on first use only). The family has no CUDA
@@ -42,6 +42,14 @@ def group_norm_forward(x, weight, bias, num_groups, eps):
 
 def group_norm_backward(grad_out, x, weight, mean, rstd, num_groups):
     return _dispatch("group_norm_backward", x)(grad_out, x, weight, mean, rstd, num_groups)
+
+
+def batch_norm_forward(x, weight, bias, eps):
+    return _dispatch("batch_norm_forward", x)(x, weight, bias, eps)
+
+
+def batch_norm_backward(grad_out, x, weight, mean, var, eps):
+    return _dispatch("batch_norm_backward", x)(grad_out, x, weight, mean, var, eps)
 
 
 def silu_forward(x):

@@ -1,4 +1,4 @@
-"""Group normalization and SiLU on the CPU with Numba: the functions of `reference.py`, fused.
+"""Group and batch normalization and SiLU on the CPU with Numba: the functions of `reference.py`, fused.
 
 Composed from tinygen's primitive ops, GroupNorm costs about ten passes over the activations
 forward and fifteen backward, and SiLU four and five, each a single-threaded NumPy loop into a
@@ -12,6 +12,8 @@ over blocks of the flat array:
 - `group_norm_backward`: per (n, g), one pass summing dy and dy*xhat per channel (the weight
   and bias gradients, kept per sample and added over samples in order afterwards, so that no
   result depends on the thread count) and dxhat, dxhat*xhat per group; one pass writing dx.
+- `batch_norm_forward` / `batch_norm_backward` (training mode): the same passes, one task per
+  channel over all samples; the weight and bias gradients are then whole per task.
 - `silu_forward` / `silu_backward`: one pass each, sigmoid from one exp as in the reference;
   in float32 that exp is our own vectorizable `_exp_neg32`, not libm's scalar expf.
 
@@ -152,6 +154,54 @@ def _group_norm_backward(dy, x, weight, mean, rstd, dx, dw_n, db_n):
                         dw_n[n, g], db_n[n, g])
 
 
+@numba.njit(parallel=True, **_jit)
+def _batch_norm_forward(x, weight, bias, eps, y, mean, var):
+    """x, y (N, C, S); weight, bias, mean, var (C,). One task per channel, sums over LANES lanes."""
+    N, C, S = x.shape
+    for c in prange(C):
+        acc = np.zeros(LANES)
+        for n in range(N):
+            _add_lanes(x[n, c], acc)
+        mu = _total(acc) / (N * S)
+        acc[:] = 0.0
+        for n in range(N):
+            _add_square_lanes(x[n, c], mu, acc)
+        v = _total(acc) / (N * S)
+        mean[c], var[c] = mu, v
+        scale = weight[c] / np.sqrt(v + eps)
+        shift = bias[c] - mu * scale
+        for n in range(N):
+            src, dst = x[n, c], y[n, c]
+            for s in range(S):
+                dst[s] = src[s] * scale + shift
+
+
+@numba.njit(parallel=True, **_jit)
+def _batch_norm_backward(dy, x, weight, mean, var, eps, dx, dw, db):
+    """dy, x, dx (N, C, S); weight, mean, var, dw, db (C,). One task per channel."""
+    N, C, S = x.shape
+    m = S - S % LANES
+    for c in prange(C):
+        mu, r = np.float64(mean[c]), 1.0 / np.sqrt(np.float64(var[c]) + eps)
+        sum_dy, sum_dy_xhat = np.zeros(LANES), np.zeros(LANES)
+        for n in range(N):
+            d, row = dy[n, c], x[n, c]
+            for j0 in range(0, m, LANES):
+                for k in range(LANES):
+                    sum_dy[k] += d[j0 + k]
+                    sum_dy_xhat[k] += d[j0 + k] * ((row[j0 + k] - mu) * r)
+            for j in range(m, S):
+                sum_dy[0] += d[j]
+                sum_dy_xhat[0] += d[j] * ((row[j] - mu) * r)
+        db[c], dw[c] = _total(sum_dy), _total(sum_dy_xhat)
+        wc = weight[c]
+        a, b = wc * db[c] / (N * S), wc * dw[c] / (N * S)
+        for n in range(N):
+            d, row, out = dy[n, c], x[n, c], dx[n, c]
+            for s in range(S):
+                out[s] = r * (d[s] * wc - a - (row[s] - mu) * r * b)
+
+
 # 2^-k for k = 0..151 (2^-150 and 2^-151 round to 0 and 2^-149): the scale of `_exp_neg32`.
 _POW2_NEG = np.array([2.0**-k for k in range(152)], dtype=np.float32)
 
@@ -271,6 +321,27 @@ def group_norm_backward(grad_out, x, weight, mean, rstd, num_groups):
     np.sum(dw_n.reshape(n, c), axis=0, out=grad_weight)  # sample by sample, in order
     np.sum(db_n.reshape(n, c), axis=0, out=grad_bias)
     return dx, grad_weight, grad_bias
+
+
+def batch_norm_forward(x, weight, bias, eps):
+    """(y, mean, var) as in the reference."""
+    n, c = x.shape[:2]
+    x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+    y, mean, var = _empty(x.shape, x.dtype), _empty((c,), x.dtype), _empty((c,), x.dtype)
+    _batch_norm_forward(x3, np.ascontiguousarray(weight, x.dtype), np.ascontiguousarray(bias, x.dtype), eps,
+                        y.reshape(x3.shape), mean, var)
+    return y, mean, var
+
+
+def batch_norm_backward(grad_out, x, weight, mean, var, eps):
+    """(grad_x, grad_weight, grad_bias) as in the reference."""
+    n, c = x.shape[:2]
+    x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+    dy = np.ascontiguousarray(grad_out, x.dtype).reshape(x3.shape)
+    dx, dw, db = _empty(x.shape, x.dtype), _empty((c,), x.dtype), _empty((c,), x.dtype)
+    _batch_norm_backward(dy, x3, np.ascontiguousarray(weight, x.dtype), np.ascontiguousarray(mean),
+                         np.ascontiguousarray(var), eps, dx.reshape(x3.shape), dw, db)
+    return dx, dw, db
 
 
 def silu_forward(x):

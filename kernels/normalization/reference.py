@@ -19,6 +19,11 @@ backward, with dy = grad_out and dxhat = dy * weight[c]:
 dxhat along the directions mean and var change in). `mean` and `rstd`, (N, G), are what the
 forward pass hands the backward one.
 
+BatchNorm in training (Ioffe & Szegedy, 2015) is the same normalisation with one group per
+channel c spanning every sample: mean and var over (N, *spatial) of channel c, var biased
+(the running variance the caller keeps is the unbiased one), and the same backward with the
+means over (N, *spatial). Its forward returns (y, mean, var).
+
 SiLU (the swish of the DDPM UNet): y = x * sigmoid(x), dy/dx = s * (1 + x * (1 - s)) with
 s = sigmoid(x), computed from e = exp(-|x|) <= 1 so that nothing overflows: s = 1 / (1 + e)
 for x >= 0 and e / (1 + e) below.
@@ -52,6 +57,39 @@ def group_norm_backward(grad_out, x, weight, mean, rstd, num_groups):
         dxhat - dxhat.mean(axis=2, keepdims=True) - xhat * (dxhat * xhat).mean(axis=2, keepdims=True)
     )
     return grad_x.reshape(x.shape), grad_weight, grad_bias
+
+
+def _channel_axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(a, x):
+    """A (C,) array shaped to broadcast against x (N, C, *spatial)."""
+    return a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def batch_norm_forward(x, weight, bias, eps):
+    """(y like x, mean (C,), var (C,)) with the batch's statistics per channel; weight, bias (C,)."""
+    xp = get_array_module(x)
+    axes = _channel_axes(x)
+    mean = x.mean(axis=axes)
+    centered = x - _per_channel(mean, x)
+    var = (centered * centered).mean(axis=axes)
+    xhat = centered * _per_channel(1 / xp.sqrt(var + eps), x)
+    return xhat * _per_channel(weight, x) + _per_channel(bias, x), mean, var
+
+
+def batch_norm_backward(grad_out, x, weight, mean, var, eps):
+    """(grad_x like x, grad_weight (C,), grad_bias (C,)) from the forward pass's mean and var."""
+    xp = get_array_module(x)
+    axes = _channel_axes(x)
+    rstd = _per_channel(1 / xp.sqrt(var + eps), x)
+    xhat = (x - _per_channel(mean, x)) * rstd
+    grad_bias = grad_out.sum(axis=axes)
+    grad_weight = (grad_out * xhat).sum(axis=axes)
+    dxhat = grad_out * _per_channel(weight, x)
+    grad_x = rstd * (dxhat - dxhat.mean(axis=axes, keepdims=True) - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    return grad_x, grad_weight, grad_bias
 
 
 def _sigmoid(x):

@@ -1,4 +1,4 @@
-"""The fused GroupNorm and SiLU kernels (kernels/normalization/) and their dispatch.
+"""The fused GroupNorm, BatchNorm (training) and SiLU kernels (kernels/normalization/) and their dispatch.
 
 The oracles:
 - the NumPy reference against central finite differences (its backward functions are the
@@ -8,7 +8,7 @@ The oracles:
   poisoned (NaN-filled) before each call, so an element a kernel never writes fails;
 - group statistics far from zero (|mean| >> std), where a one-pass variance would cancel;
 - the dispatcher: which module ran under each TINYGEN_KERNELS.
-tests/test_functional.py checks F.group_norm and F.silu (now these ops) against torch and by
+tests/test_functional.py checks F.group_norm, F.batch_norm and F.silu (these ops) against torch and by
 finite differences through autograd, under the default kernels.
 """
 
@@ -37,6 +37,17 @@ def group_norm_problem(data, dtype=np.float64):
     return x, weight, bias, groups, data.draw(st.sampled_from([1e-5, 0.1]))
 
 
+def batch_norm_problem(data, dtype=np.float64):
+    """(x, weight, bias, None, eps) with x (N, C, *spatial), at least two values per channel."""
+    shape = (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 5))) + data.draw(shapes(0, 3, max_side=5))
+    if shape[0] * int(np.prod(shape[2:])) < 2:
+        shape = (2,) + shape[1:]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = (make_array(rng, shape) + data.draw(st.sampled_from([0.0, 3.0]))).astype(dtype)
+    weight, bias = (make_array(rng, shape[1:2]).astype(dtype) for _ in range(2))
+    return x, weight, bias, None, data.draw(st.sampled_from([1e-5, 0.1]))
+
+
 def directional_derivative(f, args, i, v, eps=1e-6):
     """d/dt sum(f(args with args[i] + t v) * r) at t = 0 by central differences, r = f's cotangent."""
     plus, minus = list(args), list(args)
@@ -63,6 +74,31 @@ def test_reference_group_norm_backward_is_the_gradient(data):
         v = rng.standard_normal(arg.shape)
         expected = directional_derivative(loss, (x, weight, bias), i, v)
         assert abs(float((grads[i] * v).sum()) - expected) <= 1e-5 * max(1.0, abs(expected))
+
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_reference_batch_norm_backward_is_the_gradient(data):
+    x, weight, bias, _, eps = batch_norm_problem(data)
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal(x.shape)
+    _, mean, var = reference.batch_norm_forward(x, weight, bias, eps)
+    grads = reference.batch_norm_backward(r, x, weight, mean, var, eps)
+
+    def loss(x_, w_, b_):
+        return float((reference.batch_norm_forward(x_, w_, b_, eps)[0] * r).sum())
+
+    for i, arg in enumerate((x, weight, bias)):
+        v = rng.standard_normal(arg.shape)
+        expected = directional_derivative(loss, (x, weight, bias), i, v)
+        assert abs(float((grads[i] * v).sum()) - expected) <= 1e-5 * max(1.0, abs(expected))
+
+
+def test_reference_batch_norm_statistics():
+    x = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4)
+    _, mean, var = reference.batch_norm_forward(x, np.ones(3), np.zeros(3), 0.0)
+    np.testing.assert_allclose(mean, x.transpose(1, 0, 2).reshape(3, -1).mean(axis=1))
+    np.testing.assert_allclose(var, x.transpose(1, 0, 2).reshape(3, -1).var(axis=1))  # biased
 
 
 @settings(max_examples=40)
@@ -130,6 +166,30 @@ def grad_terms(g, x, weight, groups, eps):
     dxhat = np.abs(dy * weight[:, None]).reshape(n, groups, -1)
     gx = rstd[..., None] * (dxhat + dxhat.mean(axis=2, keepdims=True) + np.abs(xhat) * (dxhat * np.abs(xhat)).mean(axis=2, keepdims=True))
     return gx.reshape(x.shape), np.abs(dy * xhat.reshape(n, c, -1)).sum(axis=(0, 2)), np.abs(dy).sum(axis=(0, 2))
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_numba_batch_norm_matches_reference(cpu_numba, dtype, data):
+    kernels, _ = cpu_numba
+    x, weight, bias, _, eps = batch_norm_problem(data, dtype)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, weight, bias))
+    expected = reference.batch_norm_forward(x64, w64, b64, eps)
+    got = kernels.batch_norm_forward(x, weight, bias, eps)
+    for out, ref, what in zip(got, expected, ("y", "mean", "var")):
+        assert_kernel_output(out, ref.astype(dtype), what=what)
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(dtype)
+    expected = reference.batch_norm_backward(g.astype(np.float64), x64, w64, *expected[1:], eps)
+    got = kernels.batch_norm_backward(g, x, weight, *got[1:], eps)
+    # the terms of grad_x as for group norm, with the channel over all samples as the group
+    n, c = x.shape[:2]
+    as_groups = [a.reshape(n, c, -1).transpose(1, 0, 2).reshape(1, c, -1) for a in (g, x)]
+    terms = grad_terms(*as_groups[:1], as_groups[1], weight, c, eps)
+    terms = (terms[0].reshape(c, n, -1).transpose(1, 0, 2).reshape(x.shape),) + terms[1:]
+    for out, ref, term, what in zip(got, expected, terms, ("grad_x", "grad_weight", "grad_bias")):
+        assert_kernel_output(out, ref.astype(dtype), what=what, terms=term)
 
 
 @numba_only

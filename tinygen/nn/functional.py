@@ -288,29 +288,29 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                 f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({c},) for the {c} channels "
                 f"of input {tuple(input.shape)}"
             )
-    axes = (0,) + tuple(range(2, input.ndim))
     shape = (1, c) + (1,) * (input.ndim - 2)
     if training:
-        count = input.numel() // c
-        if count < 2:
+        if input.numel() // c < 2:
             raise ShapeError(f"batch_norm in training needs more than one value per channel, got shape {tuple(input.shape)}")
-        mean = input.mean(axes, keepdim=True)
-        var = input.var(axes, keepdim=True, correction=0)
-        if running_mean is not None:
-            rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-            rm *= 1 - momentum
-            rm += momentum * mean.data.reshape(c)
-        if running_var is not None:
-            rv = running_var.data if isinstance(running_var, Tensor) else running_var
-            rv *= 1 - momentum
-            rv += momentum * var.data.reshape(c) * (count / (count - 1))
-    else:
-        if running_mean is None or running_var is None:
-            raise ArgumentError("batch_norm in eval mode needs running_mean and running_var")
-        mean = Tensor(running_mean).reshape(shape)
-        var = Tensor(running_var).reshape(shape)
-    x = (input - mean) / (var + eps).sqrt()
+        running = [t.data if isinstance(t, Tensor) else t for t in (running_mean, running_var)]
+        input, weight, bias = _norm_arguments(input, weight, bias)
+        return ops.BatchNorm.apply(input, weight, bias, eps=eps,
+                                   running=None if running[0] is None and running[1] is None else (*running, momentum))
+    if running_mean is None or running_var is None:
+        raise ArgumentError("batch_norm in eval mode needs running_mean and running_var")
+    x = (input - Tensor(running_mean).reshape(shape)) / (Tensor(running_var).reshape(shape) + eps).sqrt()
     return _affine(x, weight, bias, shape)
+
+
+def _norm_arguments(input, weight, bias):
+    """input, weight and bias as tensors of one floating dtype (at least float32), the missing
+    weight as ones and bias as zeros (constants)."""
+    xp = backend.get_array_module(input.data)
+    dtype = xp.result_type(*(t.dtype for t in (input, weight, bias) if t is not None), np.float32)
+    c = input.shape[1]
+    weight = Tensor(xp.ones(c, dtype)) if weight is None else weight
+    bias = Tensor(xp.zeros(c, dtype)) if bias is None else bias
+    return (t.to(dtype=dtype) for t in (input, weight, bias))
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -319,13 +319,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     n, c = input.shape[:2]
     if num_groups < 1 or c % num_groups:
         raise ArgumentError(f"num_groups={num_groups} must divide the {c} channels")
-    xp = backend.get_array_module(input.data)
-    dtype = xp.result_type(*(t.dtype for t in (input, weight, bias) if t is not None), np.float32)
-    if weight is None:
-        weight = Tensor(xp.ones(c, dtype))
-    if bias is None:
-        bias = Tensor(xp.zeros(c, dtype))
-    return ops.GroupNorm.apply(*(t.to(dtype=dtype) for t in (input, weight, bias)), num_groups=num_groups, eps=eps)
+    return ops.GroupNorm.apply(*_norm_arguments(input, weight, bias), num_groups=num_groups, eps=eps)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
