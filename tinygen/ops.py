@@ -4,7 +4,7 @@ Each primitive is a `Function` with `forward(ctx, *arrays, **params)` and `backw
 grad_out)` side by side, on raw arrays (NumPy or CuPy: `xp = get_array_module(x)`). Everything
 else in tinygen (mean, var, softmax, layer norm, the losses, pooling) is composed from these, so
 its gradient follows from the chain rule and is covered by the same gradient checks. GroupNorm,
-BatchNorm and SiLU could be composed too, and were: they are primitives because the DDPM UNet
+BatchNorm, LeakyRelu and SiLU could be composed too, and were: they are primitives because the DDPM UNet
 and the DCGAN spend much of their step in them, and one fused kernel beats ten NumPy passes.
 
 | group       | primitives                                                   |
@@ -14,7 +14,7 @@ and the DCGAN spend much of their step in them, and one fused kernel beats ten N
 | reduction   | Sum, Max                                                     |
 | movement    | Reshape, Permute, Expand, GetItem, Pad, Cat, ToDevice        |
 | convolution | Unfold, Conv2d, ConvTranspose2d (kernels in tinygen.kernels)  |
-| fused       | GroupNorm, BatchNorm (training), SiLU (kernels in tinygen.kernels.normalization) |
+| fused       | GroupNorm, BatchNorm (training), LeakyRelu, SiLU (kernels in tinygen.kernels.normalization) |
 
 Conventions at the kinks (NOTE: tested in tests/test_ops.py): relu'(0) = 0, abs'(0) = 0, clamp
 passes the gradient where min <= x <= max (boundaries included), and a maximum shared by several
@@ -522,6 +522,21 @@ class BatchNorm(Function):
     def backward(ctx, grad_out):
         x, weight, mean, var = ctx.saved_tensors
         return norm_kernels.batch_norm_backward(grad_out, x, weight, mean, var, ctx.eps)
+
+
+class LeakyRelu(Function):
+    """x for x > 0, negative_slope * x below (floating x); NOTE: derivative 0 at x = 0, like relu."""
+
+    @staticmethod
+    def forward(ctx, x, negative_slope):
+        ctx.save_for_backward(x)
+        ctx.negative_slope = negative_slope
+        return norm_kernels.leaky_relu_forward(x, negative_slope)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return norm_kernels.leaky_relu_backward(grad_out, x, ctx.negative_slope)
 
 
 class SiLU(Function):

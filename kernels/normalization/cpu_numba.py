@@ -14,6 +14,7 @@ over blocks of the flat array:
   result depends on the thread count) and dxhat, dxhat*xhat per group; one pass writing dx.
 - `batch_norm_forward` / `batch_norm_backward` (training mode): the same passes, one task per
   channel over all samples; the weight and bias gradients are then whole per task.
+- `leaky_relu_forward` / `leaky_relu_backward`: one pass each (composed: seven and six).
 - `silu_forward` / `silu_backward`: one pass each, sigmoid from one exp as in the reference;
   in float32 that exp is our own vectorizable `_exp_neg32`, not libm's scalar expf.
 
@@ -291,6 +292,38 @@ def _silu_backward(dy, x, dx):
         _silu_backward_run(dy[lo:hi], x[lo:hi], dx[lo:hi])
 
 
+@numba.njit(**_jit)
+def _leaky_relu_forward_run(x, slope, y):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+@numba.njit(**_jit)
+def _leaky_relu_backward_run(dy, x, slope, dx):
+    for i in range(x.shape[0]):
+        v = x[i]
+        dx[i] = dy[i] if v > 0 else (dy[i] * slope if v < 0 else dy[i] * 0)
+
+
+@numba.njit(parallel=True, **_jit)
+def _leaky_relu_forward(x, slope, y):
+    n = x.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        _leaky_relu_forward_run(x[lo:hi], slope, y[lo:hi])
+
+
+@numba.njit(parallel=True, **_jit)
+def _leaky_relu_backward(dy, x, slope, dx):
+    n = x.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        _leaky_relu_backward_run(dy[lo:hi], x[lo:hi], slope, dx[lo:hi])
+
+
 def _grouped(a, num_groups):
     """(N, C, *spatial) as a contiguous (N, G, C/G, S) array (no copy when a is contiguous)."""
     n, c = a.shape[:2]
@@ -356,4 +389,19 @@ def silu_backward(grad_out, x):
     dx = _empty(x.shape, x.dtype)
     _silu_backward(np.ascontiguousarray(grad_out, x.dtype).reshape(-1), np.ascontiguousarray(x).reshape(-1),
                    dx.reshape(-1))
+    return dx
+
+
+def leaky_relu_forward(x, negative_slope):
+    """As in the reference, one pass."""
+    y = _empty(x.shape, x.dtype)
+    _leaky_relu_forward(np.ascontiguousarray(x).reshape(-1), x.dtype.type(negative_slope), y.reshape(-1))
+    return y
+
+
+def leaky_relu_backward(grad_out, x, negative_slope):
+    """As in the reference, one pass."""
+    dx = _empty(x.shape, x.dtype)
+    _leaky_relu_backward(np.ascontiguousarray(grad_out, x.dtype).reshape(-1), np.ascontiguousarray(x).reshape(-1),
+                         x.dtype.type(negative_slope), dx.reshape(-1))
     return dx

@@ -24,6 +24,9 @@ channel c spanning every sample: mean and var over (N, *spatial) of channel c, v
 (the running variance the caller keeps is the unbiased one), and the same backward with the
 means over (N, *spatial). Its forward returns (y, mean, var).
 
+LeakyReLU (the GANs' activation): y = x for x > 0, slope * x below; its derivative is 1 above 0,
+slope below and 0 at 0 (the convention of relu'(0) = 0 that composing it from relus gave).
+
 SiLU (the swish of the DDPM UNet): y = x * sigmoid(x), dy/dx = s * (1 + x * (1 - s)) with
 s = sigmoid(x), computed from e = exp(-|x|) <= 1 so that nothing overflows: s = 1 / (1 + e)
 for x >= 0 and e / (1 + e) below.
@@ -108,3 +111,14 @@ def silu_backward(grad_out, x):
     """grad_out * d silu / dx at x."""
     s = _sigmoid(x)
     return grad_out * (s * (1 + x * (1 - s)))
+
+
+def leaky_relu_forward(x, negative_slope):
+    """x where x > 0, negative_slope * x elsewhere."""
+    return get_array_module(x).where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_backward(grad_out, x, negative_slope):
+    """grad_out * (1 where x > 0, negative_slope where x < 0, 0 at 0)."""
+    xp = get_array_module(x)
+    return xp.where(x > 0, grad_out, xp.where(x < 0, grad_out * negative_slope, 0 * grad_out))

@@ -1,4 +1,4 @@
-"""The fused GroupNorm, BatchNorm (training) and SiLU kernels (kernels/normalization/) and their dispatch.
+"""The fused GroupNorm, BatchNorm (training), LeakyReLU and SiLU kernels (kernels/normalization/) and their dispatch.
 
 The oracles:
 - the NumPy reference against central finite differences (its backward functions are the
@@ -8,7 +8,7 @@ The oracles:
   poisoned (NaN-filled) before each call, so an element a kernel never writes fails;
 - group statistics far from zero (|mean| >> std), where a one-pass variance would cancel;
 - the dispatcher: which module ran under each TINYGEN_KERNELS.
-tests/test_functional.py checks F.group_norm, F.batch_norm and F.silu (these ops) against torch and by
+tests/test_functional.py checks F.group_norm, F.batch_norm, F.leaky_relu and F.silu (these ops) against torch and by
 finite differences through autograd, under the default kernels.
 """
 
@@ -206,6 +206,30 @@ def test_numba_silu_matches_reference(cpu_numba, dtype, data):
     assert_kernel_output(kernels.silu_forward(x), reference.silu_forward(x.astype(np.float64)).astype(dtype))
     assert_kernel_output(kernels.silu_backward(g, x),
                          reference.silu_backward(g.astype(np.float64), x.astype(np.float64)).astype(dtype))
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_numba_leaky_relu_matches_reference(cpu_numba, dtype, data):
+    kernels, _ = cpu_numba
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shape = data.draw(st.one_of(shapes(0, 4), st.integers(1, 3 * kernels.BLOCK + 7).map(lambda n: (n,))))
+    x = make_array(rng, shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = 0  # the kink, where the derivative is 0 by convention
+    g = rng.standard_normal(shape).astype(dtype)
+    slope = data.draw(st.sampled_from([0.01, 0.2, 1.5]))
+    assert_kernel_output(kernels.leaky_relu_forward(x, slope), reference.leaky_relu_forward(x, slope))
+    got = kernels.leaky_relu_backward(g, x, slope)
+    assert_kernel_output(got, reference.leaky_relu_backward(g, x, slope))
+    assert not got[x == 0].any()
+
+
+def test_reference_leaky_relu_derivative():
+    x = np.array([-2.0, 0.0, 3.0])
+    np.testing.assert_array_equal(reference.leaky_relu_forward(x, 0.2), [-0.4, 0.0, 3.0])
+    np.testing.assert_array_equal(reference.leaky_relu_backward(np.ones(3), x, 0.2), [0.2, 0.0, 1.0])
 
 
 @numba_only

@@ -223,7 +223,8 @@ def relu(input):
 
 
 def leaky_relu(input, negative_slope=0.01):
-    return input.relu() - negative_slope * (-input).relu()
+    """x for x > 0, negative_slope * x below (one fused primitive, `ops.LeakyRelu`; derivative 0 at 0)."""
+    return ops.LeakyRelu.apply(input.to(dtype=np.result_type(input.dtype, np.float32)), negative_slope=negative_slope)
 
 
 def sigmoid(input):
