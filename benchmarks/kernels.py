@@ -77,6 +77,22 @@ def median_time(fn, repeats, warmups=2):
     return statistics.median(times)
 
 
+def reference_time(fn, repeats, warmups=2):
+    """`median_time` of a NumPy-reference call, then a pause while OpenBLAS's threads stop spinning.
+
+    The reference's products run on OpenBLAS's own pool, whose threads spin for about a tenth
+    of a second after each product; a Numba kernel timed right after shared the cores with them
+    (c1: 14.8 ms instead of 7.7). tinygen's kernels never start that pool (`tinygen.backend`),
+    so the pause gives each row's Numba timing the machine a user of the kernels gets.
+    """
+    seconds = median_time(fn, repeats, warmups)
+    time.sleep(BLAS_SPIN_S)
+    return seconds
+
+
+BLAS_SPIN_S = 0.3
+
+
 # --- the machine --------------------------------------------------------------------------------
 
 def _fma_chains(numba, lanes):
@@ -239,7 +255,7 @@ def conv_section(args, peaks, theirs):
     rows = []
     for shape in CONV_SHAPES:
         prob = conv_problem(shape, batch_divisor=8 if args.quick else 1)
-        times = {"numpy": median_time(tinygen_step(reference, prob), args.repeats, args.warmups)}
+        times = {"numpy": reference_time(tinygen_step(reference, prob), args.repeats, args.warmups)}
         if from_numba is not None:
             times["numba"] = median_time(tinygen_step(from_numba, prob), args.repeats, args.warmups)
         if theirs is not None:
@@ -356,7 +372,7 @@ def noise_section(args, peaks, theirs):
         copies = [lambda: np.copyto(dst, src)] + ([lambda: copy(src, dst)] if copy is not None else [])
         copy_gbs = max(8 * n / median_time(fn, repeats, args.warmups) / 1e9 for fn in copies)
         for name, function, rng, arrays in NOISE_OPS:
-            times = {"numpy": median_time(noise_step(noise_reference, function, prob), repeats, args.warmups)}
+            times = {"numpy": reference_time(noise_step(noise_reference, function, prob), repeats, args.warmups)}
             if from_numba is not None:
                 times["numba_out"] = median_time(noise_step(from_numba, function, prob, out=True), repeats,
                                                  args.warmups)
@@ -500,7 +516,8 @@ def fused_section(args, peaks, theirs):
     rows = []
     for row, op, shape in FUSED_ROWS:
         shape, arrays = fused_problem(op, shape, 8 if args.quick else 1)
-        times = {name: median_time(fused_step(m[op], op, arrays), args.repeats, args.warmups)
+        times = {name: (reference_time if name == "numpy" else median_time)(fused_step(m[op], op, arrays),
+                                                                            args.repeats, args.warmups)
                  for name, m in modules.items()}
         if theirs is not None:
             times["torch"] = theirs["fused"][row]
