@@ -29,9 +29,10 @@ each parallel region waits for its slowest thread. tinygen therefore:
    just while the OpenMP runtime reads it (so GNU OpenMP sleeps at once: GOMP_SPINCOUNT 0),
    then puts the environment back; variables the user did set win;
 2. never lets OpenBLAS's pool run between the kernels: every product of the Numba kernels and
-   of `ops.MatMul` while they are in use (`matmul`, `split_matmul`) runs as single-threaded
-   OpenBLAS slabs, one per Numba thread, on the calling thread and a small thread pool whose
-   threads sleep on a queue; OpenBLAS's count is set to 1 only for the duration of a product.
+   of `ops.MatMul` while they are in use runs single-threaded in OpenBLAS, on the calling thread
+   and a small thread pool whose threads sleep on a queue (`run_split`): the conv kernels' batch
+   chunks (im2col, product, col2im each), or `split_matmul`'s slabs of one product (`matmul`);
+   OpenBLAS's count is set to 1 only for the duration.
 
 Conv forward + backward-input + backward-weight, float32, ms, median of 7 (AMD EPYC Zen 4,
 2 cores; c1 128x1->32x28x28 k3, c2 128x32->64x14x14 k3, c4 128x64->128 14x14 k4 s2,
@@ -409,8 +410,8 @@ def blas_pool():
     `set_blas_threads(n)` is OpenBLAS's `openblas_set_num_threads_local`: it sets the thread
     count of the products started from then on and returns the previous count, so that the
     caller can put it back. (Despite its name it is not per thread in OpenBLAS 0.3.31: a
-    count set on one thread holds on every thread, which is why `split_matmul` sets it once
-    around all of its slabs.)
+    count set on one thread holds on every thread, which is why `run_split` sets it once
+    around all of its tasks.)
     """
     global _blas
     if _blas is None:
