@@ -113,25 +113,32 @@ def _group_norm_forward(x, weight, bias, eps, y, mean, rstd):
         mean[n, g], rstd[n, g] = _group_forward(x[n, g], weight[g], bias[g], eps, y[n, g])
 
 
+@numba.njit(inline="always", cache=True)
+def _add_gradient_lanes(d, row, mu, r, sum_dy, sum_dy_xhat):
+    """sum_dy[k] += d[j] and sum_dy_xhat[k] += d[j] * xhat[j], xhat = (row - mu) * r, over LANES
+    lanes (j = k mod LANES; the tail into lane 0): the bias and weight gradients' sums."""
+    n = row.shape[0]
+    m = n - n % LANES
+    for j0 in range(0, m, LANES):
+        for k in range(LANES):
+            sum_dy[k] += d[j0 + k]
+            sum_dy_xhat[k] += d[j0 + k] * ((row[j0 + k] - mu) * r)
+    for j in range(m, n):
+        sum_dy[0] += d[j]
+        sum_dy_xhat[0] += d[j] * ((row[j] - mu) * r)
+
+
 @numba.njit(**_jit)
 def _group_backward(dy, xs, weight, mu, r, dx, dw, db):
     """One group: dy, xs, dx (Cg, S); weight, dw, db (Cg,): this sample's weight and bias
     gradients. The per-channel sums over LANES lanes, as in `_group_forward`."""
     Cg, S = xs.shape
-    m = S - S % LANES
     sum_dy, sum_dy_xhat = np.zeros(LANES), np.zeros(LANES)
     sum_dxhat, sum_dxhat_xhat = 0.0, 0.0
     for c in range(Cg):
-        d, row = dy[c], xs[c]
         sum_dy[:] = 0.0
         sum_dy_xhat[:] = 0.0
-        for j0 in range(0, m, LANES):
-            for k in range(LANES):
-                sum_dy[k] += d[j0 + k]
-                sum_dy_xhat[k] += d[j0 + k] * ((row[j0 + k] - mu) * r)
-        for j in range(m, S):
-            sum_dy[0] += d[j]
-            sum_dy_xhat[0] += d[j] * ((row[j] - mu) * r)
+        _add_gradient_lanes(dy[c], xs[c], mu, r, sum_dy, sum_dy_xhat)
         db[c], dw[c] = _total(sum_dy), _total(sum_dy_xhat)
         sum_dxhat += weight[c] * db[c]
         sum_dxhat_xhat += weight[c] * dw[c]
@@ -181,19 +188,11 @@ def _batch_norm_forward(x, weight, bias, eps, y, mean, var):
 def _batch_norm_backward(dy, x, weight, mean, var, eps, dx, dw, db):
     """dy, x, dx (N, C, S); weight, mean, var, dw, db (C,). One task per channel."""
     N, C, S = x.shape
-    m = S - S % LANES
     for c in prange(C):
         mu, r = np.float64(mean[c]), 1.0 / np.sqrt(np.float64(var[c]) + eps)
         sum_dy, sum_dy_xhat = np.zeros(LANES), np.zeros(LANES)
         for n in range(N):
-            d, row = dy[n, c], x[n, c]
-            for j0 in range(0, m, LANES):
-                for k in range(LANES):
-                    sum_dy[k] += d[j0 + k]
-                    sum_dy_xhat[k] += d[j0 + k] * ((row[j0 + k] - mu) * r)
-            for j in range(m, S):
-                sum_dy[0] += d[j]
-                sum_dy_xhat[0] += d[j] * ((row[j] - mu) * r)
+            _add_gradient_lanes(dy[n, c], x[n, c], mu, r, sum_dy, sum_dy_xhat)
         db[c], dw[c] = _total(sum_dy), _total(sum_dy_xhat)
         wc = weight[c]
         a, b = wc * db[c] / (N * S), wc * dw[c] / (N * S)

@@ -48,6 +48,14 @@ def batch_norm_problem(data, dtype=np.float64):
     return x, weight, bias, None, data.draw(st.sampled_from([1e-5, 0.1]))
 
 
+def elementwise_problem(data, kernels, dtype):
+    """(x, grad_out, rng) for the elementwise kernels: 0-d to 4-d, or flat runs of up to three of
+    the parallel loop's blocks and a partial last one."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shape = data.draw(st.one_of(shapes(0, 4), st.integers(1, 3 * kernels.BLOCK + 7).map(lambda n: (n,))))
+    return make_array(rng, shape).astype(dtype), rng.standard_normal(shape).astype(dtype), rng
+
+
 def directional_derivative(f, args, i, v, eps=1e-6):
     """d/dt sum(f(args with args[i] + t v) * r) at t = 0 by central differences, r = f's cotangent."""
     plus, minus = list(args), list(args)
@@ -198,11 +206,8 @@ def test_numba_batch_norm_matches_reference(cpu_numba, dtype, data):
 @given(data=st.data())
 def test_numba_silu_matches_reference(cpu_numba, dtype, data):
     kernels, _ = cpu_numba
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    # up to 3 blocks of the parallel loop, and its partial last block
-    shape = data.draw(st.one_of(shapes(0, 4), st.integers(1, 3 * kernels.BLOCK + 7).map(lambda n: (n,))))
-    x = (make_array(rng, shape) * data.draw(st.sampled_from([1.0, 10.0]))).astype(dtype)
-    g = rng.standard_normal(shape).astype(dtype)
+    x, g, rng = elementwise_problem(data, kernels, dtype)
+    x *= data.draw(st.sampled_from([1.0, 10.0]))
     assert_kernel_output(kernels.silu_forward(x), reference.silu_forward(x.astype(np.float64)).astype(dtype))
     assert_kernel_output(kernels.silu_backward(g, x),
                          reference.silu_backward(g.astype(np.float64), x.astype(np.float64)).astype(dtype))
@@ -214,11 +219,8 @@ def test_numba_silu_matches_reference(cpu_numba, dtype, data):
 @given(data=st.data())
 def test_numba_leaky_relu_matches_reference(cpu_numba, dtype, data):
     kernels, _ = cpu_numba
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    shape = data.draw(st.one_of(shapes(0, 4), st.integers(1, 3 * kernels.BLOCK + 7).map(lambda n: (n,))))
-    x = make_array(rng, shape).astype(dtype)
-    x[rng.random(shape) < 0.1] = 0  # the kink, where the derivative is 0 by convention
-    g = rng.standard_normal(shape).astype(dtype)
+    x, g, rng = elementwise_problem(data, kernels, dtype)
+    x[rng.random(x.shape) < 0.1] = 0  # the kink, where the derivative is 0 by convention
     slope = data.draw(st.sampled_from([0.01, 0.2, 1.5]))
     assert_kernel_output(kernels.leaky_relu_forward(x, slope), reference.leaky_relu_forward(x, slope))
     got = kernels.leaky_relu_backward(g, x, slope)
