@@ -444,7 +444,7 @@ def run_split(task, count):
         return
     pool, set_blas_threads, workers = blas
     parts = min(_numba.get_num_threads(), workers + 1, count)
-    cuts = np.linspace(0, count, parts + 1).astype(int)
+    cuts = [i * count // parts for i in range(parts + 1)]
 
     def run(lo, hi):
         for i in range(lo, hi):
@@ -475,7 +475,7 @@ def split_matmul(a, b, out=None):
     if blas_pool() is None:
         return np.matmul(a, b, out=out)
     parts = _numba.get_num_threads() if 2.0 * M * N * K >= BLAS_SPLIT_FLOPS else 1
-    cuts = np.linspace(0, max(M, N), parts + 1).astype(int)
+    cuts = [i * max(M, N) // parts for i in range(parts + 1)]
     slabs = [(a, b[:, i:j], out[:, i:j]) if N >= M else (a[i:j], b, out[i:j]) for i, j in zip(cuts, cuts[1:])]
     run_split(lambda i: np.matmul(*slabs[i][:2], out=slabs[i][2]), len(slabs))
     return out
