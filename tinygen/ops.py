@@ -212,16 +212,21 @@ class Abs(Function):
 
 
 class Relu(Function):
+    """max(x, 0): floating x through the fused kernels (tinygen.kernels.normalization), which save
+    only the output (relu' is 1 where y > 0); other dtypes (no gradient) through `xp.maximum`."""
+
     @staticmethod
     def forward(ctx, x):
-        mask = x > 0
-        ctx.save_for_backward(mask)
-        return get_array_module(x).maximum(x, 0)  # not x * mask: -inf * 0 is nan
+        if x.dtype.kind != "f":
+            return get_array_module(x).maximum(x, 0)
+        y = norm_kernels.relu_forward(x)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad_out):
-        (mask,) = ctx.saved_tensors
-        return grad_out * mask  # NOTE: relu'(0) = 0
+        (y,) = ctx.saved_tensors
+        return norm_kernels.relu_backward(grad_out, y)  # NOTE: relu'(0) = 0
 
 
 class Sigmoid(Function):

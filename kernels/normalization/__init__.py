@@ -1,4 +1,4 @@
-"""Group and batch normalization, LeakyReLU and SiLU kernels, and the dispatcher that picks which implementation runs.
+"""Group and batch normalization, ReLU, LeakyReLU and SiLU kernels, and the dispatcher that picks which implementation runs.
 
 `implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (NumPy; on CuPy
 arrays too, through `xp`) or `cpu_numba` (imported on first use only). The family has no CUDA
@@ -50,6 +50,14 @@ def batch_norm_forward(x, weight, bias, eps):
 
 def batch_norm_backward(grad_out, x, weight, mean, var, eps):
     return _dispatch("batch_norm_backward", x)(grad_out, x, weight, mean, var, eps)
+
+
+def relu_forward(x):
+    return _dispatch("relu_forward", x)(x)
+
+
+def relu_backward(grad_out, y):
+    return _dispatch("relu_backward", y)(grad_out, y)
 
 
 def leaky_relu_forward(x, negative_slope):

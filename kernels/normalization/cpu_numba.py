@@ -14,7 +14,8 @@ over blocks of the flat array:
   result depends on the thread count) and dxhat, dxhat*xhat per group; one pass writing dx.
 - `batch_norm_forward` / `batch_norm_backward` (training mode): the same passes, one task per
   channel over all samples; the weight and bias gradients are then whole per task.
-- `leaky_relu_forward` / `leaky_relu_backward`: one pass each (composed: seven and six).
+- `relu_*`, `leaky_relu_*`: one pass each (NumPy's relu: two and one; composed leaky relu:
+  seven and six).
 - `silu_forward` / `silu_backward`: one pass each, sigmoid from one exp as in the reference;
   in float32 that exp is our own vectorizable `_exp_neg32`, not libm's scalar expf.
 
@@ -94,11 +95,12 @@ def _group_forward(xs, weight, bias, eps, ys):
         _add_square_lanes(xs[c], mu, acc)
     r = 1.0 / np.sqrt(_total(acc) / (Cg * S) + eps)
     for c in range(Cg):
-        scale = r * weight[c]
-        shift = bias[c] - mu * scale
+        scale, shift = r * weight[c], bias[c]
         src, dst = xs[c], ys[c]
         for s in range(S):
-            dst[s] = src[s] * scale + shift
+            # (x - mu) first: folding mu into the shift, x*scale + (bias - mu*scale), cancels
+            # when |mu| >> std (float64 x lost 1e-12 relative)
+            dst[s] = (src[s] - mu) * scale + shift
     return mu, r
 
 
@@ -176,12 +178,11 @@ def _batch_norm_forward(x, weight, bias, eps, y, mean, var):
             _add_square_lanes(x[n, c], mu, acc)
         v = _total(acc) / (N * S)
         mean[c], var[c] = mu, v
-        scale = weight[c] / np.sqrt(v + eps)
-        shift = bias[c] - mu * scale
+        scale, shift = weight[c] / np.sqrt(v + eps), bias[c]
         for n in range(N):
             src, dst = x[n, c], y[n, c]
             for s in range(S):
-                dst[s] = src[s] * scale + shift
+                dst[s] = (src[s] - mu) * scale + shift  # (x - mu) first, as in `_group_forward`
 
 
 @numba.njit(parallel=True, **_jit)
@@ -289,6 +290,37 @@ def _silu_backward(dy, x, dx):
         lo = b * BLOCK
         hi = min(n, lo + BLOCK)
         _silu_backward_run(dy[lo:hi], x[lo:hi], dx[lo:hi])
+
+
+@numba.njit(**_jit)
+def _relu_forward_run(x, y):
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = 0 if v <= 0 else v  # NaN fails v <= 0 and stays
+
+
+@numba.njit(**_jit)
+def _relu_backward_run(dy, y, dx):
+    for i in range(y.shape[0]):
+        dx[i] = dy[i] if y[i] > 0 else dy[i] * 0
+
+
+@numba.njit(parallel=True, **_jit)
+def _relu_forward(x, y):
+    n = x.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        _relu_forward_run(x[lo:hi], y[lo:hi])
+
+
+@numba.njit(parallel=True, **_jit)
+def _relu_backward(dy, y, dx):
+    n = y.shape[0]
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        lo = b * BLOCK
+        hi = min(n, lo + BLOCK)
+        _relu_backward_run(dy[lo:hi], y[lo:hi], dx[lo:hi])
 
 
 @numba.njit(**_jit)
@@ -403,4 +435,19 @@ def leaky_relu_backward(grad_out, x, negative_slope):
     dx = _empty(x.shape, x.dtype)
     _leaky_relu_backward(np.ascontiguousarray(grad_out, x.dtype).reshape(-1), np.ascontiguousarray(x).reshape(-1),
                          x.dtype.type(negative_slope), dx.reshape(-1))
+    return dx
+
+
+def relu_forward(x):
+    """As in the reference, one pass (float32 and float64)."""
+    y = _empty(x.shape, x.dtype)
+    _relu_forward(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_out, y):
+    """As in the reference, one pass."""
+    dx = _empty(y.shape, y.dtype)
+    _relu_backward(np.ascontiguousarray(grad_out, y.dtype).reshape(-1), np.ascontiguousarray(y).reshape(-1),
+                   dx.reshape(-1))
     return dx

@@ -24,6 +24,9 @@ channel c spanning every sample: mean and var over (N, *spatial) of channel c, v
 (the running variance the caller keeps is the unbiased one), and the same backward with the
 means over (N, *spatial). Its forward returns (y, mean, var).
 
+ReLU: y = max(x, 0) (NaN stays NaN); its derivative is 1 where y > 0 and 0 elsewhere, 0 included,
+so the backward pass needs only the output.
+
 LeakyReLU (the GANs' activation): y = x for x > 0, slope * x below; its derivative is 1 above 0,
 slope below and 0 at 0 (the convention of relu'(0) = 0 that composing it from relus gave).
 
@@ -122,3 +125,13 @@ def leaky_relu_backward(grad_out, x, negative_slope):
     """grad_out * (1 where x > 0, negative_slope where x < 0, 0 at 0)."""
     xp = get_array_module(x)
     return xp.where(x > 0, grad_out, xp.where(x < 0, grad_out * negative_slope, 0 * grad_out))
+
+
+def relu_forward(x):
+    """max(x, 0), NaN kept."""
+    return get_array_module(x).maximum(x, 0)
+
+
+def relu_backward(grad_out, y):
+    """grad_out where the output y > 0, else 0 (times 0: a NaN gradient stays NaN)."""
+    return grad_out * (y > 0)

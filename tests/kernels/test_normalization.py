@@ -1,4 +1,4 @@
-"""The fused GroupNorm, BatchNorm (training), LeakyReLU and SiLU kernels (kernels/normalization/) and their dispatch.
+"""The fused GroupNorm, BatchNorm (training), ReLU, LeakyReLU and SiLU kernels (kernels/normalization/) and their dispatch.
 
 The oracles:
 - the NumPy reference against central finite differences (its backward functions are the
@@ -228,6 +228,29 @@ def test_numba_leaky_relu_matches_reference(cpu_numba, dtype, data):
     assert not got[x == 0].any()
 
 
+@numba_only
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_numba_relu_matches_reference(cpu_numba, dtype, data):
+    kernels, _ = cpu_numba
+    x, g, rng = elementwise_problem(data, kernels, dtype)
+    x[rng.random(x.shape) < 0.1] = 0
+    y = kernels.relu_forward(x)
+    assert_kernel_output(y, reference.relu_forward(x))
+    assert_kernel_output(kernels.relu_backward(g, y), reference.relu_backward(g, y))
+
+
+@numba_only
+def test_numba_relu_keeps_nan_and_clears_negative_infinity(cpu_numba):
+    kernels, _ = cpu_numba
+    x = np.array([np.nan, -np.inf, -1.0, 0.0, 2.0, np.inf], np.float32)
+    y = kernels.relu_forward(x)
+    np.testing.assert_array_equal(y, reference.relu_forward(x))  # NaN where NaN; [nan, 0, 0, 0, 2, inf]
+    g = np.array([1.0, 1.0, np.nan, 1.0, 1.0, 1.0], np.float32)
+    np.testing.assert_array_equal(kernels.relu_backward(g, y), reference.relu_backward(g, y))
+
+
 def test_reference_leaky_relu_derivative():
     x = np.array([-2.0, 0.0, 3.0])
     np.testing.assert_array_equal(reference.leaky_relu_forward(x, 0.2), [-0.4, 0.0, 3.0])
@@ -257,6 +280,19 @@ def test_numba_group_norm_keeps_its_accuracy_far_from_zero(cpu_numba):
     exact = reference.group_norm_forward(x.astype(np.float64), np.ones(4), np.zeros(4), 2, 1e-5)
     np.testing.assert_allclose(y, exact[0], atol=2e-3)  # float32 x holds 1e4 + z to ~5e-4: z to 1e-3
     np.testing.assert_allclose(rstd, exact[2], rtol=1e-5)
+
+
+@numba_only
+def test_numba_norms_subtract_the_mean_before_scaling(cpu_numba):
+    # One value per group: x - mean is exactly 0 and y exactly the bias. Folding the mean into
+    # the shift, x*scale + (bias - mean*scale), left 1e-12 relative errors in float64 (CI drew it).
+    kernels, _ = cpu_numba
+    x = np.array([[3.1], [-2.7]])
+    w, b = np.array([0.8]), np.array([0.3])
+    np.testing.assert_array_equal(kernels.group_norm_forward(x, w, b, 1, 1e-5)[0], [[0.3], [0.3]])
+    x = np.full((2, 1, 3), 1e6) + np.array([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(kernels.batch_norm_forward(x, w, b, 1e-5)[0],
+                               reference.batch_norm_forward(x, w, b, 1e-5)[0], rtol=1e-12, atol=1e-12)
 
 
 @numba_only
