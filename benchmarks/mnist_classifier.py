@@ -114,7 +114,7 @@ def main(argv=None):
     print(f"machine: {machine.describe()}")
     names = list(MODELS) if args.model == "all" else [args.model]
     results = [run(name, args.epochs, args.batch_size, args.lr, args.seed, data) for name in names]
-    print(f"\n| model | params | epochs | test accuracy | s/epoch (median) |\n|---|---|---|---|---|")
+    print("\n| model | params | epochs | test accuracy | s/epoch (median) |\n|---|---|---|---|---|")
     for r in results:
         print(f"| {r['model']} | {r['parameters']:,} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | {r['seconds_per_epoch_median']:.1f} |")
     if args.json:

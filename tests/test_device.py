@@ -20,7 +20,6 @@ import fake_cupy
 import tinygen
 from tinygen import backend, cli, models, nn, optim
 from tinygen.errors import ArgumentError, BackendUnavailableError, DeviceMismatchError
-from tinygen.nn import functional as F
 
 
 @pytest.fixture

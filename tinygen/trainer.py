@@ -27,8 +27,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from tinygen import backend, image, models
 from tinygen.data import MNIST, DataLoader
 from tinygen.distributed import DataParallel

@@ -2,8 +2,6 @@
 the Bernoulli term by hand, the loss and gradients against PyTorch, a short run on real MNIST,
 determinism under a seed, and exact resumption from a state dict."""
 
-import math
-
 import numpy as np
 import pytest
 
