@@ -110,6 +110,13 @@ def test_round_trip_of_drawn_structures(obj, tmp_path_factory):
     assert_same(round_trip(obj, path), obj)
 
 
+def test_negative_nan_keeps_its_sign(tmp_path):
+    # hypothesis drew -nan: "nan" in the metadata had dropped its sign bit
+    save({"a": -math.nan, "b": math.nan}, tmp_path / "n.npz")
+    got = load(tmp_path / "n.npz")
+    assert math.copysign(1.0, got["a"]) == -1.0 and math.copysign(1.0, got["b"]) == 1.0
+
+
 def test_round_trip_of_a_training_checkpoint(tmp_path):
     obj = {
         "model": {"conv1.weight": Tensor(np.ones((2, 1, 3, 3), np.float32), requires_grad=True),

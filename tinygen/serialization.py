@@ -12,7 +12,7 @@ can open and inspect:
   skeleton is `obj` with each array replaced by ``{"array": name}`` or ``{"tensor": name}``.
   Strings, ints, finite floats, bools and None appear as themselves; everything else is a
   one-key object: ``{"dict": [[key, value], ...]}`` (so int keys stay ints),
-  ``{"list": [...]}``, ``{"tuple": [...]}``, ``{"float": "nan" | "inf" | "-inf"}``.
+  ``{"list": [...]}``, ``{"tuple": [...]}``, ``{"float": "nan" | "-nan" | "inf" | "-inf"}``.
 
 `load` gives back the same structure: dicts, lists and tuples (subclasses come back as the plain
 type), ndarrays as ndarrays, Tensors as Tensors with ``requires_grad=False``, NumPy scalars as
@@ -110,7 +110,10 @@ def _flatten(value, parts, entries, ancestors):
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return float(value) if math.isfinite(value) else {"float": repr(float(value))}
+        if math.isfinite(value):
+            return float(value)
+        # repr gives "nan" for either sign of NaN: keep the sign bit, as the arrays keep theirs
+        return {"float": "-nan" if math.isnan(value) and math.copysign(1.0, value) < 0 else repr(float(value))}
     if isinstance(value, str):
         return str(value)
     if isinstance(value, (dict, list, tuple)):
@@ -313,7 +316,7 @@ def _rebuild(node, archive, path):
             return tuple(items) if tag == "tuple" else items
         if tag == "dict" and isinstance(body, list) and all(_is_pair(pair) for pair in body):
             return {key: _rebuild(item, archive, path) for key, item in body}
-        if tag == "float" and body in ("nan", "inf", "-inf"):
+        if tag == "float" and body in ("nan", "-nan", "inf", "-inf"):
             return float(body)
     raise _error(path, f"the {METADATA_KEY!r} metadata is malformed near {json.dumps(node)[:80]}")
 
