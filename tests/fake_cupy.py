@@ -124,7 +124,7 @@ class ndarray(NDArrayOperatorsMixin):
     data = property(lambda self: _Pointer(self._a.ctypes.data))
 
     def __getattr__(self, name):  # methods (reshape, sum, astype, ...) run on the NumPy array
-        if name == "_a":
+        if name == "_a" or name.startswith("__"):  # no __array_interface__: NumPy would read the array through it
             raise AttributeError(name)
         attr = getattr(self._a, name)
         if callable(attr):

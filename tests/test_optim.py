@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygen import optim
+from tinygen import backend, optim
 from tinygen.errors import ArgumentError, StateDictError
 from tinygen.nn.module import Module
 from tinygen.nn.parameter import Parameter
@@ -30,6 +30,11 @@ def param(values, dtype=np.float64):
 
 def set_grad(p, values):
     p.grad = Tensor(np.array(values, dtype=np.float64))
+
+
+def write(t, values):
+    """``t.data[...] = values`` in place, the values made on t's device first (CuPy takes no NumPy arrays)."""
+    t.data[...] = Tensor(np.array(values, dtype=t.dtype), device=t.device).data
 
 
 # --- first three steps, by hand -------------------------------------------------------------
@@ -135,7 +140,7 @@ def test_first_three_steps_match_hand_computation(case):
     for g in GRADS:
         set_grad(p, [g])
         opt.step()
-        got.append(p.data[0])
+        got.append(p.item())
     np.testing.assert_allclose(got, hand(), rtol=1e-12, atol=1e-15)
 
 
@@ -156,8 +161,8 @@ def test_adam_state_after_two_steps_by_hand():
         opt.step()
     state = opt.state[p]
     assert state["step"] == 2
-    np.testing.assert_allclose(state["exp_avg"], [0.9 * 0.1 + 0.1 * 2.0], rtol=1e-15)
-    np.testing.assert_allclose(state["exp_avg_sq"], [0.999 * 0.001 + 0.001 * 4.0], rtol=1e-15)
+    np.testing.assert_allclose(backend.to_numpy(state["exp_avg"]), [0.9 * 0.1 + 0.1 * 2.0], rtol=1e-15)
+    np.testing.assert_allclose(backend.to_numpy(state["exp_avg_sq"]), [0.999 * 0.001 + 0.001 * 4.0], rtol=1e-15)
 
 
 def test_sgd_with_autograd_gradients():
@@ -169,7 +174,7 @@ def test_sgd_with_autograd_gradients():
         loss = (p * p).sum() * 0.5
         loss.backward()
         opt.step()
-        np.testing.assert_allclose(p.data, expected, rtol=1e-14)
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-14)
 
 
 def test_step_returns_closure_loss():
@@ -301,9 +306,9 @@ def test_float32_parameters_stay_float32(make):
         opt64.step()
     assert p32.data.dtype == np.float32
     for value in opt32.state[p32].values():
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) or backend.is_device_array(value):
             assert value.dtype == np.float32
-    np.testing.assert_allclose(p32.data, p64.data, rtol=1e-5)
+    np.testing.assert_allclose(p32.numpy(), p64.numpy(), rtol=1e-5)
 
 
 # --- parameters, groups, zero_grad ----------------------------------------------------------
@@ -339,7 +344,7 @@ def test_accepts_module_parameters_generator():
     opt = optim.SGD(model.parameters(), lr=0.5)
     set_grad(model.w, [1.0, 1.0])
     opt.step()
-    np.testing.assert_array_equal(model.w.data, [0.5, 1.5])
+    np.testing.assert_array_equal(model.w.numpy(), [0.5, 1.5])
 
 
 def test_zero_grad():
@@ -348,7 +353,7 @@ def test_zero_grad():
     set_grad(p, [3.0, 4.0])
     grad = p.grad
     opt.zero_grad(set_to_none=False)
-    assert p.grad is grad and np.array_equal(p.grad.data, [0.0, 0.0])
+    assert p.grad is grad and np.array_equal(p.grad.numpy(), [0.0, 0.0])
     opt.zero_grad()
     assert p.grad is None
     opt.zero_grad()  # no gradient at all is fine
@@ -436,7 +441,7 @@ def test_restored_optimizer_continues_exactly(name, tmp_path):
     snapshot = copy.deepcopy(sd["state"])
 
     # fresh optimizers with other options, over copies of the parameters (param() copies)
-    (copy0, restored0), (copy1, restored1) = [two_groups(make, [p.data for p in ps], lr=0.9) for _ in range(2)]
+    (copy0, restored0), (copy1, restored1) = [two_groups(make, [p.numpy() for p in ps], lr=0.9) for _ in range(2)]
     restored0.load_state_dict(sd)
 
     serialization = pytest.importorskip("tinygen.serialization")
@@ -448,11 +453,11 @@ def test_restored_optimizer_continues_exactly(name, tmp_path):
     continue_both([(ps, opt), (copy0, restored0), (copy1, restored1)], rng)
     for c in (copy0, copy1):
         for p, q in zip(ps, c):
-            np.testing.assert_array_equal(p.data, q.data)
+            np.testing.assert_array_equal(p.numpy(), q.numpy())
     # the snapshot did not change while the optimizer went on
     for i, s in snapshot.items():
         for k, v in s.items():
-            np.testing.assert_array_equal(sd["state"][i][k], v)
+            np.testing.assert_array_equal(backend.to_numpy(sd["state"][i][k]), backend.to_numpy(v))
 
 
 def test_state_dict_layout():
@@ -482,7 +487,7 @@ def test_load_state_dict_casts_and_copies():
     buf = opt32.state[p32]["momentum_buffer"]
     assert buf.dtype == np.float32
     sd["state"][0]["momentum_buffer"][:] = 100.0
-    np.testing.assert_array_equal(buf, [1.0, 1.0])
+    np.testing.assert_array_equal(backend.to_numpy(buf), [1.0, 1.0])
 
 
 def test_load_state_dict_errors():
@@ -544,8 +549,8 @@ def test_clip_grad_norm_by_hand(norm_type, total):
     assert isinstance(out, float)
     assert out == pytest.approx(total, rel=1e-14)
     scale = 1.0 / (total + 1e-6)
-    np.testing.assert_allclose(params[0].grad.data, [3.0 * scale, -4.0 * scale], rtol=1e-14)
-    np.testing.assert_allclose(params[1].grad.data, [[12.0 * scale]], rtol=1e-14)
+    np.testing.assert_allclose(params[0].grad.numpy(), [3.0 * scale, -4.0 * scale], rtol=1e-14)
+    np.testing.assert_allclose(params[1].grad.numpy(), [[12.0 * scale]], rtol=1e-14)
     assert params[2].grad is None
 
 
@@ -553,7 +558,7 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
     params = grads_3_4_12()
     grad_arrays = [p.grad.data for p in params[:2]]
     assert clip_grad_norm_(params, max_norm=13.5) == pytest.approx(13.0)
-    np.testing.assert_array_equal(params[0].grad.data, [3.0, -4.0])
+    np.testing.assert_array_equal(params[0].grad.numpy(), [3.0, -4.0])
     assert all(p.grad.data is g for p, g in zip(params, grad_arrays))  # in place, same arrays
     assert clip_grad_norm_(param([1.0]), max_norm=1.0) == 0.0  # a single tensor without grad
 
@@ -572,7 +577,7 @@ def test_clip_grad_norm_nonfinite_follows_torch_default():
     set_grad(p, [math.inf, 1.0])
     with pytest.raises(ArgumentError, match="total 2.0-norm of the gradients is inf"):
         clip_grad_norm_([p], max_norm=1.0, error_if_nonfinite=True)
-    np.testing.assert_array_equal(p.grad.data, [math.inf, 1.0])
+    np.testing.assert_array_equal(p.grad.numpy(), [math.inf, 1.0])
 
 
 def test_clip_grad_norm_bad_arguments():
@@ -587,7 +592,7 @@ def test_clip_grad_norm_keeps_float32():
     p.grad = Tensor(np.array([30.0, 40.0], dtype=np.float32))
     assert clip_grad_norm_([p], 5.0) == pytest.approx(50.0)
     assert p.grad.data.dtype == np.float32
-    np.testing.assert_allclose(p.grad.data, [3.0, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(p.grad.numpy(), [3.0, 4.0], rtol=1e-6)
 
 
 @settings(deadline=None, max_examples=30)
@@ -609,7 +614,7 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm, seed, scale):
     torch_total = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
     assert total == pytest.approx(torch_total.item(), rel=1e-12)
     for p, t in zip(ours, theirs):
-        np.testing.assert_allclose(p.grad.data, t.grad.numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
 # --- EMA --------------------------------------------------------------------------------------
@@ -629,26 +634,27 @@ def test_ema_update_by_hand_and_copy_to():
     ema = optim.EMA(model, decay=0.9)
     assert sorted(ema.shadow) == ["inner.bias", "weight"]
 
-    model.weight.data[:] = [3.0, 4.0]
-    model.inner.bias.data[:] = [[1.0]]
-    model.running.data[:] = [7.0]
+    write(model.weight, [3.0, 4.0])
+    write(model.inner.bias, [[1.0]])
+    write(model.running, [7.0])
     ema.update(model)
     # shadow = 0.9 * shadow + 0.1 * param
-    np.testing.assert_allclose(ema.shadow["weight"], [0.9 * 1.0 + 0.1 * 3.0, 0.9 * 2.0 + 0.1 * 4.0])  # 1.2, 2.2
-    np.testing.assert_allclose(ema.shadow["inner.bias"], [[0.9 * -1.0 + 0.1 * 1.0]])  # -0.8
+    shadow = backend.to_numpy(ema.shadow["weight"])
+    np.testing.assert_allclose(shadow, [0.9 * 1.0 + 0.1 * 3.0, 0.9 * 2.0 + 0.1 * 4.0])  # 1.2, 2.2
+    np.testing.assert_allclose(backend.to_numpy(ema.shadow["inner.bias"]), [[0.9 * -1.0 + 0.1 * 1.0]])  # -0.8
 
-    model.weight.data[:] = [0.0, 0.0]
+    write(model.weight, [0.0, 0.0])
     ema.update(model)
-    np.testing.assert_allclose(ema.shadow["weight"], [0.9 * 1.2, 0.9 * 2.2], rtol=1e-14)  # 1.08, 1.98
+    np.testing.assert_allclose(backend.to_numpy(ema.shadow["weight"]), [0.9 * 1.2, 0.9 * 2.2], rtol=1e-14)  # 1.08, 1.98
     assert ema.num_updates == 2
 
     target = TinyModel()
     ema.copy_to(target)
-    np.testing.assert_allclose(target.weight.data, [1.08, 1.98], rtol=1e-14)
-    np.testing.assert_allclose(target.inner.bias.data, [[0.9 * -0.8 + 0.1 * 1.0]], rtol=1e-14)
-    np.testing.assert_array_equal(target.running.data, [7.0])  # buffers: the latest value, copied
+    np.testing.assert_allclose(target.weight.numpy(), [1.08, 1.98], rtol=1e-14)
+    np.testing.assert_allclose(target.inner.bias.numpy(), [[0.9 * -0.8 + 0.1 * 1.0]], rtol=1e-14)
+    np.testing.assert_array_equal(target.running.numpy(), [7.0])  # buffers: the latest value, copied
     target.weight.data[:] = 99.0  # copy_to copied: the averages are not aliased
-    assert ema.shadow["weight"][0] == pytest.approx(1.08)
+    assert backend.to_numpy(ema.shadow["weight"])[0] == pytest.approx(1.08)
 
 
 @pytest.mark.cpu_only
@@ -672,7 +678,7 @@ def test_ema_keeps_float32_and_matches_the_formula_in_float64():
 def test_ema_state_dict_round_trip_and_errors(tmp_path):
     model = TinyModel()
     ema = optim.EMA(model, decay=0.5)
-    model.weight.data[:] = [3.0, 4.0]
+    write(model.weight, [3.0, 4.0])
     ema.update(model)
     sd = ema.state_dict()
 
@@ -684,7 +690,7 @@ def test_ema_state_dict_round_trip_and_errors(tmp_path):
     third.load_state_dict(serialization.load(tmp_path / "ema.ckpt"))
     for e in (other, third):
         assert (e.decay, e.num_updates) == (0.5, 1)
-        np.testing.assert_array_equal(e.shadow["weight"], [2.0, 3.0])
+        np.testing.assert_array_equal(backend.to_numpy(e.shadow["weight"]), [2.0, 3.0])
 
     with pytest.raises(StateDictError, match=r"'shadow': missing \['weight'\], unexpected \['w'\]"):
         other.load_state_dict({**sd, "shadow": {"w": np.zeros(2), "inner.bias": np.zeros((1, 1))}})
@@ -722,10 +728,10 @@ def test_ema_with_real_layers():
     ema = optim.EMA(model, decay=0.75)
     assert {"0.weight", "0.bias", "1.weight", "1.bias"} <= set(ema.shadow)
     assert {"1.running_mean", "1.running_var"} <= set(ema.buffers)
-    start = model[0].weight.data.copy()
+    start = model[0].weight.numpy().copy()
     model[0].weight.data += 4.0
-    model[1].running_mean.data[:] = [1.0, 2.0]
+    write(model[1].running_mean, [1.0, 2.0])
     ema.update(model)
     ema.copy_to(sampler)
-    np.testing.assert_allclose(sampler[0].weight.data, start + 0.25 * 4.0, rtol=1e-6)
-    np.testing.assert_array_equal(sampler[1].running_mean.data, [1.0, 2.0])
+    np.testing.assert_allclose(sampler[0].weight.numpy(), start + 0.25 * 4.0, rtol=1e-6)
+    np.testing.assert_array_equal(sampler[1].running_mean.numpy(), [1.0, 2.0])

@@ -55,13 +55,13 @@ def check_against_torch(layer, twin, x, steps=1, rtol=1e-9, atol=1e-10):
         (out * tinygen.tensor(r)).sum().backward()
 
         assert out.shape == tuple(out_t.shape) and out.dtype == np.float64
-        np.testing.assert_allclose(out.data, out_t.detach().numpy(), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(out.numpy(), out_t.detach().numpy(), rtol=rtol, atol=atol)
         if floating:
-            np.testing.assert_allclose(xg.grad.data, xt.grad.numpy(), rtol=rtol, atol=atol)
+            np.testing.assert_allclose(xg.grad.numpy(), xt.grad.numpy(), rtol=rtol, atol=atol)
         torch_params = dict(twin.named_parameters())
         for name, p in layer.named_parameters():
             np.testing.assert_allclose(
-                p.grad.data, torch_params[name].grad.numpy(), rtol=rtol, atol=atol, err_msg=name
+                p.grad.numpy(), torch_params[name].grad.numpy(), rtol=rtol, atol=atol, err_msg=name
             )
         torch_state = twin.state_dict()
         for name, value in layer.state_dict().items():
@@ -188,14 +188,14 @@ def test_batch_norm_running_stats_update_in_train_and_are_used_in_eval():
     x = tinygen.tensor(np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]], dtype=np.float32))
     bn(x)
     # running = 0.5 * initial + 0.5 * batch (the variance unbiased: divide by 3 - 1)
-    np.testing.assert_allclose(bn.running_mean.data, [0.5 * 3, 0.5 * 30], rtol=1e-6)
-    np.testing.assert_allclose(bn.running_var.data, [0.5 + 0.5 * 4, 0.5 + 0.5 * 400], rtol=1e-6)
+    np.testing.assert_allclose(bn.running_mean.numpy(), [0.5 * 3, 0.5 * 30], rtol=1e-6)
+    np.testing.assert_allclose(bn.running_var.numpy(), [0.5 + 0.5 * 4, 0.5 + 0.5 * 400], rtol=1e-6)
     assert bn.num_batches_tracked.item() == 1 and bn.num_batches_tracked.dtype == np.int64
     bn.eval()
-    mean, var = bn.running_mean.data.copy(), bn.running_var.data.copy()
+    mean, var = bn.running_mean.numpy().copy(), bn.running_var.numpy().copy()
     y = bn(x)
-    np.testing.assert_allclose(y.data, (x.data - mean) / np.sqrt(var + bn.eps), rtol=1e-5)
-    np.testing.assert_array_equal(bn.running_mean.data, mean)  # eval leaves them alone
+    np.testing.assert_allclose(y.numpy(), (x.numpy() - mean) / np.sqrt(var + bn.eps), rtol=1e-5)
+    np.testing.assert_array_equal(bn.running_mean.numpy(), mean)  # eval leaves them alone
 
 
 @SETTINGS
@@ -345,17 +345,17 @@ def test_dropout_is_identity_in_eval_and_scales_in_train():
     tinygen.manual_seed(0)
     drop = nn.Dropout(0.25)
     x = tinygen.ones(200, 500)
-    y = drop(x)
-    values = np.unique(y.data)
+    y = drop(x).numpy()
+    values = np.unique(y)
     np.testing.assert_allclose(values, [0.0, 1 / 0.75], rtol=1e-6)
-    kept = float((y.data != 0).mean())
+    kept = float((y != 0).mean())
     assert abs(kept - 0.75) < 0.01  # 100000 draws: the std of this fraction is about 0.0014
-    assert abs(float(y.data.mean()) - 1.0) < 0.02  # inverted dropout keeps the mean
+    assert abs(float(y.mean()) - 1.0) < 0.02  # inverted dropout keeps the mean
     drop.eval()
     z = drop(x)
-    np.testing.assert_array_equal(z.data, x.data)
+    np.testing.assert_array_equal(z.numpy(), x.numpy())
     assert nn.Dropout(0.0)(x) is x
-    assert np.all(nn.Dropout(1.0)(x).data == 0)
+    assert np.all(nn.Dropout(1.0)(x).numpy() == 0)
 
 
 def test_dropout_gradient_flows_through_kept_elements_only():
@@ -363,7 +363,7 @@ def test_dropout_gradient_flows_through_kept_elements_only():
     x = tinygen.randn(50, 40, requires_grad=True)
     y = nn.Dropout(0.5)(x)
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, (y.data != 0) * 2.0)
+    np.testing.assert_array_equal(x.grad.numpy(), (y.numpy() != 0) * 2.0)
 
 
 def test_embedding_lookup_and_index_checks():
@@ -371,7 +371,7 @@ def test_embedding_lookup_and_index_checks():
     idx = tinygen.tensor(np.array([[4, 0], [1, 1]]))
     out = emb(idx)
     assert out.shape == (2, 2, 3)
-    np.testing.assert_array_equal(out.data[0, 0], emb.weight.data[4])
+    np.testing.assert_array_equal(out.numpy()[0, 0], emb.weight.numpy()[4])
     with pytest.raises(ArgumentError, match="5"):
         emb(tinygen.tensor(np.array([5])))
 
@@ -390,7 +390,7 @@ def test_flatten_then_unflatten_round_trips(shape, data):
     expected = tuple(shape[:start]) + (int(np.prod(shape[start : end + 1])),) + tuple(shape[end + 1 :])
     assert flat.shape == expected
     back = nn.Unflatten(start, tuple(shape[start : end + 1]))(flat)
-    np.testing.assert_array_equal(back.data, x.data)
+    np.testing.assert_array_equal(back.numpy(), x.numpy())
 
 
 @SETTINGS
@@ -403,7 +403,7 @@ def test_upsample_shapes(n, c, h, w, factor, size):
     up = nn.Upsample(scale_factor=factor)(x)
     assert up.shape == (n, c, h * factor, w * factor)
     # nearest neighbour by an integer factor: each pixel becomes a factor x factor block
-    np.testing.assert_array_equal(up.data[:, :, ::factor, ::factor], x.data)
+    np.testing.assert_array_equal(up.numpy()[:, :, ::factor, ::factor], x.numpy())
     assert nn.Upsample(size=size)(x).shape == (n, c) + size
 
 
@@ -420,7 +420,7 @@ def test_sequential_container():
     assert seq[0] is a and seq[-1] is c
     assert isinstance(seq[1:], nn.Sequential) and list(seq[1:]) == [b, c]
     x = tinygen.randn(4, 2)
-    np.testing.assert_array_equal(seq(x).data, c(b(a(x))).data)
+    np.testing.assert_array_equal(seq(x).numpy(), c(b(a(x))).numpy())
     seq.append(nn.Sigmoid())
     assert len(seq) == 4 and [n for n, _ in seq.named_children()][-1] == "3"
     with pytest.raises(IndexError, match="4"):
@@ -695,11 +695,11 @@ def test_initialisers_match_torch_distributions():
 def test_constant_initialisers_and_parameters_stay_leaves():
     p = nn.Parameter(np.zeros((2, 3), dtype=np.float64))
     assert init.constant_(p, 0.5) is p
-    np.testing.assert_array_equal(p.data, np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(p.numpy(), np.full((2, 3), 0.5))
     init.ones_(p)
-    assert np.all(p.data == 1) and p.dtype == np.float64
+    assert np.all(p.numpy() == 1) and p.dtype == np.float64
     init.zeros_(p)
-    assert np.all(p.data == 0)
+    assert np.all(p.numpy() == 0)
     init.normal_(p)
     assert p.is_leaf and p.requires_grad and p.grad is None
 

@@ -280,10 +280,10 @@ def test_state_dict_round_trip_into_a_fresh_model():
     assert state["1.0.num_batches_tracked"].dtype == np.int64 and state["1.0.num_batches_tracked"] == 3
     fresh = trained_model(1).eval()
     x = tinygen.randn(5, 4)
-    assert not np.allclose(fresh(x).data, model(x).data)
+    assert not np.allclose(fresh(x).numpy(), model(x).numpy())
     result = fresh.load_state_dict(state)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    np.testing.assert_array_equal(fresh(x).data, model(x).data)
+    np.testing.assert_array_equal(fresh(x).numpy(), model(x).numpy())
     for key, value in fresh.state_dict().items():
         np.testing.assert_array_equal(value, state[key])
 
@@ -304,7 +304,7 @@ def test_load_state_dict_accepts_tensors_and_keeps_dtype():
     state = {k: tinygen.tensor(v.astype(np.float64) + 1) for k, v in trained_model(3).state_dict().items()}
     model.load_state_dict(state)
     assert model[0].weight is weight and weight.dtype == np.float32
-    np.testing.assert_allclose(weight.data, state["0.weight"].data, rtol=1e-6)
+    np.testing.assert_allclose(weight.numpy(), state["0.weight"].numpy(), rtol=1e-6)
     assert model[1][0].num_batches_tracked.dtype == np.int64
     assert model[1][0].num_batches_tracked.item() == 4
 
@@ -343,12 +343,12 @@ def test_load_state_dict_non_strict():
     assert result.missing_keys == [k for k in source if not k.startswith("0.")]
     missing, unexpected = result  # a namedtuple, like PyTorch's
     assert unexpected == ["head.weight"]
-    np.testing.assert_array_equal(model[0].weight.data, source["0.weight"])
+    np.testing.assert_array_equal(model[0].weight.numpy(), source["0.weight"])
     before = model.state_dict()
     partial["0.bias"] = np.zeros(7, dtype=np.float32)
     with pytest.raises(StateDictError, match=r"'0.bias'.*\(5,\).*\(7,\)"):
         model.load_state_dict(partial, strict=False)  # a wrong shape still raises
-    np.testing.assert_array_equal(model[0].weight.data, before["0.weight"])
+    np.testing.assert_array_equal(model[0].weight.numpy(), before["0.weight"])
 
 
 def test_load_state_dict_from_pytorch():
@@ -363,7 +363,7 @@ def test_load_state_dict_from_pytorch():
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     with torch.no_grad():
         expected = twin(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(tinygen.tensor(x)).data, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model(tinygen.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 # --- repr ----------------------------------------------------------------------------------
