@@ -451,10 +451,9 @@ class EMA:
         params, buffers = self._match(model, "EMA.update")
         self._follow(params, buffers)
         for name, p in params.items():
-            shadow = self.shadow[name]
             # shadow + (1 - decay) (theta - shadow) == decay shadow + (1 - decay) theta, with less
-            # rounding when decay is close to 1
-            shadow += (1 - self.decay) * (p.data.astype(shadow.dtype, copy=False) - shadow)
+            # rounding when decay is close to 1; in place (kernels/optim/reference.py)
+            optim_kernels.ema_update(self.shadow[name], p.data, self.decay)
         for name, b in buffers.items():
             self.buffers[name][...] = b.data
         self.num_updates += 1

@@ -1,8 +1,9 @@
-"""Optimizer kernels (Adam's update) and the dispatcher that picks which implementation runs.
+"""Optimizer kernels (Adam's update, the EMA's, clip_grad_norm_'s sum of squares) and the dispatcher
+that picks which implementation runs.
 
-As in `tinygen.kernels.normalization`: `reference` (array code, NumPy or CuPy) or `cpu_numba`
-by `tinygen.backend.kernel_backend()`; on CuPy arrays the reference runs (there is no CUDA
-kernel here), under ``auto``, ``numpy`` and ``cupy`` alike. Calls are counted in `calls`.
+`implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (array code, NumPy
+or CuPy), `cpu_numba` (NumPy arrays) or `gpu_cupy` (a CUDA kernel, CuPy arrays), each imported on
+first use only. Calls are counted in `calls`, keyed by (module, function).
 """
 
 from collections import Counter
@@ -12,21 +13,38 @@ import numpy as np
 from tinygen.backend import get_array_module, kernel_backend
 from tinygen.kernels.optim import reference
 
-PROVIDES = ("numpy", "numba")
+PROVIDES = ("numpy", "numba", "cupy")
 
 calls = Counter()  # (module name, function name) -> number of calls forwarded there
 
 
 def implementation(xp=np):
     """The module holding these kernels for the current kernel backend, for arrays of module `xp`."""
-    if kernel_backend(provides=PROVIDES, xp=xp) == "numba":
+    backend = kernel_backend(provides=PROVIDES, xp=xp)
+    if backend == "numba":
         from tinygen.kernels.optim import cpu_numba  # imports Numba: only on this path
 
         return cpu_numba
-    return reference  # "numpy", or "cupy" on CuPy arrays; "cupy" on NumPy arrays raised
+    if backend == "cupy":
+        from tinygen.kernels.optim import gpu_cupy  # reaches CuPy: only on this path
+
+        return gpu_cupy
+    return reference
 
 
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     module = implementation(get_array_module(p))
     calls[module.__name__.rsplit(".", 1)[-1], "adam_update"] += 1
     return module.adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
+def ema_update(shadow, p, decay):
+    module = implementation(get_array_module(shadow))
+    calls[module.__name__.rsplit(".", 1)[-1], "ema_update"] += 1
+    return module.ema_update(shadow, p, decay)
+
+
+def sum_of_squares(arrays):
+    module = implementation(get_array_module(*arrays))
+    calls[module.__name__.rsplit(".", 1)[-1], "sum_of_squares"] += 1
+    return module.sum_of_squares(arrays)

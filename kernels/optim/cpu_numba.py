@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from tinygen.backend import load_numba
+from tinygen.kernels.optim import reference
 
 numba = load_numba()  # through the backend: it applies tinygen's threading policy first
 if numba is None:
@@ -22,6 +23,12 @@ if numba is None:
 # error_model="numpy": a float division by zero gives inf/nan as in NumPy instead of raising, so
 # the loops carry no zero test and LLVM vectorizes them (Adam's update: 4.3x faster).
 _jit = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
+
+
+# No Numba kernels for these two: the reference's array code, by name (the EMA's three NumPy passes
+# and clip_grad_norm_'s sums are a small part of a CPU training step).
+ema_update = reference.ema_update
+sum_of_squares = reference.sum_of_squares
 
 
 @numba.njit(**_jit)

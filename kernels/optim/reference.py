@@ -1,5 +1,7 @@
 """Adam's update (Kingma & Ba, 2015, Algorithm 1, with PyTorch's placement of eps), in place: the
-plain array spec of the fused kernel in `cpu_numba.py`. Written with `xp`, so it also runs on CuPy.
+plain array spec of the fused kernels in `cpu_numba.py` and `gpu_cupy.py`; the EMA's update and
+the sum of squares that clip_grad_norm_ takes, the spec of `gpu_cupy.py`'s. Written with `xp`,
+so it also runs on CuPy.
 
 For a parameter p with gradient g, moments m and v, at step t (1, 2, ...):
 
@@ -11,6 +13,8 @@ For a parameter p with gradient g, moments m and v, at step t (1, 2, ...):
 """
 
 import math
+
+import numpy as np
 
 from tinygen.backend import get_array_module
 
@@ -29,3 +33,16 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled
     v += (1 - beta2) * (g * g)
     denom = xp.sqrt(v) / math.sqrt(1 - beta2**step) + eps
     p -= (lr / (1 - beta1**step)) * m / denom
+
+
+def ema_update(shadow, p, decay):
+    """shadow = decay shadow + (1 - decay) p, in place, written as shadow + (1 - decay) (p - shadow):
+    less rounding when decay is close to 1. p is cast to shadow's dtype."""
+    shadow += (1 - decay) * (p.astype(shadow.dtype, copy=False) - shadow)
+
+
+def sum_of_squares(arrays):
+    """The sum of the squares of every element of `arrays`, in float64: a 0-d array of their module
+    (on the GPU it stays there: reading it is the caller's one wait)."""
+    xp = get_array_module(*arrays)
+    return sum((xp.square(a, dtype=np.float64).sum() for a in arrays), xp.zeros((), np.float64))

@@ -6,6 +6,7 @@ import numpy as np
 
 from tinygen import backend
 from tinygen.errors import ArgumentError
+from tinygen.kernels import optim as optim_kernels
 from tinygen.tensor import Tensor
 
 
@@ -46,7 +47,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return 0.0
     xp = backend.get_array_module(*grads)
     if xp is not np:  # on the GPU: the norm on the device, then one wait for it (not one per gradient)
-        if math.isinf(norm_type):
+        if norm_type == 2:  # one kernel per gradient, one reduction (kernels/optim)
+            total = math.sqrt(float(optim_kernels.sum_of_squares(grads)))
+        elif math.isinf(norm_type):
             total = float(xp.stack([xp.abs(g).max() for g in grads if g.size]).max()) if any(g.size for g in grads) else 0.0
         else:
             total = float(sum((xp.abs(g) ** norm_type).sum(dtype=np.float64) for g in grads) ** (1.0 / norm_type))
