@@ -29,6 +29,13 @@ static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((unsigned long long)a * (unsigned long long)b) >> 32);
 }
 
+// Threads run one after another here, so an atomic addition is a plain one.
+static inline double atomicAdd(double* address, double value) {
+    double old = *address;
+    *address = old + value;
+    return old;
+}
+
 static inline void sincospif(float x, float* s, float* c) {
     double a = 3.14159265358979323846 * (double)x;
     *s = (float)sin(a);

@@ -1,11 +1,9 @@
 """Group and batch normalization, ReLU, LeakyReLU and SiLU kernels, and the dispatcher that picks which implementation runs.
 
-`implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (NumPy; on CuPy
-arrays too, through `xp`) or `cpu_numba` (imported on first use only). The family has no CUDA
-kernels: on CuPy arrays the reference's array code runs under ``auto``, ``numpy`` and ``cupy``
-alike, as the code of every elementwise op (Add, Sigmoid, ...) does, since ``cupy`` asks for the
-CUDA kernels of the families that have them (conv2d, diffusion) and must not make a UNet fail
-at its first GroupNorm. ``numba`` on CuPy arrays raises, in `kernel_backend`. Calls are counted
+`implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (array code: NumPy,
+or CuPy through `xp`), `cpu_numba` (NumPy arrays) or `gpu_cupy` (CUDA kernels, CuPy arrays), each
+imported on first use only. `gpu_cupy` has no BatchNorm kernel: there it is the reference's
+array code, by name. ``numba`` on CuPy arrays raises, in `kernel_backend`. Calls are counted
 in `calls`, keyed by (module, function), as in `tinygen.kernels.conv2d`.
 """
 
@@ -16,18 +14,23 @@ import numpy as np
 from tinygen.backend import get_array_module, kernel_backend
 from tinygen.kernels.normalization import reference
 
-PROVIDES = ("numpy", "numba")
+PROVIDES = ("numpy", "numba", "cupy")
 
 calls = Counter()  # (module name, function name) -> number of calls forwarded there
 
 
 def implementation(xp=np):
     """The module holding these kernels for the current kernel backend, for arrays of module `xp`."""
-    if kernel_backend(provides=PROVIDES, xp=xp) == "numba":
+    backend = kernel_backend(provides=PROVIDES, xp=xp)
+    if backend == "numba":
         from tinygen.kernels.normalization import cpu_numba  # imports Numba: only on this path
 
         return cpu_numba
-    return reference  # "numpy", or "cupy" on CuPy arrays (see above); "cupy" on NumPy arrays raised
+    if backend == "cupy":
+        from tinygen.kernels.normalization import gpu_cupy  # reaches CuPy: only on this path
+
+        return gpu_cupy
+    return reference
 
 
 def _dispatch(name, x):
