@@ -79,10 +79,11 @@ CONV_SHAPES = [
 def settings(dry_run):
     """Shapes and repeat counts: the issue's on a GPU, tiny ones for the dry run."""
     if dry_run:
-        return dict(noise_shape=(4, 3, 16, 16), conv_divisor=32, repeats=3, warmup=1,
+        return dict(noise_shape=(4, 3, 16, 16), conv_divisor=32, repeats=3, warmup=1, fused_shape=(4, 8, 6, 6), fused_groups=2,
                     ddpm=dict(channels=(8, 16), groups=4), train_batch=4, train_steps=2,
                     sample_n=4, sample_T=5, probe_T=3)
-    return dict(noise_shape=(256, 3, 256, 256), conv_divisor=1, repeats=20, warmup=3,
+    return dict(noise_shape=(256, 3, 256, 256), conv_divisor=1, repeats=20, warmup=3, fused_shape=(128, 64, 28, 28),
+                fused_groups=8,
                 ddpm=dict(), train_batch=128, train_steps=20, sample_n=256, sample_T=1000, probe_T=20)
 
 
@@ -216,13 +217,14 @@ def attempt(rows, section, name, fn):
 # --- 2. the GPU tests ---------------------------------------------------------------------------------------
 
 
-def run_tests(seconds, paths, env, first_paths):
-    """pytest -m gpu on `paths` in a subprocess: its summary and failures, at most `seconds` long.
+def run_tests(seconds, paths, env, first_paths, log=None):
+    """pytest -m gpu on `paths` in a subprocess: its summary and failures, at most `seconds` long;
+    its whole output also goes to the file `log` (when given), a run stopped by the budget included.
 
     `first_paths` go before the checkout on the test process's path (pyproject's ``pythonpath``
     puts the checkout first, whose tinygen/ lacks tinygen/kernels when tinygen is not installed).
     """
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfE", *paths]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfE", "--tb=short", *paths]
     if first_paths:
         cmd[3:3] = ["-o", "pythonpath=" + " ".join([*first_paths, ".", "tests"])]
     t0 = time.perf_counter()
@@ -233,6 +235,9 @@ def run_tests(seconds, paths, env, first_paths):
         output = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
         output += f"\n(stopped after {seconds:.0f} s: the budget for the tests)"
         rc = "timeout"
+    if log:
+        with open(log, "w") as f:
+            f.write(" ".join(cmd) + "\n" + output)
     lines = [line for line in output.splitlines() if line.strip()]
     summary = next((line for line in reversed(lines) if " in " in line and ("passed" in line or "failed" in line
                                                                               or "error" in line or "skipped" in line)),
@@ -374,6 +379,54 @@ def conv_rows(xp, cfg, budget, rows):
         attempt(rows, "conv", prob["name"], row)
 
 
+def fused_rows(xp, cfg, budget, rows):
+    """GroupNorm and SiLU (forward + backward) and one Adam step over the DDPM's parameters: the
+    CUDA kernels against the reference's array code on CuPy (the many-launch version they replace)."""
+    import numpy as np
+
+    from tinygen.kernels.normalization import gpu_cupy as norm_gpu, reference as norm_ref
+    from tinygen.kernels.optim import gpu_cupy as optim_gpu, reference as optim_ref
+
+    shape, G = tuple(cfg["fused_shape"]), cfg["fused_groups"]
+    x, g = xp.asarray(_host_normal(shape, 4)), xp.asarray(_host_normal(shape, 5))
+    w, b = xp.ones(shape[1], np.float32), xp.zeros(shape[1], np.float32)
+    reps, warm = cfg["repeats"], cfg["warmup"]
+
+    def group_norm(module):
+        y, mean, rstd = module.group_norm_forward(x, w, b, G, 1e-5)
+        module.group_norm_backward(g, x, w, mean, rstd, G)
+
+    def silu(module):
+        module.silu_forward(x)
+        module.silu_backward(g, x)
+
+    params = [xp.asarray(_host_normal(s, 6)) for s in cfg["adam_shapes"]]
+    grads = [xp.asarray(_host_normal(s, 7)) for s in cfg["adam_shapes"]]
+    moments = [(xp.zeros_like(p), xp.zeros_like(p)) for p in params]
+    total = sum(p.nbytes for p in params)
+
+    def adam(module):
+        for p, gr, (m, v) in zip(params, grads, moments):
+            module.adam_update(p, gr, m, v, 10, 1e-4, 0.9, 0.999, 1e-8, 0.0, False)
+
+    cases = [(f"GroupNorm fwd+bwd, {G} groups", str(list(shape)), group_norm, 5 * x.nbytes, "fused_gn"),
+             ("SiLU fwd+bwd", str(list(shape)), silu, 5 * x.nbytes, "fused_silu"),
+             ("Adam step", f"{len(params)} tensors, {total // 4:,} parameters", adam, 7 * total, "fused_adam")]
+    for name, describe, fn, nbytes, key in cases:
+        module = optim_gpu if key == "fused_adam" else norm_gpu
+        ref = optim_ref if key == "fused_adam" else norm_ref
+
+        def row(fn=fn, module=module, ref=ref, nbytes=nbytes, describe=describe, key=key):
+            t = gpu_time(xp, lambda: fn(module), reps, warm, budget)
+            r = dict(shape=describe, tinygen_s=t, rate=nbytes / t, unit="GB/s", rate_value=nbytes / t / 1e9,
+                     torch_key=key)
+            if budget.left() > 60:
+                r["reference_s"] = gpu_time(xp, lambda: fn(ref), reps, warm, budget)
+            return r
+
+        attempt(rows, "fused", name, row)
+
+
 # --- 4. the DDPM -----------------------------------------------------------------------------------------------
 
 
@@ -506,6 +559,30 @@ def torch_worker(spec_path):
             record(prob["name"] + ("_tf32" if tf32 else ""), lambda step=step: timed(step, reps, warm))
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False  # the DDPM as PyTorch eager runs it by default
+
+    # fused: GroupNorm and SiLU forward + autograd backward, and torch.optim.Adam (foreach on a GPU)
+    shape, G = tuple(cfg["fused_shape"]), cfg["fused_groups"]
+    xf = torch.randn(shape, generator=g, device=dev).requires_grad_(True)
+    gf = torch.randn(shape, generator=g, device=dev)
+    wf = torch.ones(shape[1], device=dev, requires_grad=True)
+    bf = torch.zeros(shape[1], device=dev, requires_grad=True)
+
+    def gn_step():
+        xf.grad = wf.grad = bf.grad = None
+        torch.nn.functional.group_norm(xf, G, wf, bf, 1e-5).backward(gf)
+
+    def silu_step():
+        xf.grad = None
+        torch.nn.functional.silu(xf).backward(gf)
+
+    params = [torch.randn(s, generator=g, device=dev, requires_grad=True) for s in cfg["adam_shapes"]]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g, device=dev)
+    adam = torch.optim.Adam(params, lr=1e-4)
+    record("fused_gn", lambda: timed(gn_step, reps, warm))
+    record("fused_silu", lambda: timed(silu_step, reps, warm))
+    record("fused_adam", lambda: timed(adam.step, reps, warm))
+    del xf, gf, params, adam
 
     # the DDPM: twins of tinygen models with the same seed and config, moved to the device
     import tinygen
@@ -666,7 +743,9 @@ def main(argv=None):
 
         import tinygen
         from tinygen import backend
+        from tinygen.models import DDPM
 
+        cfg["adam_shapes"] = [list(p.shape) for p in DDPM(ddpm_config(cfg, 1000)).net.parameters()]
         print(f"# tinygen GPU check{' (DRY RUN: NumPy in place of CuPy, tiny shapes)' if args.dry_run else ''}")
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}, Python {platform.python_version()}, NumPy {np.__version__}, "
               f"tinygen {tinygen.__version__} ({how}); budget {budget.seconds:.0f} s")
@@ -696,18 +775,22 @@ def main(argv=None):
         print(f"  {note}")
         if tools is not None and not args.no_tests:
             env = subprocess_env([*extra_paths, *tools])
-            for paths in (["tests/kernels"], ["tests", "--ignore=tests/kernels"]):
+            if args.out:
+                os.makedirs(args.out, exist_ok=True)
+            for part, paths in enumerate((["tests/kernels"], ["tests", "--ignore=tests/kernels"]), 1):
                 reserve = 60 if args.dry_run else 200  # seconds kept for the benchmarks
                 seconds = min(args.tests_budget - sum(t["seconds"] for t in report["tests"]), budget.left() - reserve)
                 if seconds < 20:
                     print(f"  pytest -m gpu {' '.join(paths)}: skipped, out of budget")
                     continue
-                report["tests"].append(run_tests(seconds, paths, env, extra_paths))
+                log = os.path.join(args.out, f"pytest_{part}.log") if args.out else None
+                report["tests"].append(run_tests(seconds, paths, env, extra_paths, log))
 
         # 3. the kernels, 4. the DDPM, with PyTorch's side in between
         print("\n## kernels")
         attempt_section(lambda: noise_rows(xp, cfg, budget, report["rows"]), "noise", budget)
         attempt_section(lambda: conv_rows(xp, cfg, budget, report["rows"]), "conv", budget)
+        attempt_section(lambda: fused_rows(xp, cfg, budget, report["rows"]), "fused", budget)
         print("\n## PyTorch (subprocess)")
         torch = run_torch(cfg, args.dry_run, budget, subprocess_env(extra_paths)) if budget.left() > 60 else \
             dict(times={}, errors={"all": "skipped: out of budget"})
