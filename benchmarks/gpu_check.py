@@ -456,7 +456,7 @@ def ddpm_rows(xp, cfg, budget, rows, torch_results):
         return dict(shape=f"batch {cfg['train_batch']}, {model.net.num_parameters():,} parameters", tinygen_s=t,
                     first_call_s=first, torch_key="ddpm_train", target="<= PyTorch eager")
 
-    attempt(rows, "ddpm", "UNet train step", train_row)
+    attempt_or_retry(rows, "ddpm", "UNet train step", train_row)
 
     def sample_row():
         n, T = cfg["sample_n"], cfg["sample_T"]
@@ -478,7 +478,31 @@ def ddpm_rows(xp, cfg, budget, rows, torch_results):
             r["tinygen_s"], r["estimated"] = per_step * T, True
         return r
 
-    attempt(rows, "ddpm", f"sampling {cfg['sample_T']} steps", sample_row)
+    attempt_or_retry(rows, "ddpm", f"sampling {cfg['sample_T']} steps", sample_row)
+
+
+@contextlib.contextmanager
+def reference_fused_ops():
+    """The normalization and optimizer families on the reference's array code for CuPy arrays (their
+    CUDA kernels bypassed), the conv and diffusion kernels unchanged."""
+    from tinygen.kernels import normalization, optim
+
+    saved = normalization.implementation, optim.implementation
+    normalization.implementation = lambda xp=None: normalization.reference
+    optim.implementation = lambda xp=None: optim.reference
+    try:
+        yield
+    finally:
+        normalization.implementation, optim.implementation = saved
+
+
+def attempt_or_retry(rows, section, name, fn):
+    """`attempt`; where it fails, once more with the fused ops on the reference (flagged in the name),
+    so that a failing new kernel does not cost a one-shot GPU run its DDPM numbers."""
+    row = attempt(rows, section, name, fn)
+    if "error" in row:
+        with reference_fused_ops():
+            attempt(rows, section, name + " (GroupNorm/SiLU/Adam on the reference)", fn)
 
 
 # --- PyTorch, in its own process ---------------------------------------------------------------------------------

@@ -126,3 +126,24 @@ def test_the_commands_on_the_gpu(tmp_path, capsys):
     assert cli.main(["info"]) == 0
     text = capsys.readouterr().out
     assert "gpu cuda:0:" in text and os.path.getsize(tmp_path / "eval.json") > 0
+
+
+def test_likelihood_bounds_run_their_networks_on_the_gpu():
+    """The VAE's ELBO and IWAE bound and the DDPM's bits/dim with the model on the GPU: the networks
+    run there, the float64 math on the host, and the numbers are the CPU's to float32 rounding."""
+    from tinygen.evaluation import likelihood
+
+    images = np.random.default_rng(0).random((6, 1, 28, 28))
+    x = likelihood.binarize(images, seed=0)
+    for name, bound in (("vae", lambda m: likelihood.vae_elbo(m, x, seed=1)),
+                        ("convvae", lambda m: likelihood.vae_iwae(m, x, K=8, seed=1)),
+                        ("ddpm", lambda m: likelihood.ddpm_bits_per_dim(m, (images * 255).astype(np.uint8), seed=1))):
+        cls = models.MODELS[name]
+        tinygen.manual_seed(0)
+        on_cpu = cls(cls.Config(**SMALL[name]))
+        on_gpu = cls(cls.Config(**SMALL[name]))
+        on_gpu.load_state_dict(on_cpu.state_dict())
+        on_gpu.to("cuda")
+        got, want = bound(on_gpu), bound(on_cpu)
+        assert on_gpu.device == "cuda" and np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=name)

@@ -97,7 +97,8 @@ def build_parser():
                    help="reference images: embedded (the subset in the package; default) or mnist (--data-dir)")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (implies --data mnist)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling, the floor's images and the bounds")
-    p.add_argument("--device", help="--checkpoint: sample on cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu)")
+    p.add_argument("--device", help="--checkpoint: sample and run the likelihood bounds' networks on cpu, cuda or cuda:N "
+                   "(default: TINYGEN_DEVICE, else cpu)")
     p.add_argument("--likelihood-n", type=int, default=1000,
                    help="--checkpoint, VAE/DDPM: test images for the likelihood bounds (default 1000; 0 skips)")
     p.add_argument("--iwae-k", type=int, default=100, help="VAE: importance samples K of the IWAE bound (default 100)")
@@ -182,7 +183,6 @@ def run_eval(args):
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
         source = f"{args.checkpoint} (step {step}, {settings})"
-        model.to("cpu")  # NOTE: the likelihood bounds run on the CPU, whatever device sampled
         extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
                                               iwae_k=args.iwae_k, t_subsample=args.t_subsample)
 

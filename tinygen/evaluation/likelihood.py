@@ -128,13 +128,13 @@ def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
 
 def _encode(model, x):
     """mu, log sigma^2 of q(z | x) as float64 arrays (B, J), from the model's own encoder."""
-    mu, logvar = model.encode(Tensor(x.astype(_dtype(model.net), copy=False)))
+    mu, logvar = model.encode(_input(model.net, x))
     return mu.numpy().astype(np.float64), logvar.numpy().astype(np.float64)
 
 
 def _decode(model, z):
     """The decoder's Bernoulli logits for latents z (n, J), as a float64 array (n, 1, 28, 28)."""
-    return model.decode(Tensor(z.astype(_dtype(model.net)))).numpy().astype(np.float64)
+    return model.decode(_input(model.net, z)).numpy().astype(np.float64)
 
 
 def _log_bernoulli(logits, x):
@@ -312,7 +312,7 @@ def vb_term(net, schedule, x0, t, noise, variance="beta", clip_x0=True):
     t = np.asarray(t, dtype=np.int64)
     i = t - 1
     x_t = _per_image(schedule.sqrt_alpha_bar[i]) * x0 + _per_image(schedule.sqrt_one_minus_alpha_bar[i]) * noise
-    eps = net(Tensor(x_t.astype(_dtype(net))), i, None).data.astype(np.float64)  # eps_theta(x_t, t)
+    eps = net(_input(net, x_t), i, None).numpy().astype(np.float64)  # eps_theta(x_t, t)
     mean, var = model_mean(schedule, x_t, eps, t, clip_x0), _per_image(model_variance(schedule, variance)[i])
     out = np.empty(len(t))
     first = t == 1
@@ -417,9 +417,11 @@ def _image_generators(seed, start, count):
     return [np.random.default_rng([seed, i]) for i in range(start, start + count)]
 
 
-def _dtype(net):
-    """The dtype of the network's parameters: its inputs are cast to it."""
-    return next(net.parameters()).dtype
+def _input(net, a):
+    """The float64 host array `a` as a network input: cast to the parameters' dtype, on their device
+    (the network runs where the model is, a GPU included; the bounds' float64 math stays on the host)."""
+    p = next(net.parameters())
+    return Tensor(a.astype(p.dtype, copy=False), device=p.device)
 
 
 def _per_image(a):
