@@ -108,16 +108,6 @@ __device__ __forceinline__ void run(const T* x, const T* e, const T* zin, T* out
     long long stride = (long long)gridDim.x * blockDim.x;
     for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < groups; q += stride) {
         long long i0 = 4 * q - lane;  // this thread's first element (-3..0 for the first thread)
-        long long first_i = i0 < 0 ? 0 : i0;
-        // the sample of the first element; a 32-bit division when the indices fit (several times cheaper)
-        long long s = n <= 0xFFFFFFFFLL ? (long long)((unsigned int)first_i / (unsigned int)per_sample)
-                                        : first_i / per_sample;
-        // float32, aligned, one sample: one float4 per array, loaded before the generator's arithmetic
-        // so that the loads are in flight while it runs
-        const bool full = vec && i0 + 3 < n;
-        float4 xv = {0.f, 0.f, 0.f, 0.f}, ev = {0.f, 0.f, 0.f, 0.f};
-        if (full && Uses<KIND>::x) xv = reinterpret_cast<const float4*>(x)[q];
-        if (full && Uses<KIND>::e) ev = reinterpret_cast<const float4*>(e)[q];
         T z[4] = {(T)0, (T)0, (T)0, (T)0};
         if (NOISE) {
             PhiloxWords w = philox4x32_10(first + (unsigned long long)q, k0, k1);
@@ -127,7 +117,14 @@ __device__ __forceinline__ void run(const T* x, const T* e, const T* zin, T* out
 #pragma unroll
             for (int l = 0; l < 4; ++l) z[l] = (T)f[l];
         }
-        if (full) {
+        long long first_i = i0 < 0 ? 0 : i0;
+        // the sample of the first element; a 32-bit division when the indices fit (several times cheaper)
+        long long s = n <= 0xFFFFFFFFLL ? (long long)((unsigned int)first_i / (unsigned int)per_sample)
+                                        : first_i / per_sample;
+        if (vec && i0 + 3 < n) {  // float32, aligned, one sample: one float4 per array
+            float4 xv = {0.f, 0.f, 0.f, 0.f}, ev = {0.f, 0.f, 0.f, 0.f};
+            if (Uses<KIND>::x) xv = reinterpret_cast<const float4*>(x)[q];
+            if (Uses<KIND>::e) ev = reinterpret_cast<const float4*>(e)[q];
             if (!NOISE && Uses<KIND>::z) {
                 const float4 zv = reinterpret_cast<const float4*>(zin)[q];
                 z[0] = zv.x; z[1] = zv.y; z[2] = zv.z; z[3] = zv.w;
