@@ -29,6 +29,12 @@ static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((unsigned long long)a * (unsigned long long)b) >> 32);
 }
 
+static inline double __longlong_as_double(long long bits) {
+    double value;
+    __builtin_memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
 // Threads run one after another here, so an atomic addition is a plain one.
 static inline double atomicAdd(double* address, double value) {
     double old = *address;

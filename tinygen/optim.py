@@ -357,6 +357,7 @@ class Adam(Optimizer):
         for group in self.param_groups:
             lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
             beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
+            params, grads, states = [], [], []
             for p, g, state in self._grads(group):
                 xp = backend.get_array_module(p.data)
                 if not state:
@@ -364,9 +365,15 @@ class Adam(Optimizer):
                     state["exp_avg"] = xp.zeros_like(p.data)  # m_0
                     state["exp_avg_sq"] = xp.zeros_like(p.data)  # v_0
                 state["step"] += 1
-                # The update above, in place, in one pass (kernels/optim/reference.py states it in NumPy)
-                optim_kernels.adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state["step"], lr,
-                                          beta1, beta2, eps, weight_decay, self._decoupled_weight_decay)
+                params.append(p.data)
+                grads.append(g)
+                states.append(state)
+            if params:
+                # The update above, in place, in one pass over every parameter of the group
+                # (kernels/optim/reference.py states it in NumPy; on a GPU it is one launch)
+                optim_kernels.adam_update_many(params, grads, [s["exp_avg"] for s in states],
+                                               [s["exp_avg_sq"] for s in states], [s["step"] for s in states], lr,
+                                               beta1, beta2, eps, weight_decay, self._decoupled_weight_decay)
         return loss
 
 
@@ -450,10 +457,10 @@ class EMA:
         """Move the averages towards `model`'s current parameters; copy its buffers."""
         params, buffers = self._match(model, "EMA.update")
         self._follow(params, buffers)
-        for name, p in params.items():
-            # shadow + (1 - decay) (theta - shadow) == decay shadow + (1 - decay) theta, with less
-            # rounding when decay is close to 1; in place (kernels/optim/reference.py)
-            optim_kernels.ema_update(self.shadow[name], p.data, self.decay)
+        # shadow + (1 - decay) (theta - shadow) == decay shadow + (1 - decay) theta, with less rounding
+        # when decay is close to 1; in place, every parameter at once (kernels/optim/reference.py)
+        optim_kernels.ema_update_many([self.shadow[name] for name in params], [p.data for p in params.values()],
+                                      self.decay)
         for name, b in buffers.items():
             self.buffers[name][...] = b.data
         self.num_updates += 1

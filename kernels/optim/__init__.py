@@ -1,5 +1,5 @@
-"""Optimizer kernels (Adam's update, the EMA's, clip_grad_norm_'s sum of squares) and the dispatcher
-that picks which implementation runs.
+"""Optimizer kernels (Adam's update, the EMA's, clip_grad_norm_'s sum of squares and scaling) and the
+dispatcher that picks which implementation runs.
 
 `implementation(xp)` maps `tinygen.backend.kernel_backend()` to `reference` (array code, NumPy
 or CuPy), `cpu_numba` (NumPy arrays) or `gpu_cupy` (a CUDA kernel, CuPy arrays), each imported on
@@ -38,10 +38,24 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled
     return module.adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def ema_update(shadow, p, decay):
-    module = implementation(get_array_module(shadow))
-    calls[module.__name__.rsplit(".", 1)[-1], "ema_update"] += 1
-    return module.ema_update(shadow, p, decay)
+def adam_update_many(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """adam_update on each (p, g, m, v, step) of the lists: one launch on the GPU, a loop elsewhere."""
+    module = implementation(get_array_module(*params))
+    calls[module.__name__.rsplit(".", 1)[-1], "adam_update_many"] += 1
+    return module.adam_update_many(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                                   decoupled)
+
+
+def ema_update_many(shadows, params, decay):
+    module = implementation(get_array_module(*shadows))
+    calls[module.__name__.rsplit(".", 1)[-1], "ema_update_many"] += 1
+    return module.ema_update_many(shadows, params, decay)
+
+
+def scale_many(arrays, factor):
+    module = implementation(get_array_module(*arrays))
+    calls[module.__name__.rsplit(".", 1)[-1], "scale_many"] += 1
+    return module.scale_many(arrays, factor)
 
 
 def sum_of_squares(arrays):

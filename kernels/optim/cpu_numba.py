@@ -25,9 +25,10 @@ if numba is None:
 _jit = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 
 
-# No Numba kernels for these two: the reference's array code, by name (the EMA's three NumPy passes
-# and clip_grad_norm_'s sums are a small part of a CPU training step).
-ema_update = reference.ema_update
+# No Numba kernels for these: the reference's array code, by name (the EMA's three NumPy passes and
+# clip_grad_norm_'s sums are a small part of a CPU training step).
+ema_update_many = reference.ema_update_many
+scale_many = reference.scale_many
 sum_of_squares = reference.sum_of_squares
 
 
@@ -56,3 +57,9 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled
     for copy, original in zip(arrays, (p, m, v)):
         if copy is not original:
             original[...] = copy
+
+
+def adam_update_many(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """`adam_update` on each (p, g, m, v, step) of the lists."""
+    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)

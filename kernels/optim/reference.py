@@ -35,10 +35,28 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled
     p -= (lr / (1 - beta1**step)) * m / denom
 
 
+def adam_update_many(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """`adam_update` on each (p, g, m, v, step) of the lists (one CUDA launch for all in gpu_cupy.py)."""
+    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
 def ema_update(shadow, p, decay):
     """shadow = decay shadow + (1 - decay) p, in place, written as shadow + (1 - decay) (p - shadow):
     less rounding when decay is close to 1. p is cast to shadow's dtype."""
     shadow += (1 - decay) * (p.astype(shadow.dtype, copy=False) - shadow)
+
+
+def ema_update_many(shadows, params, decay):
+    """`ema_update` on each (shadow, p) of the lists."""
+    for shadow, p in zip(shadows, params):
+        ema_update(shadow, p, decay)
+
+
+def scale_many(arrays, factor):
+    """Every array multiplied by `factor` (a Python float, cast to each array's dtype), in place."""
+    for a in arrays:
+        a *= factor
 
 
 def sum_of_squares(arrays):

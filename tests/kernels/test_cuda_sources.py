@@ -34,7 +34,7 @@ SOURCES = {
                                                                        ("f32", "f64"))]
                       + [f"gn_{k}_{t}" for k, t in itertools.product(("sums_forward", "stats", "forward", "sums_backward",
                                                                       "backward_input", "backward_params"), ("f32", "f64"))]),
-    "optim": (optim_gpu.SOURCE, ["-std=c++17", "--fmad=false"], [f"{k}_{t}" for k, t in itertools.product(("adam", "ema", "sum_squares"), ("f32", "f64"))]),
+    "optim": (optim_gpu.SOURCE, ["-std=c++17", "--fmad=false"], [f"{k}_{t}" for k, t in itertools.product(("adam", "ema", "sum_squares", "scale"), ("f32", "f64"))]),
 }
 
 

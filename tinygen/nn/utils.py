@@ -65,6 +65,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         )
     clip = max_norm / (total + 1e-6)
     if clip < 1 or math.isnan(clip):
-        for g in grads:
-            g *= clip  # in place: the parameters' .grad arrays themselves
+        if xp is np:
+            for g in grads:
+                g *= clip  # in place: the parameters' .grad arrays themselves
+        else:
+            optim_kernels.scale_many(grads, clip)  # the same, in one launch
     return total
