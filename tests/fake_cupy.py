@@ -398,10 +398,11 @@ def _reset_tinygen():
     from tinygen import backend
 
     backend._cupy = None
-    for name in ("tinygen.kernels.conv2d.gpu_cupy", "tinygen.kernels.diffusion.gpu_cupy"):
-        module = sys.modules.get(name)
+    for family in ("conv2d", "diffusion", "normalization", "optim"):
+        module = sys.modules.get(f"tinygen.kernels.{family}.gpu_cupy")
         if module is not None:
             module._module = None
+            module._functions.clear()
             module._sm_count.clear()
 
 

@@ -34,19 +34,23 @@ BLOCK = 256  # threads per block
 BLOCKS_PER_SM = 32  # a grid-stride loop needs no more blocks than keep every SM busy
 
 _module = None  # the compiled RawModule, built on first use
+_functions = {}  # (name, dtype, index width) -> the kernel
 _sm_count = {}  # device id -> multiprocessor count
 
 
 def _kernel(name, dtype, total):
     """The compiled kernel `name` for `dtype` and the index width `total` needs (compiles once)."""
     global _module
-    cupy = load_cupy()
-    if _module is None:
-        with open(SOURCE, encoding="utf-8") as f:
-            _module = cupy.RawModule(code=f.read(), options=("--std=c++17",))
-    suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
     width = "i32" if total < 2**32 else "i64"
-    return _module.get_function(f"{name}_{suffix}_{width}"), (np.uint32 if width == "i32" else np.uint64)
+    key = (name, np.dtype(dtype), width)
+    if key not in _functions:
+        cupy = load_cupy()
+        if _module is None:
+            with open(SOURCE, encoding="utf-8") as f:
+                _module = cupy.RawModule(code=f.read(), options=("--std=c++17",))
+        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+        _functions[key] = _module.get_function(f"{name}_{suffix}_{width}")
+    return _functions[key], (np.uint32 if width == "i32" else np.uint64)
 
 
 def _launch(kernel, total, args):

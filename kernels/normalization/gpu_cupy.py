@@ -30,18 +30,22 @@ batch_norm_forward = reference.batch_norm_forward  # no CUDA kernel: the referen
 batch_norm_backward = reference.batch_norm_backward
 
 _module = None  # the compiled RawModule, built on first use
+_functions = {}  # (name, dtype) -> the kernel
 _sm_count = {}  # device id -> multiprocessor count
 
 
 def _kernel(name, dtype):
     """The compiled kernel `name` for `dtype` (the module compiles once per process)."""
     global _module
-    cupy = load_cupy()
-    if _module is None:
-        with open(SOURCE, encoding="utf-8") as f:
-            _module = cupy.RawModule(code=f.read(), options=("--std=c++17",))
-    suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-    return _module.get_function(f"{name}_{suffix}")
+    key = (name, np.dtype(dtype))
+    if key not in _functions:
+        cupy = load_cupy()
+        if _module is None:
+            with open(SOURCE, encoding="utf-8") as f:
+                _module = cupy.RawModule(code=f.read(), options=("--std=c++17",))
+        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+        _functions[key] = _module.get_function(f"{name}_{suffix}")
+    return _functions[key]
 
 
 def _launch(name, dtype, total, args):
