@@ -481,6 +481,42 @@ def ddpm_rows(xp, cfg, budget, rows, torch_results):
     attempt_or_retry(rows, "ddpm", f"sampling {cfg['sample_T']} steps", sample_row)
 
 
+def profile_train_step(xp, cfg, budget, steps=5, top=14):
+    """cProfile over `steps` DDPM training steps on the GPU: where the host's time goes (a launch-bound
+    step is host time). Prints the functions with the most own time; returns those lines."""
+    import cProfile
+    import pstats
+
+    import numpy as np
+
+    import tinygen
+    from tinygen.models import DDPM
+
+    tinygen.manual_seed(0)
+    model = DDPM(ddpm_config(cfg, 1000)).to("cuda")
+    images = tinygen.tensor(np.random.default_rng(0).random((cfg["train_batch"], 1, 28, 28), dtype=np.float32),
+                            device="cuda")
+    model.train_step(images)
+    xp.cuda.Device().synchronize()
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for _ in range(steps):
+        model.train_step(images)
+    xp.cuda.Device().synchronize()
+    profiler.disable()
+    wall = (time.perf_counter() - t0) / steps
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    lines = [f"{steps} steps, {1e3 * wall:.1f} ms a step under the profiler; {stats.total_calls / steps:,.0f} "
+             f"Python calls a step"]
+    lines += [line for line in out.getvalue().splitlines() if line.strip() and "function calls" not in line][-top - 1:]
+    for line in lines:
+        print("  " + line[:160])
+    return lines
+
+
 @contextlib.contextmanager
 def reference_fused_ops():
     """The normalization and optimizer families on the reference's array code for CuPy arrays (their
@@ -824,6 +860,8 @@ def main(argv=None):
               + (f"; errors: {torch['errors']}" if torch.get("errors") else ""))
         print("\n## DDPM")
         attempt_section(lambda: ddpm_rows(xp, cfg, budget, report["rows"], torch), "ddpm", budget)
+        print("\n## where a DDPM training step's host time goes")
+        attempt_section(lambda: report.__setitem__("profile", profile_train_step(xp, cfg, budget)), "profile", budget)
 
         print("\n## results (ratios: the other's time / tinygen's; above 1 tinygen is faster)\n")
         print(table(report["rows"], torch))
