@@ -1,8 +1,10 @@
-"""`benchmarks.quality`: training time from the metrics across a resume, reuse and refusal of run
-folders, and one tiny end-to-end run (beside its PyTorch twin where torch is installed)."""
+"""`benchmarks.quality` and `benchmarks.quality_curve`: training time from the metrics across a
+resume, reuse and refusal of run folders, and one tiny end-to-end run of each (the first beside
+its PyTorch twin where torch is installed)."""
 
 import importlib.util
 import json
+import math
 
 import pytest
 
@@ -71,3 +73,17 @@ def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
     again = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
     assert again["vae"]["training"]["how"] == "reused (finished before this command)"
     assert again["vae"]["metrics"] == rows["vae"]["metrics"]
+
+
+def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
+    from benchmarks import quality_curve
+
+    argv = ["--model", "vae", "--steps", "3,6", "--n", "20", "--data-dir", "", "--runs", str(tmp_path)]
+    assert quality_curve.main(argv) == 0
+    report = json.loads((tmp_path / "vae" / "curve.json").read_text())
+    assert [p["step"] for p in report["points"]] == [3, 6] and report["floor"]["n"] == 20
+    assert all(math.isfinite(p["metrics"]["fd"]) and p["training_s"] > 0 for p in report["points"])
+    table = capsys.readouterr().out
+    assert "| 3 |" in table and "| 6 |" in table and "NOTE: n = 20" in table
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--model", "vae", "--steps", "6,3", "--runs", str(tmp_path)])

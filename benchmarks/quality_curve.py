@@ -1,0 +1,108 @@
+"""Sample quality against training time: one model trained in stages, scored after each stage.
+
+    python -m benchmarks.quality_curve --model vae --steps 2000,10000,30000,60000
+    python -m benchmarks.quality_curve --model gan --steps 20,40 --n 200 --runs /tmp/curve   # a smoke test
+
+Where a family misses its quality bar under its default budget, the question is whether more
+training would close the gap. This trains `tinygen train MODEL` (seed 0, the embedded subset, the
+model's default configuration) to each step count of --steps in turn, resuming the same run, and
+after each stage draws n samples from the checkpoint as `benchmarks.quality` does (GANs with batch
+norm in eval mode, VAE decoder means, the DDPM's EMA weights with --sampler) and scores them with
+`tinygen.evaluation` against the MNIST files of --data-dir: FD, precision, recall, coverage and
+the digits present, beside the floor (n real training images). The training time of each point
+is the run's own clock (`elapsed_s` in its metrics.jsonl, summed over the stages).
+
+NOTE: a stage only raises the run's target step count; the models with a learning-rate schedule
+tied to `steps` (the DDPM's cosine decay) then continue a schedule stretched to the new target,
+so a point of the curve is not the run that would have had that budget from the start. The GANs
+and the VAEs train at a constant learning rate and are unaffected.
+
+Prints a Markdown table; writes every number to --out (default RUNS/MODEL/curve.json) after each point.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from benchmarks import machine
+from benchmarks.quality import SEED, describe_sampler, duration, parse_samplers, training_seconds
+from tinygen import evaluation, models, trainer
+from tinygen.evaluation import PROTOCOL_N
+from tinygen.serialization import load
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality_curve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, choices=sorted(models.MODELS))
+    p.add_argument("--steps", required=True, help="increasing step counts, comma-separated (e.g. 2000,10000,60000)")
+    p.add_argument("--runs", default=os.path.join("runs", "curve"), help="folder of the run (default runs/curve)")
+    p.add_argument("--n", type=int, default=PROTOCOL_N, help=f"samples per point (default {PROTOCOL_N:,})")
+    p.add_argument("--batch-size", type=int, default=500, help="images per sample() call (default 500)")
+    p.add_argument("--sampler", default="ddim20", help="DDPM: ddpm or ddimS (default ddim20)")
+    p.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "mnist"),
+                   help="the MNIST IDX files (default ../shared/data/mnist; '' for the embedded reference)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling and the floor")
+    p.add_argument("--out", help="the JSON results (default RUNS/MODEL/curve.json)")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--steps: comma-separated integers, got {args.steps!r}")
+    if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:])):
+        parser.error(f"--steps must be positive and increasing, got {args.steps!r}")
+    if args.n < 4:
+        parser.error("--n must be at least 4 (k-NN with k = 3)")
+    try:
+        options = parse_samplers(args.sampler)[0][1] if args.model == "ddpm" else {}
+    except ValueError as err:
+        parser.error(str(err))
+    data_dir = args.data_dir or None
+    if data_dir is not None and not os.path.isdir(data_dir):
+        parser.error(f"--data-dir {data_dir!r} is no folder: give the folder of the MNIST IDX files")
+    out_dir = os.path.join(args.runs, args.model)
+    out = args.out or os.path.join(out_dir, "curve.json")
+
+    print(f"machine: {machine.describe()}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    net = evaluation.load_feature_net()
+    ref = evaluation.reference(data_dir, net=net)
+    floor, floor_n = evaluation.floor(ref, args.n, seed=args.seed, net=net)
+    sampler = describe_sampler(args.model, options)
+    report = {"command": ["python", "-m", "benchmarks.quality_curve"] + list(sys.argv[1:] if argv is None else argv),
+              "machine": machine.describe(), "model": args.model, "sampler": sampler, "n": args.n,
+              "feature_net_sha256": evaluation.WEIGHTS_SHA256, "reference": ref.description,
+              "floor": {"n": floor_n, **floor}, "points": []}
+    if args.n != PROTOCOL_N:
+        print(f"NOTE: n = {args.n:,}, not the protocol's {PROTOCOL_N:,}: compare only with numbers at the same n")
+    print(f"\n| step | training time | FD | precision | recall | coverage | digits present |\n|---|---|---|---|---|---|---|")
+    print(f"| floor ({floor_n:,} real training images) | - | {floor['fd']:.2f} | {floor['precision']:.3f} | "
+          f"{floor['recall']:.3f} | {floor['coverage']:.3f} | {floor['classes_present']} |", flush=True)
+    checkpoint = os.path.join(out_dir, trainer.CHECKPOINT)
+    for target in steps:
+        if not os.path.exists(checkpoint):
+            trainer.train(args.model, out_dir, steps=target, seed=SEED, sample_every=None, progress=False)
+        elif int(load(checkpoint)["step"]) < target:
+            trainer.train(args.model, out_dir, steps=target, resume=True, sample_every=None, progress=False)
+        model, run, step = trainer.load_checkpoint(checkpoint)
+        seconds, _ = training_seconds(out_dir, target)
+        start = time.perf_counter()
+        samples = evaluation.sample_in_batches(model, args.n, args.batch_size, args.seed, options)
+        sample_seconds = time.perf_counter() - start
+        m = evaluation.evaluate(samples, ref, net=net)
+        report["points"].append({"step": step, "training_s": seconds, "sample_s": sample_seconds, "metrics": m})
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1, default=float)
+        print(f"| {step:,} | {duration(seconds)} | {m['fd']:.2f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+              f"{m['coverage']:.3f} | {m['classes_present']} |", flush=True)
+    print(f"\n{args.model}, samples: {sampler}; n = {args.n:,}; JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
