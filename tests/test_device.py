@@ -243,6 +243,26 @@ def test_clip_grad_norm_on_the_gpu_waits_once(fake_gpu):
     assert np.linalg.norm(np.concatenate([p.grad.numpy() for p in params])) == pytest.approx(1.0, rel=1e-5)
 
 
+def test_adam_and_ema_update_parameters_split_over_the_cpu_and_the_gpu(fake_gpu):
+    """One optimizer group holding a CPU and a GPU parameter: each device's kernels update its own."""
+    results = []
+    for devices in (("cpu", "cpu"), ("cpu", "cuda")):
+        params = [nn.Parameter(tinygen.tensor(np.array([1.0, -2.0], np.float32), device=d)) for d in devices]
+        model = nn.Module()
+        model.a, model.b = params
+        ema = optim.EMA(model, decay=0.5)
+        opt = optim.Adam(params, lr=0.1)
+        for _ in range(2):
+            for p in params:
+                p.grad = tinygen.tensor(np.array([0.5, -1.0], np.float32), device=p.device)
+            opt.step()
+            ema.update(model)
+        assert [p.device for p in params] == list(devices)
+        results.append([p.numpy() for p in params] + [backend.to_numpy(ema.shadow[n]) for n in ("a", "b")])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 # --- the models: training and sampling make no host round trips -----------------------------------------
 
 SMALL = {"ddpm": dict(T=10, channels=(8, 16), groups=4, batch_size=4), "vae": {}, "convvae": {}, "gan": {}, "dcgan": {}}
