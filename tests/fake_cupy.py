@@ -398,12 +398,11 @@ def _reset_tinygen():
     from tinygen import backend
 
     backend._cupy = None
+    backend._sm_counts.clear()
     for family in ("conv2d", "diffusion", "normalization", "optim"):
         module = sys.modules.get(f"tinygen.kernels.{family}.gpu_cupy")
         if module is not None:
-            module._module = None
-            module._functions.clear()
-            module._sm_count.clear()
+            module._source.reset()
 
 
 @contextlib.contextmanager

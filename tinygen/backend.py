@@ -170,6 +170,46 @@ def load_cupy():
     return cupy
 
 
+class CudaSource:
+    """The kernels of one CUDA C file (a family's .cu, shipped beside its gpu_cupy.py), compiled by
+    `cupy.RawModule` with `options` on the first request: once per process, and cached on disk by
+    CuPy. `function(name)` returns a kernel, looked up once (a lookup is a driver call)."""
+
+    def __init__(self, path, options):
+        self.path, self.options = path, tuple(options)
+        self.reset()
+
+    def reset(self):
+        """Forget the compiled module (tests/fake_cupy.py, when it swaps the CuPy in use)."""
+        self._module, self._functions = None, {}
+
+    def function(self, name):
+        if name not in self._functions:
+            if self._module is None:
+                with open(self.path, encoding="utf-8") as f:
+                    self._module = load_cupy().RawModule(code=f.read(), options=self.options)
+            self._functions[name] = self._module.get_function(name)
+        return self._functions[name]
+
+
+def cuda_suffix(dtype):
+    """"f32" or "f64": how the .cu files name a kernel's float32 and float64 instances."""
+    return {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+
+
+_sm_counts = {}  # GPU id -> multiprocessor count
+
+
+def grid_blocks(total, block, blocks_per_sm):
+    """Blocks of `block` threads for a grid-stride kernel over `total` work items on the current GPU:
+    one item per thread where they fit, at most `blocks_per_sm` blocks per multiprocessor."""
+    cupy = load_cupy()
+    gpu = cupy.cuda.runtime.getDevice()
+    if gpu not in _sm_counts:
+        _sm_counts[gpu] = cupy.cuda.Device(gpu).attributes["MultiProcessorCount"]
+    return max(1, min(-(-total // block), _sm_counts[gpu] * blocks_per_sm))
+
+
 def device_of(array):
     """The `device` an array lives on: cpu for NumPy arrays and scalars, cuda:i for CuPy arrays."""
     if is_device_array(array):

@@ -26,41 +26,25 @@ import os
 
 import numpy as np
 
-from tinygen.backend import load_cupy
+from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, load_cupy
 from tinygen.kernels.conv2d.reference import conv_output_size, conv_transpose_output_size
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv2d.cu")
 BLOCK = 256  # threads per block
 BLOCKS_PER_SM = 32  # a grid-stride loop needs no more blocks than keep every SM busy
 
-_module = None  # the compiled RawModule, built on first use
-_functions = {}  # (name, dtype, index width) -> the kernel
-_sm_count = {}  # device id -> multiprocessor count
+_source = CudaSource(SOURCE, ("--std=c++17",))
 
 
 def _kernel(name, dtype, total):
-    """The compiled kernel `name` for `dtype` and the index width `total` needs (compiles once)."""
-    global _module
+    """The kernel `name` for `dtype` and the index width `total` needs, and that index type."""
     width = "i32" if total < 2**32 else "i64"
-    key = (name, np.dtype(dtype), width)
-    if key not in _functions:
-        cupy = load_cupy()
-        if _module is None:
-            with open(SOURCE, encoding="utf-8") as f:
-                _module = cupy.RawModule(code=f.read(), options=("--std=c++17",))
-        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-        _functions[key] = _module.get_function(f"{name}_{suffix}_{width}")
-    return _functions[key], (np.uint32 if width == "i32" else np.uint64)
+    return _source.function(f"{name}_{cuda_suffix(dtype)}_{width}"), (np.uint32 if width == "i32" else np.uint64)
 
 
 def _launch(kernel, total, args):
     """Run a grid-stride kernel over `total` elements, with as many blocks as keep the GPU busy."""
-    cupy = load_cupy()
-    device = cupy.cuda.runtime.getDevice()
-    if device not in _sm_count:
-        _sm_count[device] = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
-    blocks = max(1, min(-(-total // BLOCK), _sm_count[device] * BLOCKS_PER_SM))
-    kernel((blocks,), (BLOCK,), args)
+    kernel((grid_blocks(total, BLOCK, BLOCKS_PER_SM),), (BLOCK,), args)
 
 
 def _empty(shape, dtype):

@@ -29,39 +29,23 @@ import os
 
 import numpy as np
 
-from tinygen.backend import is_device_array, load_cupy
+from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, is_device_array, load_cupy
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "diffusion.cu")
 BLOCK = 256  # threads per block; each thread makes 4 elements
 BLOCKS_PER_SM = 16  # a grid-stride loop needs no more blocks than keep every SM busy
 
-_module = None  # the compiled RawModule, built on first use
-_functions = {}  # (name, dtype) -> the kernel
-_sm_count = {}  # device id -> multiprocessor count
+_source = CudaSource(SOURCE, ("--std=c++17", "--fmad=false"))
 
 
 def _kernel(name, dtype):
-    """The compiled kernel `name` for `dtype` (the module compiles once per process)."""
-    global _module
-    key = (name, np.dtype(dtype))
-    if key not in _functions:
-        cupy = load_cupy()
-        if _module is None:
-            with open(SOURCE, encoding="utf-8") as f:
-                _module = cupy.RawModule(code=f.read(), options=("--std=c++17", "--fmad=false"))
-        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-        _functions[key] = _module.get_function(f"{name}_{suffix}")
-    return _functions[key]
+    """The kernel `name` for `dtype`."""
+    return _source.function(f"{name}_{cuda_suffix(dtype)}")
 
 
 def _launch(kernel, groups, args):
     """Run a grid-stride kernel over `groups` threads' worth of work (4 elements each)."""
-    cupy = load_cupy()
-    device = cupy.cuda.runtime.getDevice()
-    if device not in _sm_count:
-        _sm_count[device] = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
-    blocks = max(1, min(-(-groups // BLOCK), _sm_count[device] * BLOCKS_PER_SM))
-    kernel((blocks,), (BLOCK,), args)
+    kernel((grid_blocks(groups, BLOCK, BLOCKS_PER_SM),), (BLOCK,), args)
 
 
 def _empty(shape, dtype):

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from tinygen.backend import load_cupy
+from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, load_cupy
 from tinygen.kernels.normalization import reference
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "normalization.cu")
@@ -29,33 +29,13 @@ MAX_PARTS = 256
 batch_norm_forward = reference.batch_norm_forward  # no CUDA kernel: the reference's array code on CuPy
 batch_norm_backward = reference.batch_norm_backward
 
-_module = None  # the compiled RawModule, built on first use
-_functions = {}  # (name, dtype) -> the kernel
-_sm_count = {}  # device id -> multiprocessor count
-
-
-def _kernel(name, dtype):
-    """The compiled kernel `name` for `dtype` (the module compiles once per process)."""
-    global _module
-    key = (name, np.dtype(dtype))
-    if key not in _functions:
-        cupy = load_cupy()
-        if _module is None:
-            with open(SOURCE, encoding="utf-8") as f:
-                _module = cupy.RawModule(code=f.read(), options=("--std=c++17",))
-        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-        _functions[key] = _module.get_function(f"{name}_{suffix}")
-    return _functions[key]
+_source = CudaSource(SOURCE, ("--std=c++17",))
 
 
 def _launch(name, dtype, total, args):
-    """Run the grid-stride kernel `name` over `total` work items."""
-    cupy = load_cupy()
-    device = cupy.cuda.runtime.getDevice()
-    if device not in _sm_count:
-        _sm_count[device] = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
-    blocks = max(1, min(-(-total // BLOCK), _sm_count[device] * BLOCKS_PER_SM))
-    _kernel(name, dtype)((blocks,), (BLOCK,), args)
+    """Run the grid-stride kernel `name` for `dtype` over `total` work items."""
+    kernel = _source.function(f"{name}_{cuda_suffix(dtype)}")
+    kernel((grid_blocks(total, BLOCK, BLOCKS_PER_SM),), (BLOCK,), args)
 
 
 def _empty(shape, dtype):

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from tinygen.backend import load_cupy
+from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, load_cupy
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optim.cu")
 BLOCK = 256  # threads per block
@@ -28,23 +28,12 @@ BLOCKS_PER_SM = 8  # a grid-stride loop needs no more blocks than keep every SM 
 PER_THREAD = 16  # sum_of_squares: about this many elements per partial sum
 DECAY_KINDS = {None: 0, "l2": 1, "decoupled": 2}  # optim.cu's WEIGHT_DECAY_*
 
-_module = None  # the compiled RawModule, built on first use
-_functions = {}  # (name, dtype) -> the kernel
-_sm_count = {}  # device id -> multiprocessor count
+_source = CudaSource(SOURCE, ("--std=c++17", "--fmad=false"))
 
 
 def _kernel(name, dtype):
-    """The compiled kernel `name` for `dtype` (the module compiles once per process)."""
-    global _module
-    key = (name, np.dtype(dtype))
-    if key not in _functions:
-        cupy = load_cupy()
-        if _module is None:
-            with open(SOURCE, encoding="utf-8") as f:
-                _module = cupy.RawModule(code=f.read(), options=("--std=c++17", "--fmad=false"))
-        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-        _functions[key] = _module.get_function(f"{name}_{suffix}")
-    return _functions[key]
+    """The kernel `name` for `dtype`."""
+    return _source.function(f"{name}_{cuda_suffix(dtype)}")
 
 
 def _empty(shape, dtype):
@@ -53,11 +42,7 @@ def _empty(shape, dtype):
 
 
 def _blocks(n):
-    cupy = load_cupy()
-    device = cupy.cuda.runtime.getDevice()
-    if device not in _sm_count:
-        _sm_count[device] = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
-    return max(1, min(-(-n // BLOCK), _sm_count[device] * BLOCKS_PER_SM))
+    return grid_blocks(n, BLOCK, BLOCKS_PER_SM)
 
 
 def _table(columns, numbers=()):
