@@ -522,10 +522,12 @@ def reference_fused_ops():
     """The normalization and optimizer families on the reference's array code for CuPy arrays (their
     CUDA kernels bypassed), the conv and diffusion kernels unchanged."""
     from tinygen.kernels import normalization, optim
+    from tinygen.kernels.normalization import reference as normalization_reference
+    from tinygen.kernels.optim import reference as optim_reference
 
     saved = normalization.implementation, optim.implementation
-    normalization.implementation = lambda xp=None: normalization.reference
-    optim.implementation = lambda xp=None: optim.reference
+    normalization.implementation = lambda xp=None: normalization_reference
+    optim.implementation = lambda xp=None: optim_reference
     try:
         yield
     finally:

@@ -51,6 +51,7 @@ Busy, a loop of 3 x (a 128x784 @ 784x1024 product as a Linear layer makes, then 
 backward) took 316-324 ms with the product on OpenBLAS's pool and 145 ms with `matmul`: hence 2.
 """
 
+import importlib
 import os
 import sys
 
@@ -384,6 +385,20 @@ def kernel_backend(provides=("numpy",), xp=np):
             )
         return "numba"
     return "numba" if "numba" in provides and load_numba() is not None else "numpy"
+
+
+KERNEL_MODULES = {"numpy": "reference", "numba": "cpu_numba", "cupy": "gpu_cupy"}  # each family's files
+
+
+def kernel_module(package, provides, xp=np):
+    """The module of the kernel family `package` (e.g. "tinygen.kernels.conv2d", whose backends are
+    `provides`) that runs on arrays of module `xp` under `kernel_backend`: its reference.py,
+    cpu_numba.py or gpu_cupy.py, imported on the first request, so that importing tinygen imports
+    neither Numba nor CuPy. A backend the family lacks raises rather than running another."""
+    chosen = kernel_backend(provides=provides, xp=xp)
+    if chosen not in provides:
+        raise BackendUnavailableError(f"no {package.rsplit('.', 1)[-1]} kernels for kernel backend {chosen!r}")
+    return importlib.import_module(f"{package}.{KERNEL_MODULES[chosen]}")
 
 
 # The threading policy for Numba's pool, applied once, before the pool starts (see load_numba).

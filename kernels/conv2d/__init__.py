@@ -14,9 +14,8 @@ from collections import Counter
 
 import numpy as np
 
-from tinygen.backend import device_of, get_array_module, is_device_array, kernel_backend
-from tinygen.errors import BackendUnavailableError, DeviceMismatchError
-from tinygen.kernels.conv2d import reference
+from tinygen.backend import device_of, get_array_module, is_device_array, kernel_module
+from tinygen.errors import DeviceMismatchError
 
 # Output-size arithmetic is the same for every backend: no dispatch.
 from tinygen.kernels.conv2d.reference import conv_output_size, conv_transpose_output_size
@@ -28,18 +27,7 @@ calls = Counter()  # (module name, function name) -> number of calls forwarded t
 
 def implementation(xp=np):
     """The module holding the conv kernels of the current kernel backend, for arrays of module `xp`."""
-    backend = kernel_backend(provides=PROVIDES, xp=xp)
-    if backend == "numpy":
-        return reference
-    if backend == "numba":
-        from tinygen.kernels.conv2d import cpu_numba  # imports Numba: only on this path
-
-        return cpu_numba
-    if backend == "cupy":
-        from tinygen.kernels.conv2d import gpu_cupy  # reaches CuPy: only on this path
-
-        return gpu_cupy
-    raise BackendUnavailableError(f"no conv2d kernels for kernel backend {backend!r}")
+    return kernel_module(__name__, PROVIDES, xp)
 
 
 def _dispatch(name, *arrays):

@@ -22,9 +22,8 @@ from collections import Counter
 import numpy as np
 
 from tinygen import backend as _backend
-from tinygen.backend import device_of, get_array_module, is_device_array, kernel_backend
-from tinygen.errors import ArgumentError, BackendUnavailableError, DeviceMismatchError, DTypeError, ShapeError
-from tinygen.kernels.diffusion import reference
+from tinygen.backend import device_of, get_array_module, is_device_array, kernel_module
+from tinygen.errors import ArgumentError, DeviceMismatchError, DTypeError, ShapeError
 
 PROVIDES = ("numpy", "numba", "cupy")  # the kernel backends with diffusion kernels
 
@@ -33,18 +32,7 @@ calls = Counter()  # (module name, function name) -> number of calls forwarded t
 
 def implementation(xp=np):
     """The module holding the diffusion kernels of the current kernel backend, for arrays of module `xp`."""
-    backend = kernel_backend(provides=PROVIDES, xp=xp)
-    if backend == "numpy":
-        return reference
-    if backend == "numba":
-        from tinygen.kernels.diffusion import cpu_numba  # imports Numba: only on this path
-
-        return cpu_numba
-    if backend == "cupy":
-        from tinygen.kernels.diffusion import gpu_cupy  # reaches CuPy: only on this path
-
-        return gpu_cupy
-    raise BackendUnavailableError(f"no diffusion kernels for kernel backend {backend!r}")
+    return kernel_module(__name__, PROVIDES, xp)
 
 
 def _dispatch(name, x):

@@ -11,8 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from tinygen.backend import get_array_module, kernel_backend
-from tinygen.kernels.normalization import reference
+from tinygen.backend import get_array_module, kernel_module
 
 PROVIDES = ("numpy", "numba", "cupy")
 
@@ -21,16 +20,7 @@ calls = Counter()  # (module name, function name) -> number of calls forwarded t
 
 def implementation(xp=np):
     """The module holding these kernels for the current kernel backend, for arrays of module `xp`."""
-    backend = kernel_backend(provides=PROVIDES, xp=xp)
-    if backend == "numba":
-        from tinygen.kernels.normalization import cpu_numba  # imports Numba: only on this path
-
-        return cpu_numba
-    if backend == "cupy":
-        from tinygen.kernels.normalization import gpu_cupy  # reaches CuPy: only on this path
-
-        return gpu_cupy
-    return reference
+    return kernel_module(__name__, PROVIDES, xp)
 
 
 def _dispatch(name, x):
