@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pytest
 
+from tinygen import backend
 from tinygen.tensor import Tensor, no_grad
 
 try:
@@ -218,3 +219,9 @@ def assert_kernel_output(out, expected, tol=None, what="output", terms=None):
     scale = max(np.linalg.norm(expected), 0.0 if terms is None else np.linalg.norm(terms))
     error = np.linalg.norm(out - expected) / scale if scale > 0 else np.linalg.norm(out)
     assert error < tol, f"{what}: relative error {error:.3g}"
+
+
+def host(a):
+    """A GPU array's copy on the host, after checking that it is a GPU array (CuPy or the stand-in)."""
+    assert backend.is_device_array(a), f"a {type(a).__name__}, not a GPU array"
+    return a.get()

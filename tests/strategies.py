@@ -194,3 +194,17 @@ def conv_case(data, transposed=False):
     x = rng.standard_normal((p["N"], p["Cin"], p["H"], p["W"])).astype(dtype)
     w = rng.standard_normal((*channels, *p["kernel"])).astype(dtype)
     return p, x, w, rng
+
+
+def adam_problem(data):
+    """(p, g, m, v, args) for Adam's kernels: float32 or float64 arrays of a size with odd tails (1-40)
+    or long runs (1000-3000), v >= 0, and args = (step, lr, beta1, beta2, eps, weight_decay,
+    decoupled) with Adam's and AdamW's weight decay, at the first and at later steps."""
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    n = data.draw(st.one_of(st.integers(1, 40), st.integers(1000, 3000)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = rng.random(n).astype(dtype)
+    args = (data.draw(st.integers(1, 1000)), data.draw(st.sampled_from([1e-3, 0.1])), 0.9, 0.999, 1e-8,
+            data.draw(st.sampled_from([0.0, 1e-2])), data.draw(st.booleans()))
+    return p, g, m, v, args

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 
 import tinygen
-from helpers import assert_kernel_output, assert_standard_normal, poisoned_allocator
+from helpers import assert_kernel_output, assert_standard_normal, host, poisoned_allocator
 from strategies import noise_step_problems as step_problems
 from tinygen import backend, models
 from tinygen.errors import DeviceMismatchError
@@ -49,11 +49,6 @@ def poisoned_outputs(gpu):
     """gpu_cupy's allocator replaced by one that fills every new buffer with NaN (counted)."""
     with poisoned_allocator(gpu_cupy, gpu.empty) as allocated:
         yield allocated
-
-
-def host(a):
-    assert backend.is_device_array(a), f"a {type(a).__name__}, not a GPU array"
-    return a.get()
 
 
 def assert_matches(out, expected, tol, what="output"):

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from helpers import assert_kernel_output, poisoned_allocator
+from helpers import assert_kernel_output, host, poisoned_allocator
 from strategies import make_array, shapes
 from test_normalization import DTYPES, grad_terms, group_norm_problem
-from tinygen import backend
 from tinygen.kernels import normalization
 from tinygen.kernels.normalization import gpu_cupy, reference
 
@@ -27,11 +26,6 @@ pytestmark = pytest.mark.gpu
 def poisoned_outputs(gpu):
     with poisoned_allocator(gpu_cupy, gpu.empty) as allocated:
         yield allocated
-
-
-def host(a):
-    assert backend.is_device_array(a), f"a {type(a).__name__}, not a GPU array"
-    return a.get()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

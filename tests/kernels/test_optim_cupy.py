@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 import tinygen
 from helpers import assert_kernel_output, poisoned_allocator
+from strategies import adam_problem
 from tinygen import backend, optim
 from tinygen.kernels import optim as optim_kernels
 from tinygen.kernels.optim import gpu_cupy, reference
@@ -30,14 +31,7 @@ def poisoned_outputs(gpu):
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_adam_kernel_matches_reference(gpu, data):
-    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
-    n = data.draw(st.one_of(st.integers(1, 40), st.integers(1000, 3000)))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
-    v = rng.random(n).astype(dtype)
-    step = data.draw(st.integers(1, 1000))
-    args = (step, data.draw(st.sampled_from([1e-3, 0.1])), 0.9, 0.999, 1e-8,
-            data.draw(st.sampled_from([0.0, 1e-2])), data.draw(st.booleans()))
+    p, g, m, v, args = adam_problem(data)
     expected = [a.copy() for a in (p, m, v)]
     reference.adam_update(expected[0], g, expected[1], expected[2], *args)
     on_gpu = [gpu.asarray(a) for a in (p, m, v)]

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from helpers import assert_kernel_output
+from strategies import adam_problem
 from tinygen import backend
 from tinygen.kernels import optim as optim_kernels
 from tinygen.kernels.optim import reference
@@ -24,19 +25,12 @@ from tinygen.kernels.optim import cpu_numba  # noqa: E402
 @settings(max_examples=80, deadline=None)
 @given(data=st.data())
 def test_adam_kernel_matches_reference(data):
-    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
-    n = data.draw(st.one_of(st.integers(1, 40), st.integers(1000, 3000)))  # odd tails of the vector loop
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
-    v = rng.random(n).astype(dtype)
-    step = data.draw(st.integers(1, 1000))
-    args = (step, data.draw(st.sampled_from([1e-3, 0.1])), 0.9, 0.999, 1e-8,
-            data.draw(st.sampled_from([0.0, 1e-2])), data.draw(st.booleans()))
+    p, g, m, v, args = adam_problem(data)
     expected = [a.astype(np.float64) for a in (p, m, v)]
     reference.adam_update(expected[0], g.astype(np.float64), expected[1], expected[2], *args)
     cpu_numba.adam_update(p, g, m, v, *args)
     for got, want, what in zip((p, m, v), expected, "pmv"):
-        assert_kernel_output(got, want.astype(dtype), what=what)
+        assert_kernel_output(got, want.astype(p.dtype), what=what)
 
 
 def test_adam_kernel_updates_strided_arrays_in_place():
