@@ -3,6 +3,7 @@
     python -m benchmarks.quality                                    # all five models, n = 10,000
     python -m benchmarks.quality --models vae,ddpm --ddpm-samplers ddim20 --torch
     python -m benchmarks.quality --steps-scale 0.002 --n 200 --runs /tmp/q   # a smoke test
+    python -m benchmarks.quality --models ddpm --device cuda --batch-size 2000  # train and sample on a GPU
 
 For each model of --models:
 
@@ -13,13 +14,15 @@ For each model of --models:
    the training loop's wall time summed over resumed invocations, with the checkpoints and
    sample grids written along the way (not the final ones, written after the last update). A
    run whose metrics predate that field has an unknown training time, and the table says so.
+   `--device cuda` trains (and samples) on a GPU: the same budget and seeds as on the CPU.
    `--steps-scale f` shrinks every budget to f x steps (smoke tests; the runs go to
    RUNS/NAME-STEPSsteps, write only their final sample grid, and the table labels the budget).
 2. Sampling: n images in batches with `tinygen.evaluation.sample_in_batches`, as `tinygen eval
    --checkpoint` draws them: GANs with their batch norm in eval mode (the running statistics),
    VAEs' decoder means sigmoid(f(z)), the DDPM from its EMA weights with every sampler of
    --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps; `ddimS`: DDIM with S steps,
-   eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused.
+   eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused,
+   beside a PNG grid of the first 100.
 3. Evaluation: `tinygen.evaluation` (the protocol of `tinygen eval`): FD, precision, recall,
    coverage, class histogram, nearest-training-image distance against the reference (the MNIST
    files of --data-dir: the 10,000 test and 60,000 training images), likelihood bounds for the
@@ -60,8 +63,9 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from benchmarks import machine
-from tinygen import backend, evaluation, models, optim, trainer
+from tinygen import backend, evaluation, image, models, optim, trainer
 from tinygen.data import MNIST, DataLoader
+from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import load, save
 
@@ -109,6 +113,15 @@ def budget(name, scale):
     return steps, config.batch_size
 
 
+def device_label(dev):
+    """`dev` as a table names it: "cpu", or "cuda:0 (NVIDIA H200)"."""
+    if dev.type != "cuda":
+        return str(dev)
+    gpus, _ = backend.gpu_info()
+    index = dev.index or 0
+    return f"cuda:{index} ({gpus[index]['name']})" if index < len(gpus) else str(dev)
+
+
 def run_folder(runs, name, steps, scale):
     return os.path.join(runs, name if scale == 1 else f"{name}-{steps}steps")
 
@@ -116,19 +129,19 @@ def run_folder(runs, name, steps, scale):
 # --- 1. training -------------------------------------------------------------------------------
 
 
-def ensure_trained(name, out, steps, full):
+def ensure_trained(name, out, steps, full, device=None):
     """Train, resume or reuse the run of `name` in `out`; returns what was done and the training time.
 
     `full`: the default budget, trained exactly as `tinygen train NAME`; a shrunk one (smoke tests)
     writes only the final sample grid (the default, one grid per tenth of the run, would be a grid
-    at every step of a 10-step run).
+    at every step of a 10-step run). `device`: where it trains (`tinygen train --device`).
     """
     path = os.path.join(out, trainer.CHECKPOINT)
     started = time.perf_counter()
     if not os.path.exists(path):
         how = "trained by this command"
         trainer.train(name, out, steps=steps, seed=SEED, sample_every=None if full else steps,
-                      progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty(), device=device)
     else:
         state = load(path)
         run, done = state["run"], int(state["step"])
@@ -144,7 +157,7 @@ def ensure_trained(name, out, steps, full):
                              f"({', '.join(changed)} differ); choose another --runs")
         if done < steps:
             how = f"resumed from step {done:,} by this command"
-            trainer.train(name, out, resume=True, progress=sys.stderr.isatty())
+            trainer.train(name, out, resume=True, progress=sys.stderr.isatty(), device=device)
         else:
             how = "reused (finished before this command)"
     seconds, source = training_seconds(out, steps)
@@ -178,18 +191,25 @@ def training_seconds(out, steps):
 
 
 def tinygen_samples(model, folder, label, n, batch_size, seed, options, step, fresh):
-    """n samples and the seconds they took to draw: from the file saved by an earlier call, or drawn now."""
+    """n samples and the seconds they took to draw: from the file saved by an earlier call, or drawn now.
+
+    The first 100 samples are also saved as a 10 x 10 grid beside them (the same name, .png), to look at.
+    """
     path = os.path.join(folder, f"{label}-n{n}-seed{seed}-step{step}.npz")
     if os.path.exists(path) and not fresh:
         saved = load(path)
-        return saved["samples"], float(saved["seconds"]), f"saved by an earlier run ({path})"
-    start = time.perf_counter()
-    samples = evaluation.sample_in_batches(model, n, batch_size, seed, options, progress=sys.stderr)
-    seconds = time.perf_counter() - start
-    os.makedirs(folder, exist_ok=True)
-    save({"samples": samples, "seconds": seconds, "step": step, "seed": seed, "batch_size": batch_size,
-          "options": options}, path)
-    return samples, seconds, f"drawn by this command ({path})"
+        samples, seconds, how = saved["samples"], float(saved["seconds"]), f"saved by an earlier run ({path})"
+    else:
+        start = time.perf_counter()
+        samples = evaluation.sample_in_batches(model, n, batch_size, seed, options, progress=sys.stderr)
+        seconds, how = time.perf_counter() - start, f"drawn by this command ({path})"
+        os.makedirs(folder, exist_ok=True)
+        save({"samples": samples, "seconds": seconds, "step": step, "seed": seed, "batch_size": batch_size,
+              "options": options}, path)
+    grid = path[:-len(".npz")] + ".png"
+    if not os.path.exists(grid) or fresh:
+        image.save_png(grid, image.make_grid(samples[:100], nrow=10))
+    return samples, seconds, how
 
 
 # --- 4. the PyTorch twins (run in a spawned process) ---------------------------------------------
@@ -404,6 +424,8 @@ def build_parser():
     p.add_argument("--likelihood-n", type=int, default=1000, help="test images for the likelihood bounds (0 skips)")
     p.add_argument("--iwae-k", type=int, default=100, help="importance samples K of the VAE's IWAE bound")
     p.add_argument("--t-subsample", type=int, default=50, help="DDPM bits/dim: timesteps per image (0: all T)")
+    p.add_argument("--device", help="where tinygen's models train, sample and run the likelihood bounds' networks: "
+                   "cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="train steps x this (smoke tests; labelled)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling, the floor and the bounds")
     p.add_argument("--torch", action="store_true", help="also each model's PyTorch twin, same budget, same run")
@@ -432,12 +454,19 @@ def main(argv=None):
     if data_dir is not None and not os.path.isdir(data_dir):
         parser.error(f"--data-dir {data_dir!r} is no folder: give the folder of the MNIST IDX files, "
                      "or --data-dir '' for the embedded reference")
+    try:
+        device = backend.device(args.device) if args.device else backend.get_default_device()
+        if device.type == "cuda":
+            backend.load_cupy()  # a missing CuPy or GPU is said now, not after the floor's evaluation
+    except TinygenError as err:
+        parser.error(f"--device {args.device}: {err}")
     with_torch = args.torch and importlib.util.find_spec("torch") is not None
     out = args.out or os.path.join(args.runs, "results.json")
     os.makedirs(args.runs, exist_ok=True)
 
     load_average = os.getloadavg()[0]
     print(f"machine: {machine.describe()}")
+    print(f"device of tinygen's models: {device_label(device)}")
     print(f"load average (1 min) before the run: {load_average:.2f}")
     if args.steps_scale != 1:
         print(f"NOTE: --steps-scale {args.steps_scale:g}: every training budget is shrunk; smoke numbers, "
@@ -453,7 +482,7 @@ def main(argv=None):
               "so compare it only with numbers at the same n")
     report = {
         "command": ["python", "-m", "benchmarks.quality"] + list(sys.argv[1:] if argv is None else argv),
-        "machine": machine.describe(), "load_average_1min": load_average,
+        "machine": machine.describe(), "device": device_label(device), "load_average_1min": load_average,
         "feature_net_sha256": evaluation.WEIGHTS_SHA256, "protocol_n": PROTOCOL_N, "n": args.n,
         "steps_scale": args.steps_scale, "reference": ref.description,
         "seeds": {"training": SEED, "sampling": args.seed, "floor": args.seed, "likelihood": args.seed,
@@ -479,11 +508,11 @@ def main(argv=None):
         label = f"{steps:,} × {batch}" + (f" (×{args.steps_scale:g})" if args.steps_scale != 1 else "")
         folder = run_folder(args.runs, name, steps, args.steps_scale)
         print(f"\n{name}: {label} in {folder}", flush=True)
-        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1)
+        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1, device=args.device)
         print(f"{name}: {training['how']}; training time {duration(training['seconds'])} ({training['time_source']})")
         if training["seconds"] is None:
             notes.add("† " + training["time_source"])
-        model, run, step = trainer.load_checkpoint(training["checkpoint"])
+        model, run, step = trainer.load_checkpoint(training["checkpoint"], device=args.device)
         extra, extra_s = likelihoods(model, name, ref, args)
         if extra:
             print(f"{name}: likelihood bounds in {extra_s:.1f} s: "

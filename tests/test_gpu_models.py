@@ -8,6 +8,7 @@ where CuPy sees no GPU (CI has none), unless ``TINYGEN_TEST_FAKE_GPU=1`` runs th
 benchmarks/gpu_check.py runs them on a GPU machine.
 """
 
+import json
 import os
 
 import numpy as np
@@ -147,3 +148,16 @@ def test_likelihood_bounds_run_their_networks_on_the_gpu():
         got, want = bound(on_gpu), bound(on_cpu)
         assert on_gpu.device == "cuda" and np.isfinite(got).all()
         np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=name)
+
+
+def test_the_quality_benchmark_trains_and_samples_on_the_gpu(tmp_path, capsys):
+    from benchmarks import quality
+
+    out = tmp_path / "results.json"
+    argv = ["--models", "vae", "--device", "cuda", "--steps-scale", "0.0002", "--n", "20", "--data-dir", "",
+            "--likelihood-n", "5", "--iwae-k", "3", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    assert quality.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["device"].startswith("cuda:0") and "device of tinygen's models: cuda:0" in capsys.readouterr().out
+    rows = {row["model"]: row for row in report["rows"]}
+    assert np.isfinite(rows["vae"]["metrics"]["fd"]) and rows["vae"]["likelihood"]["test_elbo_nats"]["n"] == 5

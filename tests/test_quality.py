@@ -9,7 +9,7 @@ import math
 import pytest
 
 from benchmarks import quality
-from tinygen import trainer
+from tinygen import image, trainer
 
 
 def test_elapsed_seconds_continue_across_a_resume(tmp_path):
@@ -66,6 +66,8 @@ def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
     assert rows["vae"]["training"]["how"] == "trained by this command" and rows["vae"]["train_seconds"] > 0
     assert set(rows["vae"]["likelihood"]) == {"test_elbo_nats", "test_iwae_k3_nats"}
     assert ("vae (torch)" in rows) == with_torch
+    grids = list((tmp_path / "runs").glob("vae-*steps/quality/default-n20-seed0-step12.png"))
+    assert len(grids) == 1 and image.read_png(str(grids[0])).shape == (2 + 2 * 30, 2 + 10 * 30)
     if with_torch:
         assert rows["vae (torch)"]["n"] == 20 and rows["vae (torch)"]["likelihood"]["test_elbo_nats"]["n"] == 5
     # a second run reuses the finished training run and the saved samples
@@ -87,3 +89,18 @@ def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
     assert "| 3 |" in table and "| 6 |" in table and "NOTE: n = 20" in table
     with pytest.raises(SystemExit):
         quality_curve.main(["--model", "vae", "--steps", "6,3", "--runs", str(tmp_path)])
+
+
+def test_a_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(quality.backend, "load_cupy", _no_cupy)
+    with pytest.raises(SystemExit):
+        quality.main(["--models", "vae", "--device", "cuda", "--runs", str(tmp_path)])
+    assert "--device cuda: no CuPy here" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality.main(["--models", "vae", "--device", "tpu", "--runs", str(tmp_path)])
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def _no_cupy():
+    raise quality.backend.BackendUnavailableError("no CuPy here")
