@@ -27,13 +27,26 @@ from torch import nn as tnn
 
 from tinygen import nn
 from tinygen.models.diffusion import DDPM, Schedule
-from tinygen.models.gan import GAN
+from tinygen.models.gan import GAN, MinibatchStdDev
 from tinygen.models.vae import VAE
 
 # --- converting tinygen layers -------------------------------------------------------------
 
+class TorchMinibatchStdDev(tnn.Module):
+    """`tinygen.models.gan.MinibatchStdDev`: (B, F) -> (B, F + 1), the batch's mean per-feature std appended."""
+
+    def __init__(self, eps):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        s = (x.var(0, unbiased=False) + self.eps).sqrt().mean()
+        return torch.cat([x, s.expand(x.shape[0], 1)], 1)
+
+
 # tinygen layer class -> the torch layer with the same hyperparameters (weights are copied after)
 _LAYERS = {
+    MinibatchStdDev: lambda m: TorchMinibatchStdDev(m.eps),
     nn.Linear: lambda m: tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
     nn.Conv2d: lambda m: tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
                                     m.dilation, bias=m.bias is not None),

@@ -14,7 +14,7 @@ from tinygen import backend, cli, trainer
 from tinygen.errors import ArgumentError, CheckpointError
 from tinygen.image import read_png
 from tinygen.models import MODELS
-from tinygen.serialization import load
+from tinygen.serialization import load, save
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
@@ -67,6 +67,22 @@ def test_resume_follows_the_uninterrupted_trajectory(tmp_path):
     assert_same_state(whole, parts)
     steps = [json.loads(line)["step"] for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [8, 10, 12]  # every 10th step, and the last step of each invocation
+
+
+def test_a_run_saved_before_a_setting_existed_loads_and_resumes_as_it_was(tmp_path):
+    """A GAN checkpoint from before `GANConfig.minibatch_std` has no such layer in its D: it is
+    rebuilt with the setting's old value (`Config.LEGACY`), not today's default."""
+    out = tmp_path / "old"
+    path = trainer.train("gan", str(out), steps=2, overrides={"batch_size": 8, "minibatch_std": False}, sample_every=2)
+    state = load(path)
+    del state["run"]["overrides"]["minibatch_std"], state["run"]["config"]["minibatch_std"]  # as written then
+    save(state, path)
+    model, run, step = trainer.load_checkpoint(path)
+    assert not model.config.minibatch_std and step == 2 and "minibatch_std" not in run["overrides"]
+    trainer.train("gan", str(out), steps=3, resume=True, sample_every=3)
+    model, run, step = trainer.load_checkpoint(path)
+    assert not model.config.minibatch_std and step == 3 and run["config"]["minibatch_std"] is False
+    assert MODELS["gan"].Config().minibatch_std  # new runs get the layer
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):

@@ -123,7 +123,7 @@ def train(
             run["ranks"] = dp.world_size
 
     backend.manual_seed(run["seed"])
-    model = build_model(model_name, run["overrides"])
+    model = build_model(model_name, _saved_overrides(run) if resume else run["overrides"])
     device = backend.device(device) if device is not None else backend.get_default_device()
     if dp and device.type != "cpu":
         raise ArgumentError(f"--distributed trains on the CPU (MPI); it cannot run on device {device}")
@@ -212,7 +212,7 @@ def load_checkpoint(path, device=None):
     returns (model, run, step)."""
     state = load(path)
     run = _run_of(state, path)
-    model = build_model(run["model"], run["overrides"])
+    model = build_model(run["model"], _saved_overrides(run))
     model.load_state_dict(state["model"])
     model.to(backend.device(device) if device is not None else backend.get_default_device())
     return model, run, int(state["step"])
@@ -222,6 +222,18 @@ def _read_checkpoint(path):
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no checkpoint to resume from")
     return load(path)
+
+
+def _saved_overrides(run):
+    """The settings that rebuild a saved run's model: the run's overrides, and each setting that the
+    model's Config gained after the run was saved (`Config.LEGACY`, absent from the run's saved
+    config) at its value of before, so that an older checkpoint loads into the network it trained."""
+    overrides = dict(run["overrides"])
+    config = getattr(models.MODELS.get(run["model"]), "Config", None)
+    saved = run.get("config") or {}
+    for field, before in getattr(config, "LEGACY", {}).items():
+        overrides.setdefault(field, saved.get(field, before))
+    return overrides
 
 
 def _run_of(state, path):

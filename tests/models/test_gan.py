@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 
 import tinygen
-from helpers import random_batches
+from hypothesis import given, settings, strategies as st
+
+from helpers import gradcheck, random_batches
+from strategies import arrays
 from tinygen.errors import ArgumentError, ShapeError
-from tinygen.models.gan import DCGAN, DCGANConfig, GANConfig, MLPGAN, discriminator_loss, generator_loss
+from tinygen.models.gan import (DCGAN, DCGANConfig, GANConfig, MLPGAN, MinibatchStdDev, discriminator_loss,
+                                generator_loss)
 
 MODELS = [MLPGAN, DCGAN]
 
@@ -34,7 +38,9 @@ def test_parameter_counts():
     assert g.num_parameters() == (
         (100 * 128 + 128) + bn(128) + (128 * 256 + 256) + bn(256) + (256 * 512 + 512) + bn(512) + (512 * 784 + 784)
     )  # 581,520
-    assert d.num_parameters() == (784 * 512 + 512) + (512 * 256 + 256) + (256 + 1)  # 533,505
+    # the minibatch standard deviation adds one input (and weight) to D's last layer
+    assert d.num_parameters() == (784 * 512 + 512) + (512 * 256 + 256) + (256 + 1 + 1)  # 533,506
+    assert MLPGAN(GANConfig(minibatch_std=False)).discriminator.num_parameters() == 533505
     g, d = DCGAN().generator, DCGAN().discriminator
     # G: Linear without bias (BN follows), ConvT 128->64 without bias, ConvT 64->1 with bias
     assert g.num_parameters() == 100 * 128 * 7 * 7 + bn(128) + 128 * 64 * 4 * 4 + bn(64) + (64 * 1 * 4 * 4 + 1)
@@ -176,3 +182,23 @@ def test_errors_name_the_problem():
         MLPGAN(DCGANConfig())
     with pytest.raises(ArgumentError, match="keys"):
         gan.load_state_dict({"generator": {}})
+
+
+@settings(deadline=None, max_examples=25)
+@given(shape=st.tuples(st.integers(2, 5), st.integers(1, 6)), data=st.data())
+def test_minibatch_std_dev_value_and_gradient(shape, data):
+    x = data.draw(arrays(shape))
+    out = MinibatchStdDev()(tinygen.tensor(x)).numpy()
+    s = np.sqrt(x.var(axis=0) + 1e-8).mean()  # NumPy's var divides by B, as the paper's
+    np.testing.assert_allclose(out, np.concatenate([x, np.full((shape[0], 1), s)], axis=1), rtol=1e-12)
+    gradcheck(lambda t: MinibatchStdDev()(t), x)
+
+
+def test_minibatch_std_dev_sees_a_collapsed_batch():
+    """Identical rows (a generator that collapsed) give s = sqrt(eps); varied rows a large s."""
+    same = np.tile(np.random.default_rng(0).standard_normal((1, 8)), (6, 1))
+    assert MinibatchStdDev()(tinygen.tensor(same)).numpy()[:, -1] == pytest.approx(1e-4, rel=1e-3)
+    varied = np.random.default_rng(1).standard_normal((6, 8))
+    assert MinibatchStdDev()(tinygen.tensor(varied)).numpy()[0, -1] > 0.5
+    with pytest.raises(ShapeError, match=r"\(B, F\).*\(2, 3, 4\)"):
+        MinibatchStdDev()(tinygen.zeros(2, 3, 4))
