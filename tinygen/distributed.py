@@ -28,6 +28,8 @@ takes the same optimizer step from the same weights: the replicas stay identical
   statistics are averaged over the ranks after every step (`DataParallel.after_step`), so they
   stay identical; they then equal what one process would get updating them with the mean of
   the K shards' statistics ("ghost batch norm" with batch B), not with the K·B batch's.
+  The MLP GAN's minibatch standard deviation (`models.gan.MinibatchStdDev`) is likewise each
+  rank's own: the spread of its B rows.
 - **Failures.** A rank that raises while the others wait in a collective would hang the job.
   Run under `python -m mpi4py` (an unhandled exception or a non-zero exit calls `MPI_Abort`),
   or wrap the work in `abort_on_error()`, which prints the error with the rank and aborts all.

@@ -26,7 +26,7 @@ import tinygen
 from tinygen import backend, distributed, trainer
 from tinygen.data import DataLoader
 from tinygen.errors import ArgumentError
-from tinygen.models import diffusion
+from tinygen.models import diffusion, gan
 from tinygen.nn import functional as F
 from tinygen.serialization import load
 from tinygen.tensor import Tensor
@@ -160,6 +160,16 @@ def ghost_batch_norm(original, k):
     return batch_norm
 
 
+def ghost_minibatch_std(original, k):
+    """MinibatchStdDev.forward on each of k equal parts of the batch on its own (what K ranks do)."""
+
+    def forward(self, x):
+        n = x.shape[0] // k
+        return tinygen.cat([original(self, x[r * n:(r + 1) * n]) for r in range(k)], dim=0)
+
+    return forward
+
+
 def split_noise_kernel(original, split, k):
     """The DDPM's q_sample_noise over k parts of the batch, part r from rank r's seed."""
 
@@ -181,6 +191,7 @@ def reference_run(name, monkeypatch):
     split = SplitGenerator(streams)
     monkeypatch.setattr(backend, "_generator", split)
     monkeypatch.setattr(F, "batch_norm", ghost_batch_norm(F.batch_norm, RANKS))
+    monkeypatch.setattr(gan.MinibatchStdDev, "forward", ghost_minibatch_std(gan.MinibatchStdDev.forward, RANKS))
     if hasattr(diffusion.kernels, "q_sample_noise"):
         monkeypatch.setattr(diffusion.kernels, "q_sample_noise", split_noise_kernel(diffusion.kernels.q_sample_noise, split, RANKS))
     loader = DataLoader(trainer.load_dataset("embedded"), batch_size=RANKS * PER_RANK, shuffle=True, drop_last=True, seed=SEED)
