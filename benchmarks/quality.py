@@ -508,11 +508,11 @@ def main(argv=None):
         label = f"{steps:,} × {batch}" + (f" (×{args.steps_scale:g})" if args.steps_scale != 1 else "")
         folder = run_folder(args.runs, name, steps, args.steps_scale)
         print(f"\n{name}: {label} in {folder}", flush=True)
-        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1, device=args.device)
+        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1, device=device)
         print(f"{name}: {training['how']}; training time {duration(training['seconds'])} ({training['time_source']})")
         if training["seconds"] is None:
             notes.add("† " + training["time_source"])
-        model, run, step = trainer.load_checkpoint(training["checkpoint"], device=args.device)
+        model, run, step = trainer.load_checkpoint(training["checkpoint"], device=device)
         extra, extra_s = likelihoods(model, name, ref, args)
         if extra:
             print(f"{name}: likelihood bounds in {extra_s:.1f} s: "

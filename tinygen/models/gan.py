@@ -19,8 +19,8 @@ At the equilibrium D(·) = 1/2 everywhere: loss_d = 2 log 2 ≈ 1.386 and loss_g
 
 `MLPGAN` follows the classic Keras MNIST GAN (fully connected layers, LeakyReLU 0.2, BatchNorm
 after each hidden activation of G), with one addition against mode collapse: D also sees the
-standard deviation of its batch (`MinibatchStdDev`, Karras et al. 2018); `DCGAN` follows Radford et al. (2016): strided (transposed)
-convolutions instead of pooling, BatchNorm in both networks except G's output and D's input,
+standard deviation of its batch (`MinibatchStdDev`, Karras et al. 2018). `DCGAN` follows Radford
+et al. (2016): strided (transposed) convolutions instead of pooling, BatchNorm in both networks except G's output and D's input,
 ReLU in G, LeakyReLU in D, weights from N(0, 0.02²). Both are trained by `GAN.train_step`, which
 is Algorithm 1 of Goodfellow et al. with k = 1 discriminator step per generator step, and Adam
 (lr 2e-4, β₁ 0.5) as in the DCGAN paper.
