@@ -13,8 +13,8 @@ Each `train_step` mirrors its tinygen counterpart line for line (losses, optimiz
 the order of the updates); `tests/test_torch_twins.py` checks, in float64 with the same random
 draws, that both give the same outputs, losses and updated weights. Every random draw of a twin
 goes through one method (`noise`, `negative_elbo_terms(eps=...)`, `draw`), which the tests replace.
-Each twin also has tinygen's `sample(n, ...)` (for `benchmarks.quality`): the GAN generator in
-eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM samplers from the EMA weights.
+Each twin also has tinygen's `sample(n, ...)` (for `benchmarks.quality`): the GAN generator (or
+its weights' average) in eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM samplers from the EMA weights.
 """
 
 import copy
@@ -27,7 +27,7 @@ from torch import nn as tnn
 
 from tinygen import nn
 from tinygen.models.diffusion import DDPM, Schedule
-from tinygen.models.gan import GAN, MinibatchStdDev
+from tinygen.models.gan import BN_RECALIBRATION, GAN, MinibatchStdDev
 from tinygen.models.vae import VAE
 
 # --- converting tinygen layers -------------------------------------------------------------
@@ -118,6 +118,10 @@ class GANTwin:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=tuple(c.betas))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=tuple(c.betas))
         self.dtype = next(self.generator.parameters()).dtype
+        # `GAN.sample`'s average of G's weights, with BatchNorm statistics recomputed for it (`GAN.averaged`)
+        self.ema_shadow = None if model.ema is None else \
+            [torch.from_numpy(model.ema.shadow[name].copy()) for name, _ in self.generator.named_parameters()]
+        self.step, self._averaged = model.step, None
 
     def noise(self, n):
         return torch.randn(n, self.config.latent_dim, dtype=self.dtype)  # z ~ N(0, I)
@@ -146,6 +150,11 @@ class GANTwin:
             self.opt_g.step()
         finally:
             D.requires_grad_(True)
+        if self.ema_shadow is not None:
+            with torch.no_grad():
+                for shadow, p in zip(self.ema_shadow, G.parameters()):
+                    shadow.lerp_(p, 1 - self.config.ema_decay)
+        self.step += 1
         return {
             "loss_d": loss_d.item(),
             "loss_g": loss_g.item(),
@@ -154,14 +163,35 @@ class GANTwin:
         }
 
     @torch.no_grad()
+    def averaged(self):
+        """`GAN.averaged`: G with the averaged weights and BatchNorm statistics recomputed for them."""
+        if self._averaged is not None and self._averaged[0] == self.step:
+            return self._averaged[1]
+        G = copy.deepcopy(self.generator).train()
+        for p, shadow in zip(G.parameters(), self.ema_shadow):
+            p.copy_(shadow)
+        norms = [m for m in G.modules() if isinstance(m, tnn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # the cumulative average, as torch.optim.swa_utils.update_bn
+        rng = np.random.default_rng(self.step)
+        batches, size = BN_RECALIBRATION
+        for _ in range(batches):
+            G(torch.from_numpy(rng.standard_normal((size, self.config.latent_dim))).to(self.dtype))
+        self._averaged = (self.step, G.eval())
+        return G
+
+    @torch.no_grad()
     def sample(self, n):
-        """n images G(z) (n, 1, 28, 28) float32 in [0, 1], as `GAN.sample`: G in eval mode (BatchNorm's running statistics)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        """n images G(z) (n, 1, 28, 28) float32 in [0, 1], as `GAN.sample`: G in eval mode (BatchNorm's
+        running statistics), the averaged G where the model has `ema_decay`."""
+        G = self.generator if self.ema_shadow is None else self.averaged()
+        was_training = G.training
+        G.eval()
         try:
-            images = self.generator(self.noise(n))
+            images = G(self.noise(n))
         finally:
-            self.generator.train(was_training)
+            G.train(was_training)
         return images.numpy().astype(np.float32)
 
 

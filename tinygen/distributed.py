@@ -377,13 +377,16 @@ class DataParallel:
             backend.manual_seed(rank_seed(seed, self.rank))
 
     def after_step(self, model, losses):
-        """Average the float buffers (BatchNorm running statistics) and the losses over the ranks.
+        """Average the float buffers (BatchNorm running statistics, and an EMA's copy of them) and the
+        losses over the ranks.
 
-        One `Allreduce` for both. Returns the losses of the global batch (the mean of the ranks'
+        One `Allreduce` for all. Returns the losses of the global batch (the mean of the ranks'
         batch means), which are the same on every rank, so all ranks stop together on a NaN.
         """
         buffers = [b.data for value in vars(model).values() if isinstance(value, Module)
                    for b in value.buffers() if b is not None and b.dtype.kind == "f"]
+        buffers += [a for value in vars(model).values() if isinstance(value, EMA)
+                    for a in value.buffers.values() if a.dtype.kind == "f"]
         values = np.array([losses[k] for k in losses], dtype=np.float64)
         allreduce_mean(buffers + [values], comm=self.comm)
         return dict(zip(losses, values.tolist()))

@@ -1,5 +1,6 @@
 """MLPGAN and DCGAN: shapes, parameter counts, the two losses by hand, a short run on real MNIST,
-determinism under a seed, and exact resumption from a state dict (networks and Adam states)."""
+determinism under a seed, exact resumption from a state dict (networks, Adam states, the average
+of G's weights) and sampling from that average."""
 
 import math
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from helpers import gradcheck, random_batches
 from strategies import arrays
 from tinygen.errors import ArgumentError, ShapeError
+from tinygen.models import gan as gan_module
 from tinygen.models.gan import (DCGAN, DCGANConfig, GANConfig, MLPGAN, MinibatchStdDev, discriminator_loss,
                                 generator_loss)
 
@@ -168,6 +170,52 @@ def test_sampling_uses_batchnorm_running_statistics():
     one = gan.sample(1)  # the same first z (the generator draws in order)
     np.testing.assert_allclose(one[0], four[0], rtol=1e-5, atol=1e-6)
     assert gan.generator.training  # sample() restores training mode
+
+
+def test_samples_come_from_the_averaged_generator():
+    """sample() runs G with the EMA weights; its BatchNorm statistics are those of the recalibration
+    noise (a stream of its own), so they neither touch the seeded generator nor depend on G's."""
+    tinygen.manual_seed(0)
+    gan = MLPGAN(GANConfig(batch_size=8, g_hidden=(16, 32), ema_decay=0.5))
+    for _ in range(3):
+        gan.train_step(tinygen.rand(8, 1, 28, 28))
+    tinygen.manual_seed(5)
+    first = gan.sample(4)
+    averaged = gan.averaged()
+    for name, p in averaged.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), gan.ema.shadow[name])
+        assert not np.array_equal(p.numpy(), dict(gan.generator.named_parameters())[name].numpy())
+    # the first BatchNorm's statistics: mean over the batches of noise of each batch's mean and
+    # unbiased variance of its input, Linear -> LeakyReLU of z
+    rng, (batches, size) = np.random.default_rng(gan.step), gan_module.BN_RECALIBRATION
+    zs = rng.standard_normal((batches, size, 100)).astype(np.float32)
+    w, b = (p.numpy().astype(np.float64) for p in averaged[0].parameters())
+    h = zs @ w.T + b
+    h = np.where(h > 0, h, 0.2 * h)
+    np.testing.assert_allclose(averaged[2].running_mean.numpy(), h.mean(1).mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(averaged[2].running_var.numpy(), h.var(1, ddof=1).mean(0), rtol=1e-4)
+    assert gan.averaged() is averaged  # computed once per step
+    tinygen.manual_seed(5)
+    np.testing.assert_array_equal(gan.sample(4), first)  # the same draws with or without recalibration
+    tinygen.manual_seed(5)
+    z = gan.noise(4)
+    gan.generator.eval(), averaged.eval()
+    np.testing.assert_allclose(averaged(z).numpy(), first, rtol=1e-6)
+    np.testing.assert_allclose(gan.generator(z).numpy(), (tinygen.manual_seed(5), gan.sample(4, use_ema=False))[1],
+                               rtol=1e-6)
+
+
+def test_ema_decay_none_samples_from_g_and_saves_no_average():
+    tinygen.manual_seed(0)
+    gan = DCGAN(DCGANConfig(batch_size=8))
+    assert gan.ema is None and "ema" not in gan.state_dict()
+    gan.train_step(tinygen.rand(8, 1, 28, 28))
+    tinygen.manual_seed(5)
+    samples = gan.sample(3)
+    tinygen.manual_seed(5)
+    np.testing.assert_array_equal(gan.sample(3, use_ema=False), samples)
+    with pytest.raises(ArgumentError, match="'ema'"):
+        MLPGAN(GANConfig(batch_size=8)).load_state_dict(gan.state_dict())
 
 
 def test_errors_name_the_problem():

@@ -18,10 +18,11 @@ never takes the log of 0), written out in `discriminator_loss` and `generator_lo
 At the equilibrium D(·) = 1/2 everywhere: loss_d = 2 log 2 ≈ 1.386 and loss_g = log 2 ≈ 0.693.
 
 `MLPGAN` follows the classic Keras MNIST GAN (fully connected layers, LeakyReLU 0.2, BatchNorm
-after each hidden activation of G), with one addition against mode collapse: D also sees the
-standard deviation of its batch (`MinibatchStdDev`, Karras et al. 2018). `DCGAN` follows Radford
-et al. (2016): strided (transposed) convolutions instead of pooling, BatchNorm in both networks except G's output and D's input,
-ReLU in G, LeakyReLU in D, weights from N(0, 0.02²). Both are trained by `GAN.train_step`, which
+after each hidden activation of G), with two additions: against mode collapse D also sees the
+standard deviation of its batch (`MinibatchStdDev`, Karras et al. 2018), and samples come from a
+moving average of G's weights (`GAN.sample`, Yazıcı et al. 2019). `DCGAN` follows Radford et
+al. (2016): strided (transposed) convolutions instead of pooling, BatchNorm in both networks
+except G's output and D's input, ReLU in G, LeakyReLU in D, weights from N(0, 0.02²). Both are trained by `GAN.train_step`, which
 is Algorithm 1 of Goodfellow et al. with k = 1 discriminator step per generator step, and Adam
 (lr 2e-4, β₁ 0.5) as in the DCGAN paper.
 
@@ -35,6 +36,7 @@ is Algorithm 1 of Goodfellow et al. with k = 1 discriminator step per generator 
 (4, 1, 28, 28)
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +48,7 @@ from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, no_grad
 
 IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of an MNIST digit
+BN_RECALIBRATION = (20, 500)  # batches x images of noise that set the averaged G's BatchNorm statistics
 
 
 @dataclass
@@ -66,12 +69,15 @@ class GANConfig:
     # after the default 60,000 steps FD 447 with the largest digit 36% of the samples, against
     # FD 66 and 14% with it (`benchmarks.quality_curve`, README). See `MinibatchStdDev`.
     minibatch_std: bool = True  # D sees the spread of its batch before its last layer
+    # NOTE: not in the Keras example either: samples come from an exponential moving average of
+    # G's weights (`GAN.sample`); None samples from G itself.
+    ema_decay: float = 0.999
     lr: float = 2e-4
     betas: tuple = (0.5, 0.999)
     batch_size: int = 32  # the Keras example's (in 150 s trials, batch 64 collapsed to mostly 1s)
     steps: int = 60000
     # A checkpoint written before a field existed is rebuilt with the field's value of that time.
-    LEGACY = {"minibatch_std": False}
+    LEGACY = {"minibatch_std": False, "ema_decay": None}
 
 
 @dataclass
@@ -82,6 +88,9 @@ class DCGANConfig:
     width: int = 64  # G: 2w x 7 x 7 -> w x 14 x 14 -> 1 x 28 x 28; D: 1 -> w -> 2w channels
     negative_slope: float = 0.2
     init_std: float = 0.02  # Radford et al.: all weights from N(0, 0.02^2)
+    # None: samples come from G itself. With decay 0.999 the average scored a worse FD than G
+    # after the default 4,000 steps: G still improves fast there and the average lags it.
+    ema_decay: float = None
     lr: float = 2e-4
     betas: tuple = (0.5, 0.999)
     batch_size: int = 64
@@ -168,6 +177,8 @@ class GAN:
         self.opt_g = optim.Adam(self.generator.parameters(), lr=c.lr, betas=tuple(c.betas))
         self.opt_d = optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=tuple(c.betas))
         self.step = 0
+        self.ema = None if c.ema_decay is None else optim.EMA(self.generator, decay=c.ema_decay)
+        self._averaged = None  # (step, the averaged generator of that step), made by `averaged`
 
     def _build_networks(self, config):
         raise NotImplementedError
@@ -181,6 +192,7 @@ class GAN:
         """Move both networks to `device` (their Adam states follow on the next step); returns self."""
         self.generator.to(device)
         self.discriminator.to(device)
+        self._averaged = None  # remade on the new device when next sampled
         return self
 
     def noise(self, n):
@@ -224,6 +236,8 @@ class GAN:
             self.opt_g.step()
         finally:
             D.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.update(G)
 
         self.step += 1
         return {
@@ -234,35 +248,77 @@ class GAN:
         }
 
     @no_grad()
-    def sample(self, n):
+    def sample(self, n, use_ema=True):
         """n images G(z), z ~ N(0, I): a float32 array (n, 1, 28, 28) in [0, 1].
 
         The generator runs in eval mode, so its BatchNorm layers normalise with their running
-        statistics (averaged over training batches), not with this batch's: a sample does not
-        depend on the others drawn with it. Training mode is restored afterwards.
+        statistics, not with this batch's: a sample does not depend on the others drawn with it.
+
+        With `config.ema_decay` set (and `use_ema`), the generator is the exponential moving
+        average of G's weights over training (Yazıcı et al. 2019), which smooths the oscillation of
+        the last iterate. Its BatchNorm statistics are recomputed for the averaged weights, as SWA
+        does (Izmailov et al. 2018): G's running statistics belong to G's weights, not to their
+        average. See `averaged`. `use_ema=False` samples from G itself.
         """
         _check_count(n)
-        was_training = self.generator.training
-        self.generator.eval()
+        G = self.averaged() if use_ema and self.ema is not None else self.generator
+        was_training = G.training
+        G.eval()
         try:
-            images = self.generator(self.noise(n))
+            images = G(self.noise(n))
         finally:
-            self.generator.train(was_training)
+            G.train(was_training)
         return images.numpy().astype(np.float32)
 
+    @no_grad()
+    def averaged(self):
+        """The averaged generator of this step: EMA weights, BatchNorm statistics recomputed.
+
+        The statistics are the mean over `BN_RECALIBRATION` batches of noise (batch means and
+        unbiased variances, momentum None), drawn from a stream of their own seeded by the step:
+        the seeded generator's draws, and so the samples, do not depend on whether this ran.
+        Computed once per step and kept (not as an attribute of type Module: data-parallel ranks
+        average the BatchNorm statistics of those after every step).
+        """
+        if self._averaged is not None and self._averaged[0] == self.step:
+            return self._averaged[1]
+        G = copy.deepcopy(self.generator)
+        self.ema.copy_to(G)
+        norms = [m for m in G.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+        momenta = [m.momentum for m in norms]
+        rng, dtype = np.random.default_rng(self.step), next(G.parameters()).dtype
+        batches, size = BN_RECALIBRATION
+        try:
+            G.train()
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # running = the mean over the batches below
+            for _ in range(batches):
+                z = rng.standard_normal((size, self.config.latent_dim)).astype(dtype)
+                G(Tensor(z).to(self.device))
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+        self._averaged = (self.step, G)
+        return G
+
     def state_dict(self):
-        """Both networks (weights and BatchNorm statistics), both Adam states and the step count."""
-        return {
+        """Both networks (weights and BatchNorm statistics), both Adam states, the step count and,
+        with `ema_decay`, the average of G's weights."""
+        state = {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "step": self.step,
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state):
         """Restore what `state_dict()` returned, so that training continues exactly."""
-        expected = {"generator", "discriminator", "opt_g", "opt_d", "step"}
+        expected = {"generator", "discriminator", "opt_g", "opt_d", "step"} | ({"ema"} if self.ema is not None else set())
         if not isinstance(state, dict) or set(state) != expected:
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ArgumentError(f"a {type(self).__name__} state dict has the keys {sorted(expected)}, got {keys}")
@@ -270,7 +326,10 @@ class GAN:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
+        self._averaged = None
 
 
 class MLPGAN(GAN):
@@ -283,8 +342,8 @@ class MLPGAN(GAN):
     NOTE: the Keras example ends G with tanh on images scaled to [-1, 1]; here images are in
     [0, 1], so G ends with a sigmoid (σ(2a) = (tanh(a) + 1) / 2: the same family of outputs).
     As in that example BatchNorm comes after the activation, and D has no normalisation.
-    Weights keep PyTorch's default initialisation. The minibatch standard deviation is this
-    project's addition (see `GANConfig.minibatch_std`).
+    Weights keep PyTorch's default initialisation. The minibatch standard deviation and the
+    averaged generator are this project's additions (`GANConfig.minibatch_std`, `ema_decay`).
     """
 
     Config = GANConfig
