@@ -8,7 +8,8 @@
 For each model of --models:
 
 1. Training: `tinygen.trainer.train(name, RUNS/name)` with the model's default budget, exactly
-   `tinygen train NAME` (seed 0, the embedded subset). A folder that already holds the finished
+   `tinygen train NAME` (seed 0, the embedded subset; `--train-data mnist`: `tinygen train NAME
+   --data mnist --data-dir DIR`, all 60,000 training images). A folder that already holds the finished
    run (its checkpoint at the final step) is reused, an unfinished one resumed; one holding any
    other run is refused. The training time is the `elapsed_s` of the run's last metrics line:
    the training loop's wall time summed over resumed invocations, with the checkpoints and
@@ -18,9 +19,9 @@ For each model of --models:
    `--steps-scale f` shrinks every budget to f x steps (smoke tests; the runs go to
    RUNS/NAME-STEPSsteps, write only their final sample grid, and the table labels the budget).
 2. Sampling: n images in batches with `tinygen.evaluation.sample_in_batches`, as `tinygen eval
-   --checkpoint` draws them: GANs with their batch norm in eval mode (the running statistics),
-   VAEs' decoder means sigmoid(f(z)), the DDPM from its EMA weights with every sampler of
-   --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps; `ddimS`: DDIM with S steps,
+   --checkpoint` draws them: GANs with their batch norm in eval mode (the MLP GAN from the
+   average of its weights, `GAN.sample`), VAEs' decoder means sigmoid(f(z)), the DDPM from its
+   EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps; `ddimS`: DDIM with S steps,
    eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused,
    beside a PNG grid of the first 100.
 3. Evaluation: `tinygen.evaluation` (the protocol of `tinygen eval`): FD, precision, recall,
@@ -71,6 +72,7 @@ from tinygen.serialization import load, save
 
 SEED = 0  # the training seed of `tinygen train` (and of the twins' initial weights and data order)
 GAN_SAMPLER = "G(z), batch norm in eval mode (running statistics)"
+GAN_EMA_SAMPLER = "G(z) with the EMA of G's weights (decay {decay:g}), batch norm recomputed for them, eval mode"
 VAE_SAMPLER = "decoder means sigmoid(f(z))"
 
 
@@ -98,12 +100,18 @@ def parse_samplers(text, T=1000):
 
 def describe_sampler(name, options):
     if name in ("gan", "dcgan"):
-        return GAN_SAMPLER
+        decay = models.MODELS[name].Config().ema_decay
+        return GAN_SAMPLER if decay is None else GAN_EMA_SAMPLER.format(decay=decay)
     if name in ("vae", "convvae"):
         return VAE_SAMPLER
     if options["sampler"] == "ddpm":
         return "ancestral (Algorithm 2), all T steps, EMA weights"
     return f"DDIM {options['steps']} steps, eta {options['eta']:g}, EMA weights"
+
+
+def report_training_data(data_dir):
+    """What the models train on: `tinygen train`'s default, or the MNIST files of `data_dir`."""
+    return "the embedded subset (15,000 images)" if data_dir is None else f"the 60,000 MNIST training images in {data_dir}"
 
 
 def budget(name, scale):
@@ -129,26 +137,28 @@ def run_folder(runs, name, steps, scale):
 # --- 1. training -------------------------------------------------------------------------------
 
 
-def ensure_trained(name, out, steps, full, device=None):
+def ensure_trained(name, out, steps, full, device=None, data_dir=None):
     """Train, resume or reuse the run of `name` in `out`; returns what was done and the training time.
 
     `full`: the default budget, trained exactly as `tinygen train NAME`; a shrunk one (smoke tests)
     writes only the final sample grid (the default, one grid per tenth of the run, would be a grid
     at every step of a 10-step run). `device`: where it trains (`tinygen train --device`).
+    `data_dir`: train on the MNIST files there (`--data mnist --data-dir`), not the embedded subset.
     """
     path = os.path.join(out, trainer.CHECKPOINT)
+    data = "embedded" if data_dir is None else "mnist"
     started = time.perf_counter()
     if not os.path.exists(path):
         how = "trained by this command"
-        trainer.train(name, out, steps=steps, seed=SEED, sample_every=None if full else steps,
-                      progress=sys.stderr.isatty(), device=device)
+        trainer.train(name, out, steps=steps, seed=SEED, data=data, data_dir=data_dir,
+                      sample_every=None if full else steps, progress=sys.stderr.isatty(), device=device)
     else:
         state = load(path)
         run, done = state["run"], int(state["step"])
-        expected = {"model": name, "seed": SEED, "data": "embedded", "overrides": {}, "steps": steps}
+        expected = {"model": name, "seed": SEED, "data": data, "data_dir": data_dir, "overrides": {}, "steps": steps}
         found = {key: run.get(key) for key in expected}
         if found != expected:
-            raise SystemExit(f"{out} holds another run ({found}), not `tinygen train {name}` with {steps} steps "
+            raise SystemExit(f"{out} holds another run ({found}), not `tinygen train {name}` with {steps} steps on {data} "
                              f"({expected}); choose another --runs")
         config = dataclasses.asdict(models.MODELS[name].Config(steps=steps))
         changed = sorted(k for k, v in _as_json(config).items() if _as_json(run.get("config", {})).get(k) != v)
@@ -218,7 +228,8 @@ def tinygen_samples(model, folder, label, n, batch_size, seed, options, step, fr
 def twin_state(twin):
     """The twin's trained networks (and EMA), for torch.save."""
     if hasattr(twin, "generator"):
-        return {"generator": twin.generator.state_dict(), "discriminator": twin.discriminator.state_dict()}
+        return {"generator": twin.generator.state_dict(), "discriminator": twin.discriminator.state_dict(),
+                "ema_shadow": twin.ema_shadow, "step": twin.step}
     state = {"net": twin.net.state_dict()}
     if hasattr(twin, "ema_shadow"):
         state.update(ema_shadow=twin.ema_shadow, ema_buffers=twin.ema_buffers, step=twin.step)
@@ -229,6 +240,7 @@ def load_twin_state(twin, state):
     if hasattr(twin, "generator"):
         twin.generator.load_state_dict(state["generator"])
         twin.discriminator.load_state_dict(state["discriminator"])
+        twin.ema_shadow, twin.step = state["ema_shadow"], state["step"]
         return
     twin.net.load_state_dict(state["net"])
     if hasattr(twin, "ema_shadow"):
@@ -238,15 +250,15 @@ def load_twin_state(twin, state):
 def tinygen_weights(twin):
     """What the tinygen model needs for the likelihood bounds, as NumPy arrays (None for a GAN):
     the VAE's networks, the DDPM's EMA weights."""
+    if hasattr(twin, "generator"):
+        return None
     if hasattr(twin, "ema_shadow"):
         names = [n for n, _ in twin.net.named_parameters()] + [n for n, _ in twin.net.named_buffers()]
         return dict(zip(names, [t.numpy().copy() for t in twin.ema_shadow + twin.ema_buffers]))
-    if hasattr(twin, "encode"):
-        return {k: v.numpy().copy() for k, v in twin.net.state_dict().items()}
-    return None
+    return {k: v.numpy().copy() for k, v in twin.net.state_dict().items()}
 
 
-def run_twin(name, steps, n, batch_size, samplers, folder, threads, seed):
+def run_twin(name, steps, n, batch_size, samplers, folder, threads, seed, data_dir=None):
     """In a fresh process: train the twin of `name` for `steps` (or load it), sample n images per sampler.
 
     Returns None when the model has no twin, else the training seconds, for each sampler the .npz
@@ -269,7 +281,8 @@ def run_twin(name, steps, n, batch_size, samplers, folder, threads, seed):
         return None
     os.makedirs(folder, exist_ok=True)
     info_path, state_path = os.path.join(folder, "twin.json"), os.path.join(folder, "twin.pt")
-    key = {"model": name, "steps": steps, "batch_size": model.config.batch_size, "seed": SEED, "torch": torch.__version__}
+    key = {"model": name, "steps": steps, "batch_size": model.config.batch_size, "seed": SEED, "torch": torch.__version__,
+           "data_dir": data_dir}
     info = None
     if os.path.exists(info_path) and os.path.exists(state_path):
         with open(info_path, encoding="utf-8") as f:
@@ -280,7 +293,8 @@ def run_twin(name, steps, n, batch_size, samplers, folder, threads, seed):
     else:
         for old in os.listdir(folder):  # samples of an earlier twin
             os.remove(os.path.join(folder, old))
-        loader = DataLoader(MNIST(), batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=SEED)
+        loader = DataLoader(MNIST(root=data_dir), batch_size=model.config.batch_size, shuffle=True, drop_last=True,
+                            seed=SEED)
         step, start = 0, time.perf_counter()
         while step < steps:  # the data order of the tinygen run (trainer.train)
             epoch, index = divmod(step, len(loader))
@@ -419,6 +433,9 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=500, help="images per sample() call (default 500)")
     p.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "mnist"),
                    help="the MNIST IDX files of the reference ('' for the embedded subset and shipped statistics)")
+    p.add_argument("--train-data", choices=("embedded", "mnist"), default="embedded",
+                   help="train on the embedded subset (15,000 images, `tinygen train`'s default) or on the "
+                        "60,000 training images of --data-dir")
     p.add_argument("--ddpm-samplers", default="ddpm,ddim100,ddim20",
                    help="ddpm (ancestral, all T steps) and/or ddimS (DDIM, S steps, eta 0); default ddpm,ddim100,ddim20")
     p.add_argument("--likelihood-n", type=int, default=1000, help="test images for the likelihood bounds (0 skips)")
@@ -460,6 +477,9 @@ def main(argv=None):
             backend.load_cupy()  # a missing CuPy or GPU is said now, not after the floor's evaluation
     except TinygenError as err:
         parser.error(f"--device {args.device}: {err}")
+    if args.train_data == "mnist" and data_dir is None:
+        parser.error("--train-data mnist trains on the MNIST files of --data-dir: give that folder")
+    train_dir = data_dir if args.train_data == "mnist" else None
     with_torch = args.torch and importlib.util.find_spec("torch") is not None
     out = args.out or os.path.join(args.runs, "results.json")
     os.makedirs(args.runs, exist_ok=True)
@@ -467,6 +487,7 @@ def main(argv=None):
     load_average = os.getloadavg()[0]
     print(f"machine: {machine.describe()}")
     print(f"device of tinygen's models: {device_label(device)}")
+    print(f"training data: {report_training_data(train_dir)}")
     print(f"load average (1 min) before the run: {load_average:.2f}")
     if args.steps_scale != 1:
         print(f"NOTE: --steps-scale {args.steps_scale:g}: every training budget is shrunk; smoke numbers, "
@@ -485,6 +506,7 @@ def main(argv=None):
         "machine": machine.describe(), "device": device_label(device), "load_average_1min": load_average,
         "feature_net_sha256": evaluation.WEIGHTS_SHA256, "protocol_n": PROTOCOL_N, "n": args.n,
         "steps_scale": args.steps_scale, "reference": ref.description,
+        "training_data": report_training_data(train_dir),
         "seeds": {"training": SEED, "sampling": args.seed, "floor": args.seed, "likelihood": args.seed,
                   "torch": args.seed},
         "likelihood": {"test_images": min(args.likelihood_n, len(ref.test_images)), "iwae_k": args.iwae_k,
@@ -508,7 +530,7 @@ def main(argv=None):
         label = f"{steps:,} × {batch}" + (f" (×{args.steps_scale:g})" if args.steps_scale != 1 else "")
         folder = run_folder(args.runs, name, steps, args.steps_scale)
         print(f"\n{name}: {label} in {folder}", flush=True)
-        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1, device=device)
+        training = ensure_trained(name, folder, steps, full=args.steps_scale == 1, device=device, data_dir=train_dir)
         print(f"{name}: {training['how']}; training time {duration(training['seconds'])} ({training['time_source']})")
         if training["seconds"] is None:
             notes.add("† " + training["time_source"])
@@ -531,7 +553,7 @@ def main(argv=None):
             continue
         twin_folder = os.path.join(folder, "torch-twin")
         result = in_fresh_process(run_twin, name, steps, args.n, args.batch_size, own, twin_folder,
-                                  args.torch_threads, args.seed)
+                                  args.torch_threads, args.seed, train_dir)
         if result is None:
             print(f"{name}: no twin")
             report["rows"].append({"model": f"{name} (torch)", "implementation": "torch", "no_twin": True})
@@ -559,8 +581,8 @@ def main(argv=None):
     m = report["likelihood"]["test_images"]
     print(f"\nfeature network: LeNet, SHA-256 {evaluation.WEIGHTS_SHA256}")
     print(f"seeds: training {SEED}, sampling / floor / likelihood bounds {args.seed}; "
-          f"GANs sample with batch norm in eval mode (running statistics), VAEs their decoder means, "
-          f"the DDPM from its EMA weights")
+          f"training data: {report['training_data']}; "
+          f"GANs sample as their sampler column says, VAEs their decoder means, the DDPM from its EMA weights")
     if m:
         print(f"ELBO and IWAE (K = {args.iwae_k}): nats, the first {m:,} test images binarised (higher is better); "
               f"bits/dim: Ho et al.'s bound on the 8-bit test images, "

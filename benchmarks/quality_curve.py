@@ -4,10 +4,10 @@
     python -m benchmarks.quality_curve --model gan --steps 20,40 --n 200 --runs /tmp/curve   # a smoke test
 
 Where a family misses its quality bar under its default budget, the question is whether more
-training would close the gap. This trains `tinygen train MODEL` (seed 0, the embedded subset, the
-model's default configuration) to each step count of --steps in turn, resuming the same run, and
+training would close the gap. This trains `tinygen train MODEL` (seed 0, the embedded subset or,
+with --train-data mnist, the 60,000 images of --data-dir; the model's default configuration) to each step count of --steps in turn, resuming the same run, and
 after each stage draws n samples from the checkpoint as `benchmarks.quality` does (GANs with batch
-norm in eval mode, VAE decoder means, the DDPM's EMA weights with --sampler) and scores them with
+norm in eval mode, the MLP GAN from its weights' average, VAE decoder means, the DDPM's EMA weights with --sampler) and scores them with
 `tinygen.evaluation` against the MNIST files of --data-dir: FD, precision, recall, coverage and
 the digits present, beside the floor (n real training images). The training time of each point
 is the run's own clock (`elapsed_s` in its metrics.jsonl, summed over the stages).
@@ -27,7 +27,7 @@ import sys
 import time
 
 from benchmarks import machine
-from benchmarks.quality import SEED, describe_sampler, duration, parse_samplers, training_seconds
+from benchmarks.quality import SEED, describe_sampler, duration, parse_samplers, report_training_data, training_seconds
 from tinygen import evaluation, models, trainer
 from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import load
@@ -43,6 +43,8 @@ def build_parser():
     p.add_argument("--sampler", default="ddim20", help="DDPM: ddpm or ddimS (default ddim20)")
     p.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "mnist"),
                    help="the MNIST IDX files (default ../shared/data/mnist; '' for the embedded reference)")
+    p.add_argument("--train-data", choices=("embedded", "mnist"), default="embedded",
+                   help="train on the embedded subset (default) or on the 60,000 training images of --data-dir")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling and the floor")
     p.add_argument("--out", help="the JSON results (default RUNS/MODEL/curve.json)")
     return p
@@ -66,27 +68,38 @@ def main(argv=None):
     data_dir = args.data_dir or None
     if data_dir is not None and not os.path.isdir(data_dir):
         parser.error(f"--data-dir {data_dir!r} is no folder: give the folder of the MNIST IDX files")
+    if args.train_data == "mnist" and data_dir is None:
+        parser.error("--train-data mnist trains on the MNIST files of --data-dir: give that folder")
+    train_dir = data_dir if args.train_data == "mnist" else None
     out_dir = os.path.join(args.runs, args.model)
     out = args.out or os.path.join(out_dir, "curve.json")
 
     print(f"machine: {machine.describe()}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    print(f"training data: {report_training_data(train_dir)}")
     net = evaluation.load_feature_net()
     ref = evaluation.reference(data_dir, net=net)
     floor, floor_n = evaluation.floor(ref, args.n, seed=args.seed, net=net)
     sampler = describe_sampler(args.model, options)
     report = {"command": ["python", "-m", "benchmarks.quality_curve"] + list(sys.argv[1:] if argv is None else argv),
               "machine": machine.describe(), "model": args.model, "sampler": sampler, "n": args.n,
+              "training_data": report_training_data(train_dir),
               "feature_net_sha256": evaluation.WEIGHTS_SHA256, "reference": ref.description,
               "floor": {"n": floor_n, **floor}, "points": []}
     if args.n != PROTOCOL_N:
         print(f"NOTE: n = {args.n:,}, not the protocol's {PROTOCOL_N:,}: compare only with numbers at the same n")
-    print(f"\n| step | training time | FD | precision | recall | coverage | digits present |\n|---|---|---|---|---|---|---|")
+    print("\n| step | training time | FD | precision | recall | coverage | digits present |\n|---|---|---|---|---|---|---|")
     print(f"| floor ({floor_n:,} real training images) | - | {floor['fd']:.2f} | {floor['precision']:.3f} | "
           f"{floor['recall']:.3f} | {floor['coverage']:.3f} | {floor['classes_present']} |", flush=True)
     checkpoint = os.path.join(out_dir, trainer.CHECKPOINT)
+    if os.path.exists(checkpoint):
+        run = load(checkpoint)["run"]
+        if (run["data"], run["data_dir"]) != (args.train_data, train_dir):
+            parser.error(f"{out_dir} holds a run trained on {run['data']} data ({run['data_dir']}), not "
+                         f"--train-data {args.train_data}: choose another --runs")
     for target in steps:
         if not os.path.exists(checkpoint):
-            trainer.train(args.model, out_dir, steps=target, seed=SEED, sample_every=None, progress=False)
+            trainer.train(args.model, out_dir, steps=target, seed=SEED, data=args.train_data, data_dir=train_dir,
+                          sample_every=None, progress=False)
         elif int(load(checkpoint)["step"]) < target:
             trainer.train(args.model, out_dir, steps=target, resume=True, sample_every=None, progress=False)
         model, run, step = trainer.load_checkpoint(checkpoint)

@@ -5,11 +5,15 @@ its PyTorch twin where torch is installed)."""
 import importlib.util
 import json
 import math
+import os
 
 import pytest
 
 from benchmarks import quality
 from tinygen import image, trainer
+from tinygen.serialization import load
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
 
 def test_elapsed_seconds_continue_across_a_resume(tmp_path):
@@ -41,6 +45,30 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
     trainer.train("vae", str(tmp_path / "vae"), steps=3)
     with pytest.raises(SystemExit, match="holds another run"):
         quality.ensure_trained("vae", str(tmp_path / "vae"), 5, full=False)
+
+
+def test_train_data_mnist_trains_on_the_files_and_keeps_runs_apart(tmp_path, capsys):
+    if not os.path.isdir(DATA_DIR):
+        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+    out = str(tmp_path / "vae")
+    quality.ensure_trained("vae", out, 2, full=False, data_dir=DATA_DIR)
+    run = load(os.path.join(out, trainer.CHECKPOINT))["run"]
+    assert (run["data"], run["data_dir"], run["steps"]) == ("mnist", DATA_DIR, 2)
+    assert quality.ensure_trained("vae", out, 2, full=False, data_dir=DATA_DIR)["how"].startswith("reused")
+    with pytest.raises(SystemExit, match="holds another run.*on embedded"):
+        quality.ensure_trained("vae", out, 2, full=False)  # the same folder, the embedded subset asked for
+    from benchmarks import quality_curve
+
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--model", "vae", "--steps", "2", "--runs", str(tmp_path), "--data-dir", DATA_DIR])
+    assert "trained on mnist data" in capsys.readouterr().err
+    no_folder = ["--train-data", "mnist", "--data-dir", "", "--runs", str(tmp_path / "none")]
+    with pytest.raises(SystemExit):
+        quality.main(["--models", "vae"] + no_folder)
+    assert "--train-data mnist trains on the MNIST files of --data-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--model", "vae", "--steps", "2"] + no_folder)
+    assert "--train-data mnist trains on the MNIST files of --data-dir" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["ddim0", "ddim1001", "ancestral", ""])
