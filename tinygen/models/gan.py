@@ -275,7 +275,7 @@ class GAN:
         """The averaged generator of this step: EMA weights, BatchNorm statistics recomputed.
 
         The statistics are the mean over `BN_RECALIBRATION` batches of noise (batch means and
-        unbiased variances, momentum None), drawn from a stream of their own seeded by the step:
+        unbiased variances), drawn from a stream of their own seeded by the step:
         the seeded generator's draws, and so the samples, do not depend on whether this ran.
         Computed once per step and kept (not as an attribute of type Module: data-parallel ranks
         average the BatchNorm statistics of those after every step).
@@ -292,8 +292,9 @@ class GAN:
             G.train()
             for m in norms:
                 m.reset_running_stats()
-                m.momentum = None  # running = the mean over the batches below
-            for _ in range(batches):
+            for i in range(batches):
+                for m in norms:  # running = the mean over batches 1..i+1 (momentum None, without its counter read)
+                    m.momentum = 1.0 / (i + 1)
                 z = rng.standard_normal((size, self.config.latent_dim)).astype(dtype)
                 G(Tensor(z).to(self.device))
         finally:
