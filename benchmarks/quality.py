@@ -9,8 +9,8 @@ For each model of --models:
 
 1. Training: `tinygen.trainer.train(name, RUNS/name)` with the model's default budget, exactly
    `tinygen train NAME` (seed 0, the embedded subset; `--train-data mnist`: `tinygen train NAME
-   --data mnist --data-dir DIR`, all 60,000 training images). A folder that already holds the finished
-   run (its checkpoint at the final step) is reused, an unfinished one resumed; one holding any
+   --data mnist --data-dir DIR`, all 60,000 training images). A folder that already holds the
+   finished run (its checkpoint at the final step) is reused, an unfinished one resumed; one holding any
    other run is refused. The training time is the `elapsed_s` of the run's last metrics line:
    the training loop's wall time summed over resumed invocations, with the checkpoints and
    sample grids written along the way (not the final ones, written after the last update). A
@@ -21,8 +21,8 @@ For each model of --models:
 2. Sampling: n images in batches with `tinygen.evaluation.sample_in_batches`, as `tinygen eval
    --checkpoint` draws them: GANs with their batch norm in eval mode (the MLP GAN from the
    average of its weights, `GAN.sample`), VAEs' decoder means sigmoid(f(z)), the DDPM from its
-   EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps; `ddimS`: DDIM with S steps,
-   eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused,
+   EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps;
+   `ddimS`: DDIM with S steps, eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused,
    beside a PNG grid of the first 100.
 3. Evaluation: `tinygen.evaluation` (the protocol of `tinygen eval`): FD, precision, recall,
    coverage, class histogram, nearest-training-image distance against the reference (the MNIST

@@ -14,7 +14,8 @@ the order of the updates); `tests/test_torch_twins.py` checks, in float64 with t
 draws, that both give the same outputs, losses and updated weights. Every random draw of a twin
 goes through one method (`noise`, `negative_elbo_terms(eps=...)`, `draw`), which the tests replace.
 Each twin also has tinygen's `sample(n, ...)` (for `benchmarks.quality`): the GAN generator (or
-its weights' average) in eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM samplers from the EMA weights.
+its weights' average) in eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM
+samplers from the EMA weights.
 """
 
 import copy
