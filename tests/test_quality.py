@@ -122,10 +122,10 @@ def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
 def test_a_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(quality.backend, "load_cupy", _no_cupy)
     with pytest.raises(SystemExit):
-        quality.main(["--models", "vae", "--device", "cuda", "--runs", str(tmp_path)])
+        quality.main(["--models", "vae", "--device", "cuda", "--data-dir", "", "--runs", str(tmp_path)])
     assert "--device cuda: no CuPy here" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        quality.main(["--models", "vae", "--device", "tpu", "--runs", str(tmp_path)])
+        quality.main(["--models", "vae", "--device", "tpu", "--data-dir", "", "--runs", str(tmp_path)])
     assert "unknown device 'tpu'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
