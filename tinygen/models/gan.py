@@ -288,18 +288,16 @@ class GAN:
         momenta = [m.momentum for m in norms]
         rng, dtype = np.random.default_rng(self.step), next(G.parameters()).dtype
         batches, size = BN_RECALIBRATION
-        try:
-            G.train()
-            for m in norms:
-                m.reset_running_stats()
-            for i in range(batches):
-                for m in norms:  # running = the mean over batches 1..i+1 (momentum None, without its counter read)
-                    m.momentum = 1.0 / (i + 1)
-                z = rng.standard_normal((size, self.config.latent_dim)).astype(dtype)
-                G(Tensor(z).to(self.device))
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
+        G.train()  # a copy: an error here leaves no half-recomputed generator behind
+        for m in norms:
+            m.reset_running_stats()
+        for i in range(batches):
+            for m in norms:  # running = the mean over batches 1..i+1 (momentum None, without its counter read)
+                m.momentum = 1.0 / (i + 1)
+            z = rng.standard_normal((size, self.config.latent_dim)).astype(dtype)
+            G(Tensor(z).to(self.device))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
         self._averaged = (self.step, G)
         return G
 
