@@ -20,10 +20,10 @@ For each model of --models:
    RUNS/NAME-STEPSsteps, write only their final sample grid, and the table labels the budget).
 2. Sampling: n images in batches with `tinygen.evaluation.sample_in_batches`, as `tinygen eval
    --checkpoint` draws them: GANs with their batch norm in eval mode (the MLP GAN from the
-   average of its weights, `GAN.sample`), VAEs' decoder means sigmoid(f(z)), the DDPM from its
-   EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral over all T = 1000 steps;
-   `ddimS`: DDIM with S steps, eta = 0). The samples are saved in RUNS/NAME/quality/ with the seconds they took, and reused,
-   beside a PNG grid of the first 100.
+   average of its weights, `GAN.sample`), VAEs' decoder means sigmoid(f(z)) at z from their
+   prior, the DDPM from its EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral
+   over all T = 1000 steps; `ddimS`: DDIM with S steps, eta = 0). The samples are saved in
+   RUNS/NAME/quality/ with the seconds they took, and reused, beside a PNG grid of the first 100.
 3. Evaluation: `tinygen.evaluation` (the protocol of `tinygen eval`): FD, precision, recall,
    coverage, class histogram, nearest-training-image distance against the reference (the MNIST
    files of --data-dir: the 10,000 test and 60,000 training images), likelihood bounds for the
@@ -73,7 +73,7 @@ from tinygen.serialization import load, save
 SEED = 0  # the training seed of `tinygen train` (and of the twins' initial weights and data order)
 GAN_SAMPLER = "G(z), batch norm in eval mode (running statistics)"
 GAN_EMA_SAMPLER = "G(z) with the EMA of G's weights (decay {decay:g}), batch norm recomputed for them, eval mode"
-VAE_SAMPLER = "decoder means sigmoid(f(z))"
+VAE_SAMPLER = "decoder means sigmoid(f(z)), z ~ {prior}"
 
 
 # --- what to run -------------------------------------------------------------------------------
@@ -103,7 +103,9 @@ def describe_sampler(name, options):
         decay = models.MODELS[name].Config().ema_decay
         return GAN_SAMPLER if decay is None else GAN_EMA_SAMPLER.format(decay=decay)
     if name in ("vae", "convvae"):
-        return VAE_SAMPLER
+        config = models.MODELS[name].Config()
+        prior = "N(0, I)" if config.prior == "standard" else f"the VampPrior (K = {config.pseudo_inputs})"
+        return VAE_SAMPLER.format(prior=prior)
     if options["sampler"] == "ddpm":
         return "ancestral (Algorithm 2), all T steps, EMA weights"
     return f"DDIM {options['steps']} steps, eta {options['eta']:g}, EMA weights"

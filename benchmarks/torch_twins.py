@@ -29,7 +29,7 @@ from torch import nn as tnn
 from tinygen import nn
 from tinygen.models.diffusion import DDPM, Schedule
 from tinygen.models.gan import BN_RECALIBRATION, GAN, MinibatchStdDev
-from tinygen.models.vae import VAE
+from tinygen.models.vae import LOG_2PI, VAE
 
 # --- converting tinygen layers -------------------------------------------------------------
 
@@ -200,33 +200,46 @@ class GANTwin:
 
 
 class VAETwin:
-    """The twin of `VAE` and `ConvVAE`: the same four networks, the same reparameterised ELBO."""
+    """The twin of `VAE` and `ConvVAE`: the same four networks (and pseudo-inputs), the same ELBO."""
 
     def __init__(self, model):
         self.config = model.config
-        self.net = tnn.ModuleDict({
-            "encoder": to_torch(model.net.encoder),  # x (B, 1, 28, 28) -> h (B, features)
-            "to_mu": to_torch(model.net.to_mu),  # h -> mu (B, J)
-            "to_logvar": to_torch(model.net.to_logvar),  # h -> log sigma^2 (B, J)
-            "decoder": to_torch(model.net.decoder),  # z (B, J) -> logits (B, 1, 28, 28)
-        })
+        self.net = tnn.Module()
+        self.net.encoder = to_torch(model.net.encoder)  # x (B, 1, 28, 28) -> h (B, features)
+        self.net.to_mu = to_torch(model.net.to_mu)  # h -> mu (B, J)
+        self.net.to_logvar = to_torch(model.net.to_logvar)  # h -> log sigma^2 (B, J)
+        self.net.decoder = to_torch(model.net.decoder)  # z (B, J) -> logits (B, 1, 28, 28)
+        if self.config.prior == "vamp":  # the pseudo-inputs u_k (K, 1, 28, 28)
+            self.net.pseudo_inputs = tnn.Parameter(torch.from_numpy(model.net.pseudo_inputs.numpy().copy()))
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
 
     def encode(self, x):
-        h = self.net["encoder"](x)
-        return self.net["to_mu"](h), self.net["to_logvar"](h)
+        h = self.net.encoder(x)
+        return self.net.to_mu(h), self.net.to_logvar(h)
 
     def decode(self, z):
-        return self.net["decoder"](z)
+        return self.net.decoder(z)
+
+    def log_prior(self, z):
+        """log p(z) (B,): log N(z; 0, I), or log (1/K) sum_k N(z; mu_k, sigma_k^2) at the pseudo-inputs."""
+        if self.config.prior == "standard":
+            return -0.5 * (z * z + LOG_2PI).sum(1)
+        mu_k, logvar_k = self.encode(self.net.pseudo_inputs.clamp(0.0, 1.0))  # (K, J)
+        d = z[:, None] - mu_k[None]  # (B, K, J)
+        log_q_k = -0.5 * (d * d * (-logvar_k).exp() + logvar_k + LOG_2PI).sum(2)
+        return torch.logsumexp(log_q_k, 1) - math.log(mu_k.shape[0])
 
     def negative_elbo_terms(self, x, eps=None):
-        """(-log p(x | z) with z = mu + sigma * eps, KL(q(z | x) || N(0, I))), each (B,)."""
+        """(-log p(x | z) with z = mu + sigma * eps, KL(q(z | x) || p(z))), each (B,)."""
         mu, logvar = self.encode(x)
         if eps is None:
             eps = torch.randn_like(mu)
         z = mu + (0.5 * logvar).exp() * eps
         recon = TF.binary_cross_entropy_with_logits(self.decode(z), x, reduction="none").sum((1, 2, 3))
-        kl = -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(1)
+        if self.config.prior == "standard":
+            kl = -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(1)
+        else:  # log q(z | x) - log p(z), one sample
+            kl = -0.5 * (eps * eps + logvar + LOG_2PI).sum(1) - self.log_prior(z)
         return recon, kl
 
     def train_step(self, images, labels=None):
@@ -244,8 +257,15 @@ class VAETwin:
 
     @torch.no_grad()
     def sample(self, n):
-        """n decoder means sigmoid(f(z)), z ~ N(0, I): float32 (n, 1, 28, 28) in [0, 1], as `VAE.sample`."""
-        z = torch.randn(n, self.config.latent_dim, dtype=next(self.net.parameters()).dtype)
+        """n decoder means sigmoid(f(z)), z ~ p(z): float32 (n, 1, 28, 28) in [0, 1], as `VAE.sample`."""
+        dtype = next(self.net.parameters()).dtype
+        eps = torch.randn(n, self.config.latent_dim, dtype=dtype)
+        if self.config.prior == "standard":
+            z = eps
+        else:  # a pseudo-input k at random, then z ~ q(z | u_k)
+            mu_k, logvar_k = self.encode(self.net.pseudo_inputs.clamp(0.0, 1.0))
+            k = torch.randint(0, mu_k.shape[0], (n,))
+            z = mu_k[k] + (0.5 * logvar_k[k]).exp() * eps
         return torch.sigmoid(self.decode(z)).numpy().astype(np.float32)
 
 

@@ -7,11 +7,13 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from benchmarks import quality
 from tinygen import image, trainer
 from tinygen.serialization import load
+from tinygen.tensor import Tensor
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
@@ -132,3 +134,25 @@ def test_a_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys, mon
 
 def _no_cupy():
     raise quality.backend.BackendUnavailableError("no CuPy here")
+
+
+def test_vae_prior_gap_scores_samples_reconstructions_and_the_floor(tmp_path, capsys):
+    if not os.path.isdir(DATA_DIR):
+        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+    from benchmarks import vae_prior_gap
+
+    path = trainer.train("vae", str(tmp_path / "vae"), steps=2)
+    vae_prior_gap.main(["--checkpoint", path, "--data-dir", DATA_DIR, "--n", "100"])
+    rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    fds = {name.split(":")[0]: float(fd) for name, fd in rows[2:]}  # after the header and its rule
+    assert list(fds) == ["samples", "reconstructions", "the training images x themselves (floor)"]
+    assert fds["the training images x themselves (floor)"] < fds["reconstructions"]  # two steps: grey blobs
+    model, _, _ = trainer.load_checkpoint(path)
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    mu, _ = model.encode(Tensor(x))
+    np.testing.assert_allclose(vae_prior_gap.reconstructions(model, x, batch_size=2),
+                               model.decode(mu).sigmoid().numpy(), rtol=1e-6)
+    gan = trainer.train("gan", str(tmp_path / "gan"), steps=1, overrides={"batch_size": 8})
+    with pytest.raises(SystemExit):
+        vae_prior_gap.main(["--checkpoint", gan, "--data-dir", DATA_DIR])
+    assert "holds a MLPGAN, not a VAE" in capsys.readouterr().err

@@ -79,8 +79,9 @@ def test_unet_matches(num_classes):
 SMALL = {
     "gan": lambda: MLPGAN(GANConfig(latent_dim=8, g_hidden=(16, 32), d_hidden=(32, 16))),
     "dcgan": lambda: DCGAN(DCGANConfig(latent_dim=8, width=4, ema_decay=0.5)),
-    "vae": lambda: VAE(VAEConfig(hidden=32, latent_dim=4)),
-    "convvae": lambda: ConvVAE(ConvVAEConfig(channels=(4, 8), latent_dim=4)),
+    "vae": lambda: VAE(VAEConfig(hidden=32, latent_dim=4, pseudo_inputs=5)),
+    "vae-standard": lambda: VAE(VAEConfig(hidden=32, latent_dim=4, prior="standard")),
+    "convvae": lambda: ConvVAE(ConvVAEConfig(channels=(4, 8), latent_dim=4, pseudo_inputs=5)),
     "ddpm": lambda: DDPM(DDPMConfig(T=50, channels=(4, 8, 8), groups=4, warmup_steps=2)),
     # with labels and the null class, and a clipping that acts
     "ddpm-cond": lambda: DDPM(DDPMConfig(T=50, channels=(4, 8), groups=2, num_classes=3, p_uncond=0.5,

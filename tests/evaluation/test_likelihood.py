@@ -167,9 +167,10 @@ def test_iwae_with_one_sample_is_an_elbo_estimate(trained_vae, binary_test_digit
     assert d.std() > 0
 
 
-def test_elbo_and_iwae_against_the_model_and_brute_force():
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
+def test_elbo_and_iwae_against_the_model_and_brute_force(prior):
     tinygen.manual_seed(1)
-    vae = VAE(VAEConfig(hidden=16, latent_dim=3))
+    vae = VAE(VAEConfig(hidden=16, latent_dim=3, prior=prior, pseudo_inputs=6))
     vae.net.double()
     _, x = mnist_test_digits(4)
     x = L.binarize(x, seed=1)
@@ -182,15 +183,26 @@ def test_elbo_and_iwae_against_the_model_and_brute_force():
         for k in range(5):
             z = mu + np.exp(0.5 * logvar) * eps[:, k]
             nll, _ = vae.negative_elbo_terms(Tensor(x), eps=Tensor(eps[:, k]))
-            log_pz = -0.5 * (z**2 + math.log(2 * math.pi)).sum(1)
+            log_pz = log_prior(vae, z)
             log_qz = (-0.5 * eps[:, k] ** 2 - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(1)
             log_w[:, k] = -nll.numpy() + log_pz - log_qz
     expected = np.log(np.exp(log_w - log_w.max(1, keepdims=True)).mean(1)) + log_w.max(1)
     np.testing.assert_allclose(L.vae_iwae(vae, x, K=5, seed=7), expected, **F64)
 
 
+def log_prior(vae, z):
+    """log p(z) (B,) for latents z (B, J), by the definition of the model's prior, in float64."""
+    if vae.config.prior == "standard":
+        return (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(1)
+    mu_k, logvar_k = (a.numpy() for a in vae.encode(vae.pseudo_images()))  # (K, J)
+    s2 = np.exp(logvar_k)
+    dens = np.exp(-((z[:, None] - mu_k) ** 2) / (2 * s2)) / np.sqrt(2 * math.pi * s2)  # (B, K, J)
+    return np.log(dens.prod(2).mean(1))  # log (1/K) sum_k N(z; mu_k, sigma_k^2)
+
+
 @pytest.mark.parametrize("cls, config", [(VAE, VAEConfig(hidden=32, latent_dim=4)),
-                                         (ConvVAE, ConvVAEConfig(channels=(4, 8), latent_dim=4))])
+                                         (VAE, VAEConfig(hidden=32, latent_dim=4, prior="standard")),
+                                         (ConvVAE, ConvVAEConfig(channels=(4, 8), latent_dim=4, pseudo_inputs=20))])
 def test_chunking_and_batching_do_not_change_the_results(cls, config):
     tinygen.manual_seed(0)
     vae = cls(config)

@@ -4,9 +4,10 @@ All values are per image, float64, in nats (or bits per dimension): Monte-Carlo 
 bounds on log p(x) (of upper bounds on -log p(x)); larger ELBO/IWAE and smaller bits/dim are better.
 
 - VAE (Kingma & Welling 2014), Bernoulli decoder on logits l = f_theta(z), on *binary* images:
-      ELBO(x) = E_{q(z|x)}[log p(x | z)] - KL(q(z | x) || N(0, I))                          (eq. 3)
-  estimated with ONE reparameterised sample z = mu + sigma * eps for the reconstruction term and
-  the KL in closed form (-1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)), as the model trains.
+      ELBO(x) = E_{q(z|x)}[log p(x | z)] - KL(q(z | x) || p(z))                             (eq. 3)
+  estimated with ONE reparameterised sample z = mu + sigma * eps for the reconstruction term, as
+  the model trains; the KL in closed form for p(z) = N(0, I) (-1/2 sum_j (1 + log sigma_j^2 -
+  mu_j^2 - sigma_j^2)), and as log q(z | x) - log p(z) at the same z for the VampPrior.
 - IWAE (Burda, Grosse & Salakhutdinov 2016, eq. 8), z_1..z_K ~ q(z | x) independently:
       L_K(x) = log (1/K) sum_k w_k,   w_k = p(x | z_k) p(z_k) / q(z_k | x),
   computed as logsumexp_k(log w_k) - log K. E[L_K] <= E[L_{K+1}] <= log p(x) (their Theorem 1),
@@ -69,7 +70,8 @@ def binarize(images, seed=0):
 def vae_elbo(model, x, batch_size=100, seed=0):
     """ELBO(x) per image in nats, float64 (N,), for a `VAE` or `ConvVAE` and images x (N, 1, 28, 28).
 
-    One reparameterised sample z = mu + sigma * eps for E_q[log p(x | z)], the KL in closed form.
+    One reparameterised sample z = mu + sigma * eps for E_q[log p(x | z)]; the KL in closed form
+    for the standard prior N(0, I), and log q(z | x) - log p(z) at the same z for the VampPrior.
     x must lie in [0, 1]; only for binary x (see `binarize`) is the Bernoulli term a normalised
     log-likelihood comparable with published numbers (about -100 nats on binarised MNIST).
     """
@@ -77,6 +79,7 @@ def vae_elbo(model, x, batch_size=100, seed=0):
     batch_size = _check_positive_int(batch_size, "batch_size")
     out = np.empty(len(x))
     with _eval_mode(model.net):
+        prior = _prior(model)
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             mu, logvar = _encode(model, xb)  # (B, J) each
@@ -84,8 +87,11 @@ def vae_elbo(model, x, batch_size=100, seed=0):
             eps = np.stack([g.standard_normal(mu.shape[1]) for g in gens])  # (B, J)
             z = mu + np.exp(0.5 * logvar) * eps
             log_px = _log_bernoulli(_decode(model, z).reshape(len(xb), -1), xb.reshape(len(xb), -1))  # (B,)
-            # KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)
-            kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(1)
+            if prior is None:
+                # KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)
+                kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(1)
+            else:
+                kl = -0.5 * (eps**2 + logvar + LOG_2PI).sum(1) - _log_prior(prior, z)
             out[start:start + len(xb)] = log_px - kl
     return out
 
@@ -94,11 +100,12 @@ def vae_elbo(model, x, batch_size=100, seed=0):
 def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
     """The importance-weighted bound L_K(x) on log p(x) per image in nats, float64 (N,).
 
-    L_K = logsumexp_k(log p(x | z_k) + log N(z_k; 0, I) - log N(z_k; mu, sigma^2)) - log K with
-    z_k = mu + sigma * eps_k. The K samples are decoded `chunk_size` per image at a time (default
-    4096 // batch_size), so memory holds (batch_size, chunk_size, 784) logits, never (B, K, 784);
-    the log-weights (B, K) are kept and reduced once, so chunking does not change the result. The
-    first sample of each image is the one `vae_elbo` uses with the same seed.
+    L_K = logsumexp_k(log p(x | z_k) + log p(z_k) - log N(z_k; mu, sigma^2)) - log K with
+    z_k = mu + sigma * eps_k and p(z) the model's prior (N(0, I), or the VampPrior's mixture). The
+    K samples are decoded `chunk_size` per image at a time (default 4096 // batch_size), so memory
+    holds (batch_size, chunk_size, 784) logits, never (B, K, 784); the log-weights (B, K) are kept
+    and reduced once, so chunking does not change the result. The first sample of each image is
+    the one `vae_elbo` uses with the same seed.
     """
     model, x = _check_vae(model), _check_unit_images(x, "x").astype(np.float64, copy=False)
     K, batch_size = _check_positive_int(K, "K"), _check_positive_int(batch_size, "batch_size")
@@ -106,6 +113,7 @@ def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
         chunk_size = _check_positive_int(chunk_size, "chunk_size")
     out = np.empty(len(x))
     with _eval_mode(model.net):
+        prior = _prior(model)
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             B, chunk = len(xb), chunk_size or max(1, 4096 // len(xb))
@@ -119,7 +127,7 @@ def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
                 z = mu[:, None] + sigma[:, None] * eps  # (B, k, J)
                 logits = _decode(model, z.reshape(B * k, J)).reshape(B, k, -1)  # (B*k, 1, 28, 28) -> (B, k, 784)
                 log_px = _log_bernoulli(logits, xb.reshape(B, 1, -1))  # (B, k)
-                log_pz = -0.5 * (z**2 + LOG_2PI).sum(2)  # log N(z; 0, I)
+                log_pz = _log_prior(prior, z.reshape(B * k, J)).reshape(B, k)  # log p(z)
                 log_qz = -0.5 * (eps**2 + logvar[:, None] + LOG_2PI).sum(2)  # log N(z; mu, sigma^2)
                 log_w[:, k0:k0 + k] = log_px + log_pz - log_qz
             out[start:start + B] = _logsumexp(log_w, axis=1) - math.log(K)
@@ -130,6 +138,30 @@ def _encode(model, x):
     """mu, log sigma^2 of q(z | x) as float64 arrays (B, J), from the model's own encoder."""
     mu, logvar = model.encode(_input(model.net, x))
     return mu.numpy().astype(np.float64), logvar.numpy().astype(np.float64)
+
+
+def _prior(model):
+    """None for the standard prior N(0, I); for the VampPrior, its components' mu_k, log sigma_k^2
+    (K, J) in float64: the encoder at the pseudo-inputs."""
+    if model.config.prior == "standard":
+        return None
+    return _encode(model, model.pseudo_images().numpy())
+
+
+def _log_prior(prior, z):
+    """log p(z) in float64 for latents z (n, J), `prior` from `_prior`.
+
+    VampPrior: log (1/K) sum_k N(z; mu_k, sigma_k^2). The squared distances (n, K) come from
+    sum_j (z_j - mu_kj)^2 / sigma_kj^2 = z^2 . (1/sigma_k^2) - 2 z . (mu_k / sigma_k^2) + sum_j mu_kj^2 / sigma_kj^2,
+    three matrix products, so that no (n, K, J) array is made.
+    """
+    if prior is None:
+        return -0.5 * (z**2 + LOG_2PI).sum(1)  # log N(z; 0, I)
+    mu, logvar = prior
+    inv_var = np.exp(-logvar)  # (K, J)
+    sq = (z**2) @ inv_var.T - 2 * z @ (mu * inv_var).T + (mu**2 * inv_var).sum(1)  # (n, K)
+    log_n = -0.5 * (sq + logvar.sum(1) + z.shape[1] * LOG_2PI)  # log N(z; mu_k, sigma_k^2)
+    return _logsumexp(log_n, axis=1) - math.log(len(mu))
 
 
 def _decode(model, z):
