@@ -62,7 +62,8 @@ def main(argv=None):
         "the training images x themselves (floor)": real,
     }
     net, (mu_t, sigma_t, _) = load_feature_net(), load_test_statistics()
-    print(f"{type(model).__name__} at step {step:,}, {args.checkpoint}; n = {len(real):,}, FD against the 10,000 test images")
+    print(f"{type(model).__name__} at step {step:,}, {args.checkpoint}; n = {len(real):,}, "
+          "FD against the 10,000 test images")
     print("| images | FD |\n| --- | --- |")
     for name, images in sets.items():
         fd = frechet_distance(*statistics(features(images, net=net)), mu_t, sigma_t)

@@ -84,12 +84,12 @@ def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
     if with_torch and importlib.util.find_spec("torch") is None:
         pytest.skip("PyTorch is not installed")
     out = tmp_path / "results.json"
-    argv = ["--models", "vae", "--steps-scale", "0.0002", "--n", "20", "--data-dir", "", "--likelihood-n", "5",
+    argv = ["--models", "vae", "--steps-scale", "0.0006", "--n", "20", "--data-dir", "", "--likelihood-n", "5",
             "--iwae-k", "3", "--runs", str(tmp_path / "runs"), "--out", str(out)] + (["--torch"] if with_torch else [])
     assert quality.main(argv) == 0
     table = capsys.readouterr().out
     assert "| real training images (floor) |" in table and "| vae | decoder means" in table
-    assert "12 × 128 (×0.0002)" in table and "FD (n = 20)" in table
+    assert "12 × 128 (×0.0006)" in table and "FD (n = 20)" in table
     report = json.loads(out.read_text())
     rows = {row["model"]: row for row in report["rows"]}
     assert report["n"] == 20 and len(report["feature_net_sha256"]) == 64
