@@ -155,15 +155,15 @@ class VAE:
         encoder, features, decoder = self._build_networks(c)
         self.net = nn.Module()
         self.net.encoder = encoder  # x (B, 1, 28, 28) -> h (B, features)
-        self.net.to_mu = nn.Linear(features, self.config.latent_dim)  # h -> μ (B, J)
-        self.net.to_logvar = nn.Linear(features, self.config.latent_dim)  # h -> log σ² (B, J)
+        self.net.to_mu = nn.Linear(features, c.latent_dim)  # h -> μ (B, J)
+        self.net.to_logvar = nn.Linear(features, c.latent_dim)  # h -> log σ² (B, J)
         self.net.decoder = decoder  # z (B, J) -> logits (B, 1, 28, 28)
         if c.prior == "vamp":
             # the pseudo-inputs u_k, images (K, 1, 28, 28); they start as faint noise, N(0.05, 0.01²),
             # as in the paper's MNIST runs, and `pseudo_images` clamps them to [0, 1]
             self.net.pseudo_inputs = nn.Parameter(tinygen.zeros(c.pseudo_inputs, *IMAGE_SHAPE).data)
             nn.init.normal_(self.net.pseudo_inputs, 0.05, 0.01)
-        self.optimizer = optim.Adam(self.net.parameters(), lr=self.config.lr)
+        self.optimizer = optim.Adam(self.net.parameters(), lr=c.lr)
         self.step = 0
 
     @property
