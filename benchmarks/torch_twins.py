@@ -220,11 +220,15 @@ class VAETwin:
     def decode(self, z):
         return self.net.decoder(z)
 
+    def pseudo_images(self):
+        """The pseudo-inputs clamped to [0, 1] (K, 1, 28, 28), as `VAE.pseudo_images`."""
+        return self.net.pseudo_inputs.clamp(0.0, 1.0)
+
     def log_prior(self, z):
         """log p(z) (B,): log N(z; 0, I), or log (1/K) sum_k N(z; mu_k, sigma_k^2) at the pseudo-inputs."""
         if self.config.prior == "standard":
             return -0.5 * (z * z + LOG_2PI).sum(1)
-        mu_k, logvar_k = self.encode(self.net.pseudo_inputs.clamp(0.0, 1.0))  # (K, J)
+        mu_k, logvar_k = self.encode(self.pseudo_images())  # (K, J)
         d = z[:, None] - mu_k[None]  # (B, K, J)
         log_q_k = -0.5 * (d * d * (-logvar_k).exp() + logvar_k + LOG_2PI).sum(2)
         return torch.logsumexp(log_q_k, 1) - math.log(mu_k.shape[0])
@@ -263,7 +267,7 @@ class VAETwin:
         if self.config.prior == "standard":
             z = eps
         else:  # a pseudo-input k at random, then z ~ q(z | u_k)
-            mu_k, logvar_k = self.encode(self.net.pseudo_inputs.clamp(0.0, 1.0))
+            mu_k, logvar_k = self.encode(self.pseudo_images())
             k = torch.randint(0, mu_k.shape[0], (n,))
             z = mu_k[k] + (0.5 * logvar_k[k]).exp() * eps
         return torch.sigmoid(self.decode(z)).numpy().astype(np.float32)
