@@ -69,24 +69,31 @@ def test_resume_follows_the_uninterrupted_trajectory(tmp_path):
     assert steps == [8, 10, 12]  # every 10th step, and the last step of each invocation
 
 
-@pytest.mark.parametrize("name, field, before, overrides", [
-    ("gan", "minibatch_std", False, {"batch_size": 8}),  # D without the layer
-    ("vae", "prior", "standard", {}),  # no pseudo-inputs
+@pytest.mark.parametrize("name, before, overrides", [
+    ("gan", {"minibatch_std": False}, {"batch_size": 8}),  # D without the layer
+    ("dcgan", {"refine": False, "minibatch_std": False}, {"batch_size": 8, "width": 4}),
+    ("vae", {"prior": "standard"}, {}),  # no pseudo-inputs
 ])
-def test_a_run_saved_before_a_setting_existed_loads_and_resumes_as_it_was(tmp_path, name, field, before, overrides):
-    """A checkpoint from before a setting existed (`GANConfig.minibatch_std`, `VAEConfig.prior`) has
-    no weights for it: it is rebuilt with the setting's old value (`Config.LEGACY`), not today's default."""
+def test_a_run_saved_before_a_setting_existed_loads_and_resumes_as_it_was(tmp_path, name, before, overrides):
+    """A checkpoint from before a setting existed (`GANConfig.minibatch_std`, `DCGANConfig.refine`,
+    `VAEConfig.prior`) has no weights for it: it is rebuilt with the setting's old value
+    (`Config.LEGACY`), not today's default."""
     out = tmp_path / "old"
-    path = trainer.train(name, str(out), steps=2, overrides={**overrides, field: before}, sample_every=2)
+    path = trainer.train(name, str(out), steps=2, overrides={**overrides, **before}, sample_every=2)
     state = load(path)
-    del state["run"]["overrides"][field], state["run"]["config"][field]  # as written then
+    for field in before:  # as written then
+        del state["run"]["overrides"][field], state["run"]["config"][field]
     save(state, path)
     model, run, step = trainer.load_checkpoint(path)
-    assert getattr(model.config, field) == before and step == 2 and field not in run["overrides"]
+    assert step == 2
+    for field, value in before.items():
+        assert getattr(model.config, field) == value and field not in run["overrides"]
     trainer.train(name, str(out), steps=3, resume=True, sample_every=3)
     model, run, step = trainer.load_checkpoint(path)
-    assert getattr(model.config, field) == before and step == 3 and run["config"][field] == before
-    assert getattr(MODELS[name].Config(), field) != before  # new runs get today's default
+    assert step == 3
+    for field, value in before.items():
+        assert getattr(model.config, field) == value and run["config"][field] == value
+        assert getattr(MODELS[name].Config(), field) != value  # new runs get today's default
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):

@@ -44,10 +44,15 @@ def test_parameter_counts():
     assert d.num_parameters() == (784 * 512 + 512) + (512 * 256 + 256) + (256 + 1 + 1)  # 533,506
     assert MLPGAN(GANConfig(minibatch_std=False)).discriminator.num_parameters() == 533505
     g, d = DCGAN().generator, DCGAN().discriminator
-    # G: Linear without bias (BN follows), ConvT 128->64 without bias, ConvT 64->1 with bias
-    assert g.num_parameters() == 100 * 128 * 7 * 7 + bn(128) + 128 * 64 * 4 * 4 + bn(64) + (64 * 1 * 4 * 4 + 1)
-    # D: Conv 1->64 with bias, Conv 64->128 without bias (BN follows), Linear 6272->1
-    assert d.num_parameters() == (64 * 16 + 64) + 128 * 64 * 16 + bn(128) + (128 * 7 * 7 + 1)
+    # G: Linear without bias (BN follows), Conv3x3 128->128 (refine), ConvT 128->64, Conv3x3 64->64
+    # (refine), all without bias; ConvT 64->1 with bias
+    plain_g = 100 * 128 * 7 * 7 + bn(128) + 128 * 64 * 4 * 4 + bn(64) + (64 * 1 * 4 * 4 + 1)  # 759,681
+    assert g.num_parameters() == plain_g + 128 * 128 * 9 + bn(128) + 64 * 64 * 9 + bn(64)  # 944,385
+    # D: Conv 1->64 with bias, Conv 64->128 without bias (BN follows), minibatch std, Linear 6273->1
+    plain_d = (64 * 16 + 64) + 128 * 64 * 16 + bn(128) + (128 * 7 * 7 + 1)  # 138,689
+    assert d.num_parameters() == plain_d + 1
+    legacy = DCGAN(DCGANConfig(**DCGANConfig.LEGACY))
+    assert (legacy.generator.num_parameters(), legacy.discriminator.num_parameters()) == (plain_g, plain_d)
 
 
 def test_dcgan_initialisation_follows_radford():
@@ -57,7 +62,7 @@ def test_dcgan_initialisation_follows_radford():
     assert abs(w.mean()) < 1e-3 and abs(w.std() - 0.02) < 1e-3
     bn = gan.generator[2].weight.numpy()
     assert abs(bn.mean() - 1) < 0.01 and 0.01 < bn.std() < 0.03
-    assert (gan.generator[7].bias.numpy() == 0).all()
+    assert (gan.generator[-2].bias.numpy() == 0).all()  # the last ConvT's
 
 
 def test_losses_against_hand_computation():
