@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality_curve --model vae --steps 2000,10000,30000,60000
     python -m benchmarks.quality_curve --model gan --steps 20,40 --n 200 --runs /tmp/curve   # a smoke test
+    python -m benchmarks.quality_curve --model ddpm --steps 2000,4000,8000 --sampler ddim100 --device cuda --batch-size 2000
 
 Where a family misses its quality bar under its default budget, the question is whether more
 training would close the gap. This trains `tinygen train MODEL` (seed 0, the embedded subset or,
@@ -12,6 +13,7 @@ from its weights' average, VAE decoder means, the DDPM's EMA weights with --samp
 them with `tinygen.evaluation` against the MNIST files of --data-dir: FD, precision, recall,
 coverage and the digits present, beside the floor (n real training images). The training time of
 each point is the run's own clock (`elapsed_s` in its metrics.jsonl, summed over the stages).
+--device cuda trains and samples on a GPU (`tinygen train --device`); the scoring stays on the CPU.
 
 NOTE: a stage only raises the run's target step count; the models with a learning-rate schedule
 tied to `steps` (the DDPM's cosine decay) then continue a schedule stretched to the new target,
@@ -28,8 +30,9 @@ import sys
 import time
 
 from benchmarks import machine
-from benchmarks.quality import SEED, describe_sampler, duration, parse_samplers, report_training_data, training_seconds
-from tinygen import evaluation, models, trainer
+from benchmarks.quality import SEED, describe_sampler, device_label, duration, parse_samplers, report_training_data, training_seconds
+from tinygen import backend, evaluation, models, trainer
+from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import load
 
@@ -47,6 +50,8 @@ def build_parser():
     p.add_argument("--train-data", choices=("embedded", "mnist"), default="embedded",
                    help="train on the embedded subset (default) or on the 60,000 training images of --data-dir")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling and the floor")
+    p.add_argument("--device", help="where the model trains and samples: cpu, cuda or cuda:N "
+                   "(default: TINYGEN_DEVICE, else cpu)")
     p.add_argument("--out", help="the JSON results (default RUNS/MODEL/curve.json)")
     return p
 
@@ -72,17 +77,24 @@ def main(argv=None):
     if args.train_data == "mnist" and data_dir is None:
         parser.error("--train-data mnist trains on the MNIST files of --data-dir: give that folder")
     train_dir = data_dir if args.train_data == "mnist" else None
+    try:
+        device = backend.device(args.device) if args.device else backend.get_default_device()
+        if device.type == "cuda":
+            backend.load_cupy()  # a missing CuPy or GPU is said now, not after the floor's evaluation
+    except TinygenError as err:
+        parser.error(f"--device {args.device}: {err}")
     out_dir = os.path.join(args.runs, args.model)
     out = args.out or os.path.join(out_dir, "curve.json")
 
     print(f"machine: {machine.describe()}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    print(f"device of the model: {device_label(device)}")
     print(f"training data: {report_training_data(train_dir)}")
     net = evaluation.load_feature_net()
     ref = evaluation.reference(data_dir, net=net)
     floor, floor_n = evaluation.floor(ref, args.n, seed=args.seed, net=net)
     sampler = describe_sampler(args.model, options)
     report = {"command": ["python", "-m", "benchmarks.quality_curve"] + list(sys.argv[1:] if argv is None else argv),
-              "machine": machine.describe(), "model": args.model, "sampler": sampler, "n": args.n,
+              "machine": machine.describe(), "device": device_label(device), "model": args.model, "sampler": sampler, "n": args.n,
               "training_data": report_training_data(train_dir),
               "feature_net_sha256": evaluation.WEIGHTS_SHA256, "reference": ref.description,
               "floor": {"n": floor_n, **floor}, "points": []}
@@ -100,10 +112,11 @@ def main(argv=None):
     for target in steps:
         if not os.path.exists(checkpoint):
             trainer.train(args.model, out_dir, steps=target, seed=SEED, data=args.train_data, data_dir=train_dir,
-                          sample_every=None, progress=False)
+                          sample_every=None, progress=False, device=device)
         elif int(load(checkpoint)["step"]) < target:
-            trainer.train(args.model, out_dir, steps=target, resume=True, sample_every=None, progress=False)
-        model, run, step = trainer.load_checkpoint(checkpoint)
+            trainer.train(args.model, out_dir, steps=target, resume=True, sample_every=None, progress=False,
+                          device=device)
+        model, run, step = trainer.load_checkpoint(checkpoint, device=device)
         seconds, _ = training_seconds(out_dir, target)
         start = time.perf_counter()
         samples = evaluation.sample_in_batches(model, args.n, args.batch_size, args.seed, options)

@@ -110,9 +110,11 @@ def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
 def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
     from benchmarks import quality_curve
 
-    argv = ["--model", "vae", "--steps", "3,6", "--n", "20", "--data-dir", "", "--runs", str(tmp_path)]
+    argv = ["--model", "vae", "--steps", "3,6", "--n", "20", "--data-dir", "", "--runs", str(tmp_path),
+            "--device", "cpu"]
     assert quality_curve.main(argv) == 0
     report = json.loads((tmp_path / "vae" / "curve.json").read_text())
+    assert report["device"] == "cpu"
     assert [p["step"] for p in report["points"]] == [3, 6] and report["floor"]["n"] == 20
     assert all(math.isfinite(p["metrics"]["fd"]) and p["training_s"] > 0 for p in report["points"])
     table = capsys.readouterr().out
@@ -129,6 +131,12 @@ def test_a_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys, mon
     with pytest.raises(SystemExit):
         quality.main(["--models", "vae", "--device", "tpu", "--data-dir", "", "--runs", str(tmp_path)])
     assert "unknown device 'tpu'" in capsys.readouterr().err
+    from benchmarks import quality_curve
+
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--model", "ddpm", "--steps", "2", "--device", "cuda", "--data-dir", "",
+                            "--runs", str(tmp_path)])
+    assert "--device cuda: no CuPy here" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
