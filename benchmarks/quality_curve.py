@@ -14,6 +14,8 @@ them with `tinygen.evaluation` against the MNIST files of --data-dir: FD, precis
 coverage and the digits present, beside the floor (n real training images). The training time of
 each point is the run's own clock (`elapsed_s` in its metrics.jsonl, summed over the stages).
 --device cuda trains and samples on a GPU (`tinygen train --device`); the scoring stays on the CPU.
+--train-batch-size and --lr change the model's batch size and learning rate, as `tinygen train
+--batch-size --lr` do (on a GPU, whose step time hardly grows with the batch, more images per second).
 
 NOTE: a stage only raises the run's target step count; the models with a learning-rate schedule
 tied to `steps` (the DDPM's cosine decay) then continue a schedule stretched to the new target,
@@ -50,6 +52,8 @@ def build_parser():
     p.add_argument("--train-data", choices=("embedded", "mnist"), default="embedded",
                    help="train on the embedded subset (default) or on the 60,000 training images of --data-dir")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling and the floor")
+    p.add_argument("--train-batch-size", type=int, help="the model's training batch size (default: its own)")
+    p.add_argument("--lr", type=float, help="the model's learning rate (default: its own)")
     p.add_argument("--device", help="where the model trains and samples: cpu, cuda or cuda:N "
                    "(default: TINYGEN_DEVICE, else cpu)")
     p.add_argument("--out", help="the JSON results (default RUNS/MODEL/curve.json)")
@@ -67,6 +71,9 @@ def main(argv=None):
         parser.error(f"--steps must be positive and increasing, got {args.steps!r}")
     if args.n < 4:
         parser.error("--n must be at least 4 (k-NN with k = 3)")
+    if (args.train_batch_size is not None and args.train_batch_size < 1) or (args.lr is not None and not args.lr > 0):
+        parser.error("--train-batch-size must be at least 1 and --lr positive")
+    overrides = {k: v for k, v in (("batch_size", args.train_batch_size), ("lr", args.lr)) if v is not None}
     try:
         options = parse_samplers(args.sampler)[0][1] if args.model == "ddpm" else {}
     except ValueError as err:
@@ -89,13 +96,15 @@ def main(argv=None):
     print(f"machine: {machine.describe()}; load average (1 min) {os.getloadavg()[0]:.2f}")
     print(f"device of the model: {device_label(device)}")
     print(f"training data: {report_training_data(train_dir)}")
+    if overrides:
+        print(f"NOTE: the model's configuration changed from its default: {overrides}")
     net = evaluation.load_feature_net()
     ref = evaluation.reference(data_dir, net=net)
     floor, floor_n = evaluation.floor(ref, args.n, seed=args.seed, net=net)
     sampler = describe_sampler(args.model, options)
     report = {"command": ["python", "-m", "benchmarks.quality_curve"] + list(sys.argv[1:] if argv is None else argv),
               "machine": machine.describe(), "device": device_label(device), "model": args.model, "sampler": sampler, "n": args.n,
-              "training_data": report_training_data(train_dir),
+              "training_data": report_training_data(train_dir), "overrides": overrides,
               "feature_net_sha256": evaluation.WEIGHTS_SHA256, "reference": ref.description,
               "floor": {"n": floor_n, **floor}, "points": []}
     if args.n != PROTOCOL_N:
@@ -109,10 +118,13 @@ def main(argv=None):
         if (run["data"], run["data_dir"]) != (args.train_data, train_dir):
             parser.error(f"{out_dir} holds a run trained on {run['data']} data ({run['data_dir']}), not "
                          f"--train-data {args.train_data}: choose another --runs")
+        if run.get("overrides", {}) != overrides:
+            parser.error(f"{out_dir} holds a run trained with the settings {run.get('overrides', {})}, not "
+                         f"{overrides}: choose another --runs")
     for target in steps:
         if not os.path.exists(checkpoint):
-            trainer.train(args.model, out_dir, steps=target, seed=SEED, data=args.train_data, data_dir=train_dir,
-                          sample_every=None, progress=False, device=device)
+            trainer.train(args.model, out_dir, steps=target, overrides=overrides, seed=SEED, data=args.train_data,
+                          data_dir=train_dir, sample_every=None, progress=False, device=device)
         elif int(load(checkpoint)["step"]) < target:
             trainer.train(args.model, out_dir, steps=target, resume=True, sample_every=None, progress=False,
                           device=device)

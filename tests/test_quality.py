@@ -123,6 +123,25 @@ def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
         quality_curve.main(["--model", "vae", "--steps", "6,3", "--runs", str(tmp_path)])
 
 
+def test_the_curve_trains_with_another_batch_size_and_learning_rate(tmp_path, capsys):
+    from benchmarks import quality_curve
+
+    argv = ["--model", "vae", "--steps", "2", "--n", "20", "--data-dir", "", "--runs", str(tmp_path),
+            "--train-batch-size", "16", "--lr", "0.002"]
+    assert quality_curve.main(argv) == 0
+    assert "configuration changed from its default: {'batch_size': 16, 'lr': 0.002}" in capsys.readouterr().out
+    report = json.loads((tmp_path / "vae" / "curve.json").read_text())
+    assert report["overrides"] == {"batch_size": 16, "lr": 0.002}
+    model, _, _ = trainer.load_checkpoint(str(tmp_path / "vae" / trainer.CHECKPOINT))
+    assert (model.config.batch_size, model.config.lr) == (16, 0.002)
+    with pytest.raises(SystemExit):  # the same folder with the default settings
+        quality_curve.main(argv[:-4] + ["--steps", "2,4"])
+    assert "trained with the settings {'batch_size': 16, 'lr': 0.002}, not {}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality_curve.main(argv[:-1] + ["0"])
+    assert "--lr positive" in capsys.readouterr().err
+
+
 def test_a_device_without_a_gpu_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(quality.backend, "load_cupy", _no_cupy)
     with pytest.raises(SystemExit):
