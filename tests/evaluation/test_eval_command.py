@@ -29,9 +29,10 @@ def write_npy(path):
     ("write", "error", "match"),
     [
         (None, DatasetFormatError, "no such sample file"),
-        (lambda p: p.write_bytes(b"not a zip at all"), DatasetFormatError, "not a readable .npz"),
+        (lambda p: p.write_bytes(b"not a zip at all"), DatasetFormatError, r"not an .npz file .*starts with b'not a '"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 cut short"), DatasetFormatError, "not a readable .npz"),
         (lambda p: np.savez(p, images=np.zeros((5, 1, 28, 28), np.uint8)), DatasetFormatError, r"no 'samples' array \(found 'images'\)"),
-        (write_npy, DatasetFormatError, "not a readable .npz"),
+        (write_npy, DatasetFormatError, r"a lone .npy array, not an .npz archive"),
         (lambda p: np.savez(p, samples=np.zeros((5, 28, 28), np.uint8)), ShapeError, r"shape \(n, 1, 28, 28\).*\(5, 28, 28\)"),
         (lambda p: np.savez(p, samples=np.zeros((5, 1, 28, 28), np.int32)), DTypeError, "int32"),
         (lambda p: np.savez(p, samples=np.full((5, 1, 28, 28), 1.5, np.float32)), ArgumentError, r"\[0, 1\]"),

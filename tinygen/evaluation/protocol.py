@@ -70,6 +70,13 @@ def load_samples(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatasetFormatError(f"{path}: no such sample file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise DatasetFormatError(f"{path}: a lone .npy array, not an .npz archive; save the samples with "
+                                 f"np.savez(path, {SAMPLES_KEY}=images)")
+    if not head.startswith(b"PK"):  # an .npz is a zip archive of .npy files
+        raise DatasetFormatError(f"{path}: not an .npz file (a zip archive of .npy arrays); it starts with {head!r}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if SAMPLES_KEY not in archive.files:
@@ -81,7 +88,7 @@ def load_samples(path):
             samples = archive[SAMPLES_KEY]
     except DatasetFormatError:
         raise
-    except (TypeError, AttributeError, *_CORRUPT_ERRORS) as err:  # AttributeError: a lone .npy has no .files
+    except (TypeError, *_CORRUPT_ERRORS) as err:
         raise DatasetFormatError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from err
     return as_images(samples, where=f"{path}: {SAMPLES_KEY!r}")
 
