@@ -375,6 +375,7 @@ BAD_FILES = {
     "empty": (lambda p: p.write_bytes(b""), "the file is empty"),
     "truncated": (_truncated, "truncated or corrupt"),
     "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(300)), "not an .npz archive"),
+    "text": (lambda p: p.write_text("hello, world\n"), r"not an .npz archive .*starts with b'hello, w'"),
     "npy_file": (lambda p: p.write_bytes(_npy_bytes(np.ones(3))), "single .npy array"),
     "plain_npz": (lambda p: write_npz(p, w=np.ones(3)), "not written by tinygen.save"),
     "bad_json": (lambda p: write_npz(p, **{METADATA_KEY: np.frombuffer(b"{oops", np.uint8)}),

@@ -258,8 +258,10 @@ def _open_npz(file, path):
         raise _error(path, "the file is empty") from err
     except zipfile.BadZipFile as err:
         raise _error(path, f"not a readable zip archive, the file is truncated or corrupt ({err})") from err
-    except _CORRUPT_ERRORS as err:
-        raise _error(path, f"not an .npz archive ({err})") from err
+    except _CORRUPT_ERRORS as err:  # NumPy then guesses a pickle; say what the file starts with instead
+        file.seek(0)
+        head = file.read(8)
+        raise _error(path, f"not an .npz archive (a zip of .npy arrays): it starts with {head!r}") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _error(path, "it holds a single .npy array, not a tinygen .npz checkpoint")
     return archive
