@@ -123,6 +123,18 @@ def budget(name, scale):
     return steps, config.batch_size
 
 
+def checked_device(parser, spec):
+    """The device --device names (default: the default device); a missing CuPy or GPU is a parser
+    error now, not a failure after the floor's evaluation."""
+    try:
+        device = backend.device(spec) if spec else backend.get_default_device()
+        if device.type == "cuda":
+            backend.load_cupy()
+    except TinygenError as err:
+        parser.error(f"--device {spec}: {err}")
+    return device
+
+
 def device_label(dev):
     """`dev` as a table names it: "cpu", or "cuda:0 (NVIDIA H200)"."""
     if dev.type != "cuda":
@@ -473,12 +485,7 @@ def main(argv=None):
     if data_dir is not None and not os.path.isdir(data_dir):
         parser.error(f"--data-dir {data_dir!r} is no folder: give the folder of the MNIST IDX files, "
                      "or --data-dir '' for the embedded reference")
-    try:
-        device = backend.device(args.device) if args.device else backend.get_default_device()
-        if device.type == "cuda":
-            backend.load_cupy()  # a missing CuPy or GPU is said now, not after the floor's evaluation
-    except TinygenError as err:
-        parser.error(f"--device {args.device}: {err}")
+    device = checked_device(parser, args.device)
     if args.train_data == "mnist" and data_dir is None:
         parser.error("--train-data mnist trains on the MNIST files of --data-dir: give that folder")
     train_dir = data_dir if args.train_data == "mnist" else None

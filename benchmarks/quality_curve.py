@@ -32,9 +32,8 @@ import sys
 import time
 
 from benchmarks import machine
-from benchmarks.quality import SEED, describe_sampler, device_label, duration, parse_samplers, report_training_data, training_seconds
-from tinygen import backend, evaluation, models, trainer
-from tinygen.errors import TinygenError
+from benchmarks.quality import SEED, checked_device, describe_sampler, device_label, duration, parse_samplers, report_training_data, training_seconds
+from tinygen import evaluation, models, trainer
 from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import load
 
@@ -84,12 +83,7 @@ def main(argv=None):
     if args.train_data == "mnist" and data_dir is None:
         parser.error("--train-data mnist trains on the MNIST files of --data-dir: give that folder")
     train_dir = data_dir if args.train_data == "mnist" else None
-    try:
-        device = backend.device(args.device) if args.device else backend.get_default_device()
-        if device.type == "cuda":
-            backend.load_cupy()  # a missing CuPy or GPU is said now, not after the floor's evaluation
-    except TinygenError as err:
-        parser.error(f"--device {args.device}: {err}")
+    device = checked_device(parser, args.device)
     out_dir = os.path.join(args.runs, args.model)
     out = args.out or os.path.join(out_dir, "curve.json")
 
