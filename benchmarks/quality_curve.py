@@ -6,16 +6,16 @@
 
 Where a family misses its quality bar under its default budget, the question is whether more
 training would close the gap. This trains `tinygen train MODEL` (seed 0, the embedded subset or,
-with --train-data mnist, the 60,000 images of --data-dir; the model's default configuration) to
-each step count of --steps in turn, resuming the same run, and after each stage draws n samples
+with --train-data mnist, the 60,000 images of --data-dir; the model's default configuration, or
+with the batch size and learning rate of --train-batch-size and --lr) to each step count of
+--steps in turn, resuming the same run, and after each stage draws n samples
 from the checkpoint as `benchmarks.quality` does (GANs with batch norm in eval mode, the MLP GAN
 from its weights' average, VAE decoder means, the DDPM's EMA weights with --sampler) and scores
 them with `tinygen.evaluation` against the MNIST files of --data-dir: FD, precision, recall,
 coverage and the digits present, beside the floor (n real training images). The training time of
 each point is the run's own clock (`elapsed_s` in its metrics.jsonl, summed over the stages).
 --device cuda trains and samples on a GPU (`tinygen train --device`); the scoring stays on the CPU.
---train-batch-size and --lr change the model's batch size and learning rate, as `tinygen train
---batch-size --lr` do (on a GPU, whose step time hardly grows with the batch, more images per second).
+A run folder trained with other settings or on other data is refused.
 
 NOTE: a stage only raises the run's target step count; the models with a learning-rate schedule
 tied to `steps` (the DDPM's cosine decay) then continue a schedule stretched to the new target,
