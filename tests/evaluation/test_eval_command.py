@@ -1,6 +1,7 @@
 """`tinygen eval`: malformed sample files raise the documented errors; real digits score near the
 floor and noise far from it; a checkpoint is sampled and evaluated; the JSON holds what it says."""
 
+import builtins
 import json
 
 import numpy as np
@@ -48,6 +49,21 @@ def test_malformed_sample_files_raise_errors_naming_the_file(tmp_path, capsys, w
     assert "bad_samples.npz" in str(info.value)
     assert cli.main(["eval", "--samples", str(path)]) == 2
     assert "bad_samples.npz" in capsys.readouterr().err
+
+
+def test_an_unreadable_sample_file_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "locked.npz"
+    np.savez(path, samples=np.zeros((5, 1, 28, 28), np.uint8))
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):  # chmod does not stop root, who may run the tests
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(DatasetFormatError, match=r"locked.npz: cannot read the sample file \(Permission denied\)"):
+        load_samples(path)
 
 
 def test_too_few_samples_for_knn_are_refused(tmp_path, capsys):

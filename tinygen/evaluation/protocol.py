@@ -70,8 +70,11 @@ def load_samples(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatasetFormatError(f"{path}: no such sample file")
-    with open(path, "rb") as f:
-        head = f.read(6)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as err:
+        raise DatasetFormatError(f"{path}: cannot read the sample file ({err.strerror or err})") from err
     if head == b"\x93NUMPY":
         raise DatasetFormatError(f"{path}: a lone .npy array, not an .npz archive; save the samples with "
                                  f"np.savez(path, {SAMPLES_KEY}=images)")
