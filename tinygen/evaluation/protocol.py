@@ -71,28 +71,30 @@ def load_samples(path):
     if not os.path.isfile(path):
         raise DatasetFormatError(f"{path}: no such sample file")
     try:
-        with open(path, "rb") as f:
-            head = f.read(6)
+        file = open(path, "rb")
     except OSError as err:
         raise DatasetFormatError(f"{path}: cannot read the sample file ({err.strerror or err})") from err
-    if head == b"\x93NUMPY":
-        raise DatasetFormatError(f"{path}: a lone .npy array, not an .npz archive; save the samples with "
-                                 f"np.savez(path, {SAMPLES_KEY}=images)")
-    if not head.startswith(b"PK"):  # an .npz is a zip archive of .npy files
-        raise DatasetFormatError(f"{path}: not an .npz file (a zip archive of .npy arrays); it starts with {head!r}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if SAMPLES_KEY not in archive.files:
-                keys = ", ".join(repr(k) for k in archive.files if not k.startswith("__")) or "none"
-                raise DatasetFormatError(
-                    f"{path}: no {SAMPLES_KEY!r} array (found {keys}); write the samples with "
-                    f"`tinygen sample --npz` or np.savez(path, {SAMPLES_KEY}=images)"
-                )
-            samples = archive[SAMPLES_KEY]
-    except DatasetFormatError:
-        raise
-    except (TypeError, *_CORRUPT_ERRORS) as err:
-        raise DatasetFormatError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from err
+    with file:  # opened once: its first bytes name what it is, then NumPy reads it from the start
+        head = file.read(6)
+        if head == b"\x93NUMPY":
+            raise DatasetFormatError(f"{path}: a lone .npy array, not an .npz archive; save the samples with "
+                                     f"np.savez(path, {SAMPLES_KEY}=images)")
+        if not head.startswith(b"PK"):  # an .npz is a zip archive of .npy files
+            raise DatasetFormatError(f"{path}: not an .npz file (a zip archive of .npy arrays); it starts with {head!r}")
+        file.seek(0)
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                if SAMPLES_KEY not in archive.files:
+                    keys = ", ".join(repr(k) for k in archive.files if not k.startswith("__")) or "none"
+                    raise DatasetFormatError(
+                        f"{path}: no {SAMPLES_KEY!r} array (found {keys}); write the samples with "
+                        f"`tinygen sample --npz` or np.savez(path, {SAMPLES_KEY}=images)"
+                    )
+                samples = archive[SAMPLES_KEY]
+        except DatasetFormatError:
+            raise
+        except (TypeError, *_CORRUPT_ERRORS) as err:
+            raise DatasetFormatError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from err
     return as_images(samples, where=f"{path}: {SAMPLES_KEY!r}")
 
 
