@@ -117,6 +117,14 @@ def test_negative_nan_keeps_its_sign(tmp_path):
     assert math.copysign(1.0, got["a"]) == -1.0 and math.copysign(1.0, got["b"]) == 1.0
 
 
+def test_entry_named_like_another_entrys_file_reads_its_own_array(tmp_path):
+    # NpzFile["w.npy"] matched member "w.npy" (entry "w") before "w.npy.npy"
+    save({"w": np.zeros(2), "w.npy": np.ones(3)}, tmp_path / "w.npz")
+    got = load(tmp_path / "w.npz")
+    np.testing.assert_array_equal(got["w"], np.zeros(2))
+    np.testing.assert_array_equal(got["w.npy"], np.ones(3))
+
+
 def test_round_trip_of_a_training_checkpoint(tmp_path):
     obj = {
         "model": {"conv1.weight": Tensor(np.ones((2, 1, 3, 3), np.float32), requires_grad=True),

@@ -288,10 +288,15 @@ def _read_metadata(archive, path):
 
 def _read_entry(archive, name, path):
     """The array stored under `name`, fully read into memory."""
-    if name not in archive.files:
-        raise _error(path, f"the metadata refers to entry {name!r}, which is missing from the archive")
+    # NOTE: read the exact member name + ".npy"; archive[name] would also match a member named `name`,
+    # so entry "w.npy" (member "w.npy.npy") would come back as entry "w" (member "w.npy").
     try:
-        array = archive[name]
+        member = archive.zip.getinfo(name + ".npy")
+    except KeyError:
+        raise _error(path, f"the metadata refers to entry {name!r}, which is missing from the archive") from None
+    try:
+        with archive.zip.open(member) as entry:
+            array = np.lib.format.read_array(entry, allow_pickle=False, max_header_size=archive.max_header_size)
     except _CORRUPT_ERRORS as err:  # an object array needing pickle lands here as a ValueError
         raise _error(path, f"entry {name!r} cannot be read ({err})") from err
     return array if array.flags.writeable else array.copy()
