@@ -457,6 +457,18 @@ def test_argmax_argmin():
     assert x.argmax(1).tolist() == [1, 0] and x.argmin(0, keepdim=True).tolist() == [[0, 1, 0]]
 
 
+@pytest.mark.parametrize("array", [np.array([[0, 5, 3], [7, 0, 255]], np.uint8),
+                                   np.array([[True, False, True], [True, True, False]])])
+def test_min_and_argmin_of_unsigned_and_bool_match_numpy(array):
+    # min was -(-x).max(): -x wraps unsigned ints and raises for bool
+    x = tg.tensor(array)
+    assert x.min().item() == array.min() and x.argmin().item() == array.argmin()
+    values, indices = x.min(1)
+    assert values.tolist() == array.min(1).tolist() and indices.tolist() == array.argmin(1).tolist()
+    assert x.amin(0, keepdim=True).tolist() == array.min(0, keepdims=True).tolist()
+    assert x.min().dtype == array.dtype and not x.min().requires_grad
+
+
 def test_tensors_hash_by_identity():
     a, b = tg.tensor([1.0]), tg.tensor([1.0])
     assert len({a, b}) == 2

@@ -488,6 +488,8 @@ class Tensor:
         return ops.Max.apply(self, axis=_dims(dim, self.ndim), keepdim=keepdim)
 
     def amin(self, dim=None, keepdim=False):
+        if self.dtype.kind != "f":  # integer or bool: outside the graph, and -x would wrap unsigned ints
+            return Tensor._from_array(self.data.min(axis=_dims(dim, self.ndim), keepdims=keepdim))
         return -(-self).amax(dim, keepdim)
 
     def max(self, dim=None, keepdim=False):
@@ -508,7 +510,10 @@ class Tensor:
         return Tensor._from_array(self.data.argmax(axis=axis, keepdims=keepdim))
 
     def argmin(self, dim=None, keepdim=False):
-        return (-self).argmax(dim, keepdim)
+        if dim is None:
+            return Tensor._from_array(self.data.argmin())
+        (axis,) = _dims(dim, self.ndim)
+        return Tensor._from_array(self.data.argmin(axis=axis, keepdims=keepdim))
 
     def var(self, dim=None, keepdim=False, correction=1):
         """Variance over `dim`, dividing by (count - correction): unbiased by default."""
