@@ -469,6 +469,18 @@ def test_min_and_argmin_of_unsigned_and_bool_match_numpy(array):
     assert x.min().dtype == array.dtype and not x.min().requires_grad
 
 
+def test_logsumexp_of_infinite_rows_matches_torch():
+    # the shift was the row max, so an all -inf row gave -inf - -inf = nan
+    x = tg.tensor([[-np.inf, -np.inf], [np.inf, 0.0], [1.0, 2.0]])
+    with np.errstate(divide="ignore"):
+        got = x.logsumexp(1).tolist()
+    assert got[0] == -np.inf and got[1] == np.inf
+    assert got[2] == pytest.approx(np.logaddexp(1.0, 2.0))
+    y = tg.tensor([1.0, 2.0], requires_grad=True)
+    y.logsumexp(0).backward()
+    np.testing.assert_allclose(y.grad.tolist(), np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum(), rtol=1e-6)
+
+
 def test_tensors_hash_by_identity():
     a, b = tg.tensor([1.0]), tg.tensor([1.0])
     assert len({a, b}) == 2

@@ -527,7 +527,10 @@ class Tensor:
 
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(x))) over `dim`, shifted by the maximum so exp cannot overflow."""
-        shift = self.amax(dim, keepdim=True).detach()
+        top = self.amax(dim, keepdim=True).data
+        xp = backend.get_array_module(top)
+        # NOTE: an infinite max shifts by 0 (as torch), since -inf - -inf would be nan
+        shift = Tensor._from_array(xp.where(xp.isfinite(top), top, xp.zeros_like(top)))
         out = (self - shift).exp().sum(dim, keepdim=True).log() + shift
         return out if keepdim else out.squeeze(dim)
 
