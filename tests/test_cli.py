@@ -121,6 +121,31 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert logged == sorted(set(logged)), "metrics after the checkpoint were logged twice"
 
 
+def test_a_fresh_run_does_not_keep_the_metrics_of_one_killed_before_its_first_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": 123.0}) + "\n")
+    trainer.train("vae", str(out), steps=2, log_every=1)
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_drops_a_metrics_line_cut_off_by_a_kill(tmp_path):
+    out = tmp_path / "run"
+    trainer.train("vae", str(out), steps=4, checkpoint_every=2, log_every=1)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # the kill came in the middle of a write
+    trainer.train("vae", str(out), steps=6, checkpoint_every=2, log_every=1, resume=True)
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("name, value", [("steps", 0), ("steps", -5), ("epochs", 0), ("checkpoint_every", 0),
+                                         ("sample_every", -1), ("steps", 2.5)])
+def test_run_lengths_and_intervals_must_be_positive_integers(tmp_path, name, value):
+    with pytest.raises(ArgumentError, match=f"{name} must be a positive integer, got {value!r}"):
+        trainer.train("vae", str(tmp_path / "run"), **{name: value})
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     original = trainer.models.MODELS["vae"].train_step
     calls = []

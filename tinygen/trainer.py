@@ -23,6 +23,7 @@ absent from the lines of a run resumed from a metrics file without it.
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -99,6 +100,10 @@ def train(
     `device` ("cpu", "cuda", "cuda:N"; default: the default device, ``TINYGEN_DEVICE``) is where
     the model trains; a run may resume on another device. Data-parallel runs train on the CPU.
     """
+    for name, value in (("steps", steps), ("epochs", epochs), ("checkpoint_every", checkpoint_every),
+                        ("sample_every", sample_every)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
     dp = DataParallel() if distributed else None
     root = dp is None or dp.rank == 0  # the rank that writes files
     os.makedirs(out, exist_ok=True)
@@ -157,7 +162,8 @@ def train(
     checkpoint_every = checkpoint_every or max(1, min(500, steps // 10))
     sample_every = sample_every or max(1, steps // 10)
     bar = Progress(model_name, steps, enabled=root and (sys.stderr.isatty() if progress is None else progress))
-    metrics = open(os.path.join(out, METRICS) if root else os.devnull, "a", encoding="utf-8")
+    # a fresh run starts a fresh metrics file: lines of a run killed before its first checkpoint go
+    metrics = open(os.path.join(out, METRICS) if root else os.devnull, "w" if state is None else "a", encoding="utf-8")
     start, start_step = time.perf_counter(), step
     try:
         while step < steps:
@@ -260,7 +266,8 @@ def _truncate_metrics(path, step):
     if not os.path.exists(path):
         return 0.0
     with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        # a line without its newline is the partial write of a killed run: dropped with the redone steps
+        lines = [line for line in f if line.endswith("\n") and line.strip() and json.loads(line)["step"] <= step]
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(lines)
     os.replace(path + ".tmp", path)
