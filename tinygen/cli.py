@@ -77,7 +77,6 @@ def build_parser():
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
     p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
-    p.add_argument("--guidance", type=float, help="class-conditional diffusion: classifier-free guidance weight")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.set_defaults(run=run_sample)
@@ -92,7 +91,6 @@ def build_parser():
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
     p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
-    p.add_argument("--guidance", type=float, help="class-conditional diffusion: classifier-free guidance weight")
     p.add_argument("--data", choices=["embedded", "mnist"],
                    help="reference images: embedded (the subset in the package; default) or mnist (--data-dir)")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (implies --data mnist)")
@@ -131,7 +129,7 @@ def run_train(args):
 
 def _sampling_options(args, run):
     """The diffusion sampler's options given on the command line; refused for other models."""
-    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance", args.guidance)) if v is not None}
+    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta)) if v is not None}
     if options and run["model"] != "ddpm":
         raise tinygen.ArgumentError(f"{', '.join('--' + k for k in options)} only apply to diffusion models, not {run['model']!r}")
     return options
@@ -167,8 +165,8 @@ def run_eval(args):
     net = evaluation.load_feature_net()  # checks the shipped weights' SHA-256 first
     extra = {}
     if args.samples:
-        if any(v is not None for v in (args.sampler, args.steps, args.eta, args.guidance)):
-            raise tinygen.ArgumentError("--sampler, --steps, --eta and --guidance apply to --checkpoint only")
+        if any(v is not None for v in (args.sampler, args.steps, args.eta)):
+            raise tinygen.ArgumentError("--sampler, --steps and --eta apply to --checkpoint only")
         samples, source = evaluation.load_samples(args.samples), args.samples
         if args.n is not None:
             if args.n > len(samples):
@@ -178,6 +176,9 @@ def run_eval(args):
     else:
         model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
         options = _sampling_options(args, run)
+        if run["model"] == "ddpm" and args.likelihood_n and args.t_subsample >= model.schedule.T:
+            raise tinygen.ArgumentError(f"--t-subsample {args.t_subsample}: this DDPM has T = {model.schedule.T} "
+                                        f"timesteps; give 1..{model.schedule.T - 1}, or 0 for all T")
         ref = evaluation.reference(args.data_dir, net=net)
         n = PROTOCOL_N if args.n is None else args.n
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)

@@ -135,6 +135,14 @@ def test_eval_ddpm_checkpoint_reports_bits_per_dim(tmp_path):
     assert rows["test_bits_per_dim_t3"]["n"] == 4 and rows["test_bits_per_dim_t3"]["value"] > 0
 
 
+def test_an_impossible_t_subsample_is_refused_before_any_sampling(tmp_path, capsys, monkeypatch):
+    overrides = {"T": 50, "channels": (8, 16), "groups": 4, "batch_size": 4}
+    ckpt = trainer.train("ddpm", str(tmp_path / "run"), steps=1, overrides=overrides, sample_every=100)
+    monkeypatch.setattr(cli.evaluation, "sample_in_batches", lambda *args, **kwargs: pytest.fail("sampled"))
+    assert cli.main(["eval", "--checkpoint", ckpt, "--n", "8", "--t-subsample", "50"]) == 2
+    assert "--t-subsample 50: this DDPM has T = 50 timesteps; give 1..49, or 0 for all T" in capsys.readouterr().err
+
+
 def test_eval_argument_errors(tmp_path, capsys, real_images):
     path = tmp_path / "s.npz"
     np.savez(path, samples=real_images[:10])

@@ -186,6 +186,16 @@ def test_sampling_arguments_are_checked():
         model.sample(1, sampler="ddim", steps=11)
     with pytest.raises(ArgumentError, match="without num_classes"):
         model.sample(1, labels=[0])
+    for n in (0, -1, 2.5, "3", True):
+        with pytest.raises(ArgumentError, match=f"positive integer, got {n!r}"):
+            model.sample(n)
+    for eta in (-0.5, 1.5, float("nan"), "1"):
+        with pytest.raises(ArgumentError, match=r"eta must be a number in \[0, 1\]"):
+            model.sample(1, sampler="ddim", steps=2, eta=eta)
+    with pytest.raises(ArgumentError, match="eta=0.5 applies to sampler='ddim'"):
+        model.sample(1, sampler="ddpm", eta=0.5)
+    with pytest.raises(ArgumentError, match="guidance=2.0 needs labels"):
+        model.sample(1, guidance=2.0)
     with pytest.raises(ArgumentError, match="channels"):
         Config(channels=(8, 12), groups=8)
 
@@ -284,6 +294,9 @@ def test_state_dict_round_trip_resumes_identically(tmp_path):
     path = os.path.join(tmp_path, "ddpm.ckpt")
     tinygen.save(model.state_dict(), path)
     assert set(model.state_dict()) == {"model", "ema", "optimizer", "step"}
+    with pytest.raises(ArgumentError, match=r"a DDPM state dict has the keys \['ema', 'model', 'optimizer', 'step'\], "
+                                            r"got \['net', 'optimizer', 'step'\]"):
+        DDPM(config).load_state_dict({"net": {}, "optimizer": {}, "step": 0})
 
     tinygen.manual_seed(99)
     resumed = DDPM(config)  # fresh weights, replaced by the checkpoint

@@ -323,8 +323,18 @@ class DDPM:
         NOTE: DDIM with 50 steps is the default because every step is one network evaluation:
         with the NumPy kernels on 2 CPU cores, DDPM's 1000 steps for 64 images take minutes.
         """
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ArgumentError(f"the number of samples must be a positive integer, got {n!r}")
         if sampler not in ("ddpm", "ddim"):
             raise ArgumentError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if not (isinstance(eta, (int, float, np.floating)) and 0 <= eta <= 1):
+            raise ArgumentError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
+        if sampler == "ddpm" and eta != 0:
+            raise ArgumentError(f"eta={eta} applies to sampler='ddim'; the ancestral sampler's noise is sigma_t^2 = "
+                                f"beta_t or beta~_t (variance)")
+        if guidance != 0 and labels is None:
+            raise ArgumentError(f"guidance={guidance} needs labels (classifier-free guidance of a class-conditional "
+                                f"model); without them it would change nothing")
         if sampler == "ddpm" and steps not in (None, self.schedule.T):
             raise ArgumentError(f"ancestral sampling runs all T={self.schedule.T} steps, got steps={steps}; "
                                 f"use sampler='ddim' for fewer")
@@ -431,6 +441,10 @@ class DDPM:
         }
 
     def load_state_dict(self, state):
+        expected = {"model", "ema", "optimizer", "step"}
+        if not isinstance(state, dict) or set(state) != expected:
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ArgumentError(f"a DDPM state dict has the keys {sorted(expected)}, got {keys}")
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
