@@ -242,11 +242,6 @@ def to_numpy(array):
     return array.get() if is_device_array(array) else np.asarray(array)
 
 
-def array_module(dev):
-    """numpy for the cpu device, cupy for a cuda device (raising if it is unavailable)."""
-    return np if device(dev).type == "cpu" else load_cupy()
-
-
 def empty(shape, dtype, dev):
     """An uninitialised array on device `dev`."""
     dev = device(dev)

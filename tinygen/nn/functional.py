@@ -1,8 +1,9 @@
 """Layers and losses as functions, with PyTorch's names and argument order.
 
-Only `conv2d`, `conv_transpose2d` and `unfold` call primitives of their own (backed by the kernels
-in `tinygen.kernels.conv2d`); everything else is composed from tensor operations, so its gradient
-comes from autograd. Arguments are checked here, where the user enters, and a bad one raises an
+`conv2d`, `conv_transpose2d` and `unfold` call primitives backed by the kernels in
+`tinygen.kernels.conv2d` (the pooling functions too, through `Unfold`); `pad` calls `Pad`; `leaky_relu`, `silu`, `group_norm`
+and `batch_norm` call fused primitives with hand-written backwards (`tinygen.kernels.normalization`);
+everything else is composed from tensor operations, so its gradient comes from autograd. Arguments are checked here, where the user enters, and a bad one raises an
 error naming the argument, the value found and the value expected.
 """
 
@@ -320,6 +321,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     n, c = input.shape[:2]
     if num_groups < 1 or c % num_groups:
         raise ArgumentError(f"num_groups={num_groups} must divide the {c} channels")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ShapeError(f"group_norm: {name} has shape {tuple(t.shape)}, expected ({c},) for the {c} channels "
+                             f"of input {tuple(input.shape)}")
     return ops.GroupNorm.apply(*_norm_arguments(input, weight, bias), num_groups=num_groups, eps=eps)
 
 
