@@ -128,7 +128,7 @@ def test_cast_gradient_has_the_input_dtype(src, dst):
 
 
 def test_cast_in_a_float64_chain():
-    gradcheck(lambda x: (x.to(np.float32).to(np.float64) * 0 + x.to(np.float64)) * x, make_array(rng(), (2, 3)))
+    gradcheck(lambda x: x.to(np.float32).to(np.float64) * x, make_array(rng(), (2, 3)), eps=1e-3, rtol=1e-3)
 
 
 def test_cast_to_integer_leaves_the_graph():
