@@ -142,10 +142,13 @@ def test_conv_transpose2d_kernels_match_reference(path, data):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_larger_layers_match_reference(path):
-    """Shapes like the benchmark's, shrunk: many channels, a batch, stride 2 with k4 p1."""
+    """Shapes like the benchmark's, shrunk: many channels, a batch, stride 2 with k4 p1; batches
+    of 6 and 7 so that gemm-batched's chunks (4 + 2, 4 + 2 + 1) leave smaller last chunks of
+    several samples, for the convolution and the transposed convolution."""
     rng = np.random.default_rng(0)
     for (n, cin, cout, size, k, s, p) in [(4, 1, 8, 28, 3, 1, 1), (3, 16, 24, 14, 3, 1, 1),
-                                          (2, 8, 16, 14, 4, 2, 1), (2, 12, 1, 9, 3, 1, 0), (3, 1, 4, 10, 3, 2, 1)]:
+                                          (2, 8, 16, 14, 4, 2, 1), (2, 12, 1, 9, 3, 1, 0), (3, 1, 4, 10, 3, 2, 1),
+                                          (6, 3, 5, 7, 3, 1, 1), (7, 2, 3, 6, 4, 2, 1)]:
         x = rng.standard_normal((n, cin, size, size)).astype(np.float32)
         w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
         args = ((s, s), (p, p), (1, 1))
@@ -156,6 +159,16 @@ def test_larger_layers_match_reference(path):
                            reference.conv2d_backward_input(y, w, x.shape[2:], *args))
             assert_matches(cpu_numba.conv2d_backward_weight(x, y, (k, k), *args),
                            reference.conv2d_backward_weight(x, y, (k, k), *args))
+            if n >= 6:  # the same layer transposed: (cout -> cin), on y
+                wt = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+                t_args = ((s, s), (p, p), (0, 0), (1, 1))
+                z = cpu_numba.conv_transpose2d_forward(y, wt, *t_args)
+                assert_matches(z, reference.conv_transpose2d_forward(y, wt, *t_args))
+                hw = y.shape[2:]
+                assert_matches(cpu_numba.conv_transpose2d_backward_input(z, wt, (s, s), (p, p), (1, 1), input_hw=hw),
+                               reference.conv_transpose2d_backward_input(z, wt, (s, s), (p, p), (1, 1), input_hw=hw))
+                assert_matches(cpu_numba.conv_transpose2d_backward_weight(y, z, (k, k), (s, s), (p, p), (1, 1)),
+                               reference.conv_transpose2d_backward_weight(y, z, (k, k), (s, s), (p, p), (1, 1)))
 
 
 def test_poisoned_allocator_is_what_the_kernels_use(poisoned_outputs):
