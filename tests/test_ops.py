@@ -71,6 +71,23 @@ def test_pow_and_div_with_constants(fn):
     check_op(fn, fn, make_array(rng(), (3, 4), "positive"), np_fn=fn)
 
 
+def test_pow_gradients_at_zero_are_the_limits_as_in_torch():
+    """NOTE: d(a^b)/da = 0 where b = 0 and d(a^b)/db = 0 where a = 0, b >= 0 (the formulas give nan)."""
+    a = tg.tensor(np.array([0.0, 0.0, 2.0]), requires_grad=True)
+    b = tg.tensor(np.array([0.0, 2.0, 0.0]), requires_grad=True)
+    (a**b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0.0, 0.0, 0.0])  # b * a^(b-1): 0 * 0^-1, 2 * 0, 0 * 2^-1
+    np.testing.assert_array_equal(b.grad.numpy(), [0.0, 0.0, np.log(2.0)])
+    x = tg.tensor(np.array([0.0, 3.0]), requires_grad=True)
+    (x**0.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])
+    torch = pytest.importorskip("torch")
+    ta, tb = (torch.tensor(v.numpy(), requires_grad=True) for v in (a, b))
+    (ta**tb).sum().backward()
+    np.testing.assert_array_equal(ta.grad.numpy(), a.grad.numpy())
+    np.testing.assert_array_equal(tb.grad.numpy(), b.grad.numpy())
+
+
 @given(data=st.data())
 def test_matmul(data):
     shape_a, shape_b = data.draw(matmul_shapes())

@@ -98,10 +98,12 @@ class Pow(Function):
         a, b, out = ctx.saved_tensors
         xp = get_array_module(a)
         ga = gb = None
+        # NOTE: as torch, d(a^b)/da = 0 where b = 0 and d(a^b)/db = 0 where a = 0 and b >= 0 (the
+        # limits), where the formulas give 0 * 0^-1 and 0 * log 0 = nan: there a^1 and log 1 stand in
         if ctx.needs_input_grad[0]:
-            ga = unbroadcast(grad_out * b * a ** (b - 1), a.shape)
+            ga = unbroadcast(grad_out * b * a ** xp.where(b == 0, 1, b - 1), a.shape)
         if ctx.needs_input_grad[1]:
-            gb = unbroadcast(grad_out * out * xp.log(a), b.shape)
+            gb = unbroadcast(grad_out * out * xp.log(xp.where((a == 0) & (b >= 0), 1, a)), b.shape)
         return ga, gb
 
 
