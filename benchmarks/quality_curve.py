@@ -45,7 +45,7 @@ def build_parser():
     p.add_argument("--runs", default=os.path.join("runs", "curve"), help="folder of the run (default runs/curve)")
     p.add_argument("--n", type=int, default=PROTOCOL_N, help=f"samples per point (default {PROTOCOL_N:,})")
     p.add_argument("--batch-size", type=int, default=500, help="images per sample() call (default 500)")
-    p.add_argument("--sampler", default="ddim20", help="DDPM: ddpm or ddimS (default ddim20)")
+    p.add_argument("--sampler", help="DDPM only: one sampler, ddpm or ddimS (default ddim20)")
     p.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "mnist"),
                    help="the MNIST IDX files (default ../shared/data/mnist; '' for the embedded reference)")
     p.add_argument("--train-data", choices=("embedded", "mnist"), default="embedded",
@@ -73,10 +73,15 @@ def main(argv=None):
     if (args.train_batch_size is not None and args.train_batch_size < 1) or (args.lr is not None and not args.lr > 0):
         parser.error("--train-batch-size must be at least 1 and --lr positive")
     overrides = {k: v for k, v in (("batch_size", args.train_batch_size), ("lr", args.lr)) if v is not None}
+    if args.sampler is not None and args.model != "ddpm":
+        parser.error(f"--sampler applies to the DDPM only, not {args.model}")
     try:
-        options = parse_samplers(args.sampler)[0][1] if args.model == "ddpm" else {}
+        samplers = parse_samplers(args.sampler or "ddim20") if args.model == "ddpm" else [("", {})]
     except ValueError as err:
         parser.error(str(err))
+    if len(samplers) != 1:
+        parser.error(f"--sampler: one sampler per curve, got {args.sampler!r}")
+    options = samplers[0][1]
     data_dir = args.data_dir or None
     if data_dir is not None and not os.path.isdir(data_dir):
         parser.error(f"--data-dir {data_dir!r} is no folder: give the folder of the MNIST IDX files")

@@ -123,6 +123,18 @@ def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
         quality_curve.main(["--model", "vae", "--steps", "6,3", "--runs", str(tmp_path)])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "vae", "--sampler", "ddpm"], "--sampler applies to the DDPM only, not vae"),
+    (["--model", "ddpm", "--sampler", "ddpm,ddim20"], "--sampler: one sampler per curve, got 'ddpm,ddim20'"),
+])
+def test_curve_takes_one_sampler_and_only_for_the_ddpm(tmp_path, capsys, argv, message):
+    from benchmarks import quality_curve
+
+    with pytest.raises(SystemExit):
+        quality_curve.main(argv + ["--steps", "2", "--runs", str(tmp_path)])
+    assert message in capsys.readouterr().err
+
+
 def test_the_curve_trains_with_another_batch_size_and_learning_rate(tmp_path, capsys):
     from benchmarks import quality_curve
 
