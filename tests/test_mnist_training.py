@@ -1,6 +1,6 @@
-"""Learning on real data: a few hundred steps on an MNIST subset must more than halve the loss.
-
-This is the short version of `python -m benchmarks.mnist_classifier` (same models, same loop).
+"""Learning on real data: a few hundred steps on an MNIST subset must more than halve the
+classifiers' loss (the short version of `python -m benchmarks.mnist_classifier`, same models, same
+loop), and a GAN's and a VAE's samples must move measurably towards the test digits.
 """
 
 import os
@@ -10,8 +10,10 @@ import pytest
 
 import tinygen
 from benchmarks import mnist_classifier
-from tinygen import optim
-from tinygen.data import load_mnist
+from tinygen import evaluation, optim
+from tinygen.data import MNIST, load_mnist
+from tinygen.evaluation.features import features
+from tinygen.models import MODELS
 from tinygen.nn import functional as F
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
@@ -48,3 +50,25 @@ def test_loss_falls_by_more_than_half(mnist_subset, name, steps):
 def held_out_loss(model, images, labels):
     model.eval()
     return F.cross_entropy(model(tinygen.Tensor(images)), labels.astype(np.int64)).item()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, steps, factor", [("gan", 1000, 0.85), ("vae", 300, 0.5)])
+def test_samples_get_measurably_better(name, steps, factor):
+    """FD (LeNet features) of 500 samples against the shipped statistics of the 10,000 test digits,
+    before and after `steps` steps on the embedded MNIST subset. (Measured: the MLP GAN 2244 -> 1648,
+    the MLP VAE 2579 -> 714; the GAN's first thousand steps are its slow ones.)"""
+    tinygen.manual_seed(0)
+    model = MODELS[name]()
+    images = MNIST().images[:6000, None].astype(np.float32) / 255
+    mu, sigma, _ = evaluation.load_test_statistics()
+
+    def fd():
+        return evaluation.frechet_distance(*evaluation.statistics(features(model.sample(500))), mu, sigma)
+
+    before = fd()
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        model.train_step(tinygen.Tensor(images[rng.integers(0, len(images), model.config.batch_size)]))
+    after = fd()
+    assert after < factor * before, f"{name}: FD went from {before:.1f} to {after:.1f} in {steps} steps"
