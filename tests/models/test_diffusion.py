@@ -10,7 +10,7 @@ import pytest
 import tinygen
 from helpers import gradcheck
 from tinygen import backend
-from tinygen.errors import ArgumentError, ShapeError
+from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
 from tinygen.kernels.diffusion.reference import normal
 from tinygen.models.diffusion import DDPM, Config, Schedule, UNet
@@ -235,8 +235,14 @@ def test_unet_is_differentiable_end_to_end():
 
 def test_train_step_checks_images():
     model = DDPM(Config(T=10, **TINY))
-    with pytest.raises(ShapeError, match=r"\(B, 1, H, W\)"):
+    with pytest.raises(ShapeError, match=r"\(B, 1, 28, 28\).*got \(2, 28, 28\)"):
         model.train_step(tinygen.rand(2, 28, 28))
+    with pytest.raises(ShapeError, match=r"got \(2, 1, 32, 32\)"):
+        model.train_step(tinygen.rand(2, 1, 32, 32))
+    with pytest.raises(DTypeError, match="uint8"):
+        model.train_step(np.zeros((2, 1, 28, 28), np.uint8))
+    with pytest.raises(ArgumentError, match=r"\[0, 1\], found values in \[0.0, 255.0\]"):
+        model.train_step(np.full((2, 1, 28, 28), 255.0, np.float32) * (np.arange(2) > 0)[:, None, None, None])
     with pytest.raises(ArgumentError, match="needs labels"):
         DDPM(Config(T=10, num_classes=10, **TINY)).train_step(tinygen.rand(2, 1, 28, 28))
 

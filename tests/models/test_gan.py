@@ -230,6 +230,8 @@ def test_errors_name_the_problem():
         gan.train_step(tinygen.rand(4, 784))
     with pytest.raises(ShapeError, match="B >= 2"):
         gan.train_step(tinygen.rand(1, 1, 28, 28))
+    with pytest.raises(ArgumentError, match=r"\[0, 1\], found values in \[0.0, 255.0\]"):
+        gan.train_step(tinygen.tensor(np.array([0.0, 255.0], np.float32)).reshape(2, 1, 1, 1).expand(2, 1, 28, 28))
     with pytest.raises(ArgumentError, match="positive integer"):
         gan.sample(0)
     with pytest.raises(ArgumentError, match="GANConfig"):

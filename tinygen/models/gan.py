@@ -456,6 +456,9 @@ def _check_images(images):
         raise tinygen.DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {images.dtype}")
     if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 2:
         raise ShapeError(f"images must have shape (B, 1, 28, 28) with B >= 2, got {tuple(images.shape)}")
+    if bool(((images.data < 0) | (images.data > 1)).any()):  # one check: one wait for a GPU batch
+        lo, hi = float(images.data.min()), float(images.data.max())
+        raise ArgumentError(f"images must lie in [0, 1], found values in [{lo}, {hi}]")
     return images
 
 
