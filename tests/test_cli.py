@@ -191,6 +191,8 @@ def test_command_line_train_sample_info(tmp_path, capsys):
     assert "only apply to diffusion models" in capsys.readouterr().err
     assert cli.main(["sample", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
+    assert cli.main(["sample", "--checkpoint", ckpt, "--out", str(tmp_path / "nodir" / "g.png")]) == 2
+    assert f"--out {tmp_path / 'nodir' / 'g.png'}: the folder {tmp_path / 'nodir'} does not exist" in capsys.readouterr().err
     assert cli.main(["info"]) == 0
     assert f"kernels: {backend.kernel_info()['backend']}" in capsys.readouterr().out
 

@@ -135,7 +135,15 @@ def _sampling_options(args, run):
     return options
 
 
+def _check_output_folder(path, flag):
+    """Refuse an output file whose folder does not exist before any work, not after it."""
+    folder = os.path.dirname(path)
+    if path and folder and not os.path.isdir(folder):
+        raise tinygen.ArgumentError(f"{flag} {path}: the folder {folder} does not exist")
+
+
 def run_sample(args):
+    _check_output_folder(args.out, "--out")
     model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
     options = _sampling_options(args, run)
     if args.n < 1:
@@ -153,6 +161,7 @@ def run_sample(args):
 
 
 def run_eval(args):
+    _check_output_folder(args.json or "", "--json")
     data = args.data or ("mnist" if args.data_dir else "embedded")
     if data == "mnist" and not args.data_dir:
         raise tinygen.ArgumentError("--data mnist needs --data-dir, the folder holding the MNIST IDX files")

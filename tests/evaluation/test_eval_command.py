@@ -150,6 +150,7 @@ def test_eval_argument_errors(tmp_path, capsys, real_images):
         (["--data", "mnist"], "--data mnist needs --data-dir"),
         (["--n", "11"], "holds only 10 samples"),
         (["--steps", "5"], "apply to --checkpoint only"),
+        (["--json", str(tmp_path / "missing" / "e.json")], f"the folder {tmp_path / 'missing'} does not exist"),
     ]:
         assert cli.main(["eval", "--samples", str(path), *argv]) == 2
         assert message in capsys.readouterr().err
