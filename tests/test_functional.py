@@ -129,6 +129,17 @@ def test_interpolate_nearest_to_any_size(data):
     check_op(lambda t: F.interpolate(t, size=size), lambda t: TF.interpolate(t, size=size), draw_array(data, shape))
 
 
+def test_interpolate_to_a_size_reads_torchs_float32_source_rows():
+    """26 rows to 22: dst 11 reads row 12 (floor of the float32 product 11 * (26 / 22)), not 13."""
+    x = tg.tensor(np.arange(26, dtype=np.float32).reshape(1, 1, 26, 1))
+    np.testing.assert_array_equal(F.interpolate(x, size=(22, 1)).numpy()[0, 0, 9:13, 0], [10, 11, 12, 14])
+    torch = pytest.importorskip("torch")
+    for n_in, n_out in [(26, 22), (6, 74), (14, 46), (39, 33), (7, 5)]:  # the first four: the exact formula differs
+        x = np.arange(n_in, dtype=np.float32).reshape(1, 1, n_in, 1)
+        expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(n_out, 1)).numpy()
+        np.testing.assert_array_equal(F.interpolate(tg.tensor(x), size=(n_out, 1)).numpy(), expected)
+
+
 @given(data=st.data())
 def test_interpolate_nearest_fractional_scale(data):
     # torch reads floor(dst / scale_factor) here, not floor(dst * in / out): 1.7 and 2.4 tell them apart

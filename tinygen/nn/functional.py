@@ -171,8 +171,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest"):
-    """Resize (N, C, H, W) by nearest neighbour, with PyTorch's source indices: floor(dst * in / out)
-    for `size`, floor(dst / scale_factor) for `scale_factor` (see `_nearest_source`)."""
+    """Resize (N, C, H, W) by nearest neighbour, with PyTorch's source indices: floor(dst * (in / out))
+    for `size`, floor(dst / scale_factor) for `scale_factor`, in float32 (see `_nearest_source`)."""
     _check_tensor(input, "input", 4)
     if mode != "nearest":
         raise ArgumentError(f"interpolate supports mode='nearest' only, got {mode!r}")
@@ -205,14 +205,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest"):
 def _nearest_source(n_in, n_out, scale_factor):
     """The input index each output index copies, as PyTorch's 'nearest' computes it.
 
-    NOTE: with a scale_factor PyTorch reads floor(dst / scale_factor), in float32, not
-    floor(dst * in / out): 5 pixels scaled by 1.7 give 8, and dst 5 reads 2 (5 / 1.7 = 2.94), not 3.
-    Sizes equal to in or 2 * in are exact copies either way.
+    NOTE: PyTorch reads floor(dst * scale) in float32, with scale = 1 / scale_factor or, for a
+    size, in / out; not the exact floor(dst * in / out): 5 pixels scaled by 1.7 give 8, and dst 5
+    reads 2 (5 / 1.7 = 2.94), not 3; 26 rows resized to 22 read row 12 at dst 11, not 13 (the
+    float32 product rounds 11 * 26/22 = 13 down). Sizes equal to in or 2 * in are exact copies.
     """
     dst = np.arange(n_out)
-    if scale_factor is None or n_out in (n_in, 2 * n_in):
+    if n_out in (n_in, 2 * n_in):
         return dst * n_in // n_out
-    src = np.floor(dst.astype(np.float32) * np.float32(1.0 / scale_factor)).astype(np.int64)
+    scale = np.float32(n_in) / np.float32(n_out) if scale_factor is None else np.float32(1.0 / scale_factor)
+    src = np.floor(dst.astype(np.float32) * scale).astype(np.int64)
     return np.minimum(src, n_in - 1)
 
 
