@@ -339,6 +339,13 @@ def test_shape_argument_errors():
         x.expand(4, 3)
     with pytest.raises(ShapeError, match=r"\(2, 3\).*\(1, 3\)"):
         x.expand(1, 3)
+    with pytest.raises(ArgumentError, match=r"dim \(1, -1\) names a dimension twice"):
+        x.sum((1, -1))
+    with pytest.raises(ArgumentError, match="start_dim 1 comes after end_dim 0"):
+        tg.zeros(2, 3, 4).flatten(1, 0)
+    with pytest.raises(ShapeError, match=r"zero-dimensional.*\[\(\), \(\)\]"):
+        tg.cat([tg.tensor(1.0), tg.tensor(2.0)])
+    assert x.transpose(1, -1).shape == (2, 3) and tg.zeros(2, 3, 4).flatten(1, 1).shape == (2, 3, 4)
 
 
 def test_expand_with_minus_one():

@@ -146,6 +146,8 @@ def _dims(dim, ndim):
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise ArgumentError(f"dim {d} is out of range for a tensor with {ndim} dimensions")
         out.append(int(d) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ArgumentError(f"dim {dim} names a dimension twice")
     return tuple(out)
 
 
@@ -554,7 +556,10 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = _dims((start_dim, end_dim), self.ndim)
+        (start,), (end,) = _dims(start_dim, self.ndim), _dims(end_dim, self.ndim)
+        if start > end:
+            raise ArgumentError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                                f"for a tensor with {self.ndim} dimensions")
         return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1 :])
 
     def unsqueeze(self, dim):
@@ -566,13 +571,13 @@ class Tensor:
         return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in axes and n == 1)))
 
     def permute(self, *dims):
-        dims = _dims(_size(dims), self.ndim)
+        dims = tuple(_dims(d, self.ndim)[0] for d in _size(dims))
         if sorted(dims) != list(range(self.ndim)):
             raise ArgumentError(f"permute needs a permutation of 0..{self.ndim - 1}, got {dims}")
         return ops.Permute.apply(self, order=dims)
 
     def transpose(self, dim0, dim1):
-        a, b = _dims((dim0, dim1), self.ndim)
+        (a,), (b,) = _dims(dim0, self.ndim), _dims(dim1, self.ndim)
         order = list(range(self.ndim))
         order[a], order[b] = order[b], order[a]
         return self.permute(*order)
@@ -805,6 +810,9 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ArgumentError("cat needs at least one tensor")
+    if any(t.ndim == 0 for t in tensors):
+        raise ShapeError(f"cat joins tensors along a dimension; zero-dimensional ones have none, got shapes "
+                         f"{[tuple(x.shape) for x in tensors]} (stack them instead)")
     (axis,) = _dims(dim, tensors[0].ndim)
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(

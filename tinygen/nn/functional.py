@@ -85,6 +85,9 @@ def linear(input, weight, bias=None):
             f"input of shape {tuple(input.shape)} does not match weight of shape "
             f"{tuple(weight.shape)}: the last dimension must be {weight.shape[1]}"
         )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ShapeError(f"bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},) for weight of shape "
+                         f"{tuple(weight.shape)}")
     out = input @ weight.T
     return out if bias is None else out + bias
 
@@ -376,6 +379,8 @@ def pad(input, pad, mode="constant", value=0.0):
     """Constant padding with PyTorch's order: (left, right, top, bottom, ...) from the last dim."""
     if mode != "constant":
         raise ArgumentError(f"pad supports mode='constant' only, got {mode!r}")
+    if any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) for p in pad):
+        raise ArgumentError(f"pad widths must be integers, got {tuple(pad)}")
     if len(pad) % 2 or len(pad) // 2 > input.ndim or any(p < 0 for p in pad):
         raise ArgumentError(f"pad must hold non-negative (before, after) pairs for at most {input.ndim} dims, got {pad}")
     widths = [(0, 0)] * input.ndim
