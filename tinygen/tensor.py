@@ -495,7 +495,10 @@ class Tensor:
         return -(-self).amax(dim, keepdim)
 
     def max(self, dim=None, keepdim=False):
-        """With no `dim`, the largest element; with `dim`, `(values, indices)` as in PyTorch."""
+        """With no `dim`, the largest element; with `dim`, `(values, indices)` as in PyTorch.
+
+        NOTE: the values are `amax`'s, so tied maxima share the gradient; PyTorch's max(dim) gives
+        it all to the index it returns (its max() with no dim shares it, as here)."""
         if dim is None:
             return self.amax()
         return MaxResult(self.amax(dim, keepdim), self.argmax(dim, keepdim))
