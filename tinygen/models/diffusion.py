@@ -54,6 +54,7 @@ import numpy as np
 from tinygen import backend, nn, optim
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
+from tinygen.models.checks import check_count
 from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, cat, no_grad
 
@@ -327,8 +328,7 @@ class DDPM:
         NOTE: DDIM with 50 steps is the default because every step is one network evaluation:
         with the NumPy kernels on 2 CPU cores, DDPM's 1000 steps for 64 images take minutes.
         """
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise ArgumentError(f"the number of samples must be a positive integer, got {n!r}")
+        check_count(n)
         if sampler not in ("ddpm", "ddim"):
             raise ArgumentError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         if not (isinstance(eta, (int, float, np.floating)) and 0 <= eta <= 1):

@@ -44,6 +44,7 @@ import numpy as np
 import tinygen
 from tinygen import nn, optim
 from tinygen.errors import ArgumentError, ShapeError
+from tinygen.models.checks import check_count
 from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, no_grad
 
@@ -267,7 +268,7 @@ class GAN:
         does (Izmailov et al. 2018): G's running statistics belong to G's weights, not to their
         average. See `averaged`. `use_ema=False` samples from G itself.
         """
-        _check_count(n)
+        check_count(n)
         G = self.averaged() if use_ema and self.ema is not None else self.generator
         was_training = G.training
         G.eval()
@@ -460,8 +461,3 @@ def _check_images(images):
         lo, hi = float(images.data.min()), float(images.data.max())
         raise ArgumentError(f"images must lie in [0, 1], found values in [{lo}, {hi}]")
     return images
-
-
-def _check_count(n):
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ArgumentError(f"the number of samples must be a positive integer, got {n!r}")

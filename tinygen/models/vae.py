@@ -54,6 +54,7 @@ import numpy as np
 import tinygen
 from tinygen import backend, nn, optim
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
+from tinygen.models.checks import check_count
 from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, no_grad
 
@@ -280,7 +281,7 @@ class VAE:
         NOTE: these are the Bernoulli means E[x | z] (grey levels), not binary draws from
         p_θ(x | z): a draw is mostly salt-and-pepper noise around the mean.
         """
-        _check_count(n)
+        check_count(n)
         if self.config.prior == "standard":
             z = tinygen.randn(n, self.config.latent_dim, device=self.device)
         else:
@@ -353,8 +354,3 @@ def _check_images(images):
         lo, hi = float(images.data.min()), float(images.data.max())
         raise ArgumentError(f"images must lie in [0, 1] (Bernoulli targets), found values in [{lo}, {hi}]")
     return images
-
-
-def _check_count(n):
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ArgumentError(f"the number of samples must be a positive integer, got {n!r}")
