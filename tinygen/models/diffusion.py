@@ -54,7 +54,7 @@ import numpy as np
 from tinygen import backend, nn, optim
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
-from tinygen.models.checks import check_count
+from tinygen.models.checks import check_count, check_unit_range
 from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, cat, no_grad
 
@@ -273,8 +273,7 @@ class DDPM:
             raise DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {x0.dtype}")
         if x0.ndim != 4 or tuple(x0.shape[1:]) != (1, 28, 28) or x0.shape[0] < 1:
             raise ShapeError(f"images must have shape (B, 1, 28, 28), the shape the sampler draws, got {tuple(x0.shape)}")
-        if bool(((x0 < 0) | (x0 > 1)).any()):  # one check: one wait for a GPU batch
-            raise ArgumentError(f"images must lie in [0, 1], found values in [{float(x0.min())}, {float(x0.max())}]")
+        check_unit_range(x0)
         x0 = backend.to_device(x0, self.device)  # a batch from the host is copied to the network's device
         x0 = 2 * x0.astype(self.net.inc.weight.dtype, copy=False) - 1  # [0, 1] -> [-1, 1], the model's dtype
         B, rng, s = x0.shape[0], backend.generator(), self.schedule

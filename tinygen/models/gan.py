@@ -44,7 +44,7 @@ import numpy as np
 import tinygen
 from tinygen import nn, optim
 from tinygen.errors import ArgumentError, ShapeError
-from tinygen.models.checks import check_count
+from tinygen.models.checks import check_count, check_unit_range
 from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, no_grad
 
@@ -457,7 +457,5 @@ def _check_images(images):
         raise tinygen.DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {images.dtype}")
     if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 2:
         raise ShapeError(f"images must have shape (B, 1, 28, 28) with B >= 2, got {tuple(images.shape)}")
-    if bool(((images.data < 0) | (images.data > 1)).any()):  # one check: one wait for a GPU batch
-        lo, hi = float(images.data.min()), float(images.data.max())
-        raise ArgumentError(f"images must lie in [0, 1], found values in [{lo}, {hi}]")
+    check_unit_range(images.data)
     return images

@@ -1,10 +1,11 @@
 """Layers and losses as functions, with PyTorch's names and argument order.
 
 `conv2d`, `conv_transpose2d` and `unfold` call primitives backed by the kernels in
-`tinygen.kernels.conv2d` (the pooling functions too, through `Unfold`); `pad` calls `Pad`; `leaky_relu`, `silu`, `group_norm`
-and `batch_norm` call fused primitives with hand-written backwards (`tinygen.kernels.normalization`);
-everything else is composed from tensor operations, so its gradient comes from autograd. Arguments are checked here, where the user enters, and a bad one raises an
-error naming the argument, the value found and the value expected.
+`tinygen.kernels.conv2d` (the pooling functions too, through `Unfold`); `pad` calls `Pad`;
+`leaky_relu`, `silu`, `group_norm` and `batch_norm` call fused primitives with hand-written
+backwards (`tinygen.kernels.normalization`); everything else is composed from tensor operations,
+so its gradient comes from autograd. Arguments are checked here, where the user enters, and a bad
+one raises an error naming the argument, the value found and the value expected.
 """
 
 import math
@@ -289,12 +290,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     _check_tensor(input, "input", (2, 3, 4))
     c = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != (c,):
-            raise ShapeError(
-                f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({c},) for the {c} channels "
-                f"of input {tuple(input.shape)}"
-            )
+    _check_per_channel("batch_norm", input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     shape = (1, c) + (1,) * (input.ndim - 2)
     if training:
         if input.numel() // c < 2:
@@ -307,6 +303,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ArgumentError("batch_norm in eval mode needs running_mean and running_var")
     x = (input - Tensor(running_mean).reshape(shape)) / (Tensor(running_var).reshape(shape) + eps).sqrt()
     return _affine(x, weight, bias, shape)
+
+
+def _check_per_channel(op, input, **vectors):
+    """Each given vector (weight, bias, running statistics) holds one value per channel of input."""
+    c = input.shape[1]
+    for name, t in vectors.items():
+        if t is not None and tuple(t.shape) != (c,):
+            raise ShapeError(f"{op}: {name} has shape {tuple(t.shape)}, expected ({c},) for the {c} channels "
+                             f"of input {tuple(input.shape)}")
 
 
 def _norm_arguments(input, weight, bias):
@@ -326,10 +331,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     n, c = input.shape[:2]
     if num_groups < 1 or c % num_groups:
         raise ArgumentError(f"num_groups={num_groups} must divide the {c} channels")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != (c,):
-            raise ShapeError(f"group_norm: {name} has shape {tuple(t.shape)}, expected ({c},) for the {c} channels "
-                             f"of input {tuple(input.shape)}")
+    _check_per_channel("group_norm", input, weight=weight, bias=bias)
     return ops.GroupNorm.apply(*_norm_arguments(input, weight, bias), num_groups=num_groups, eps=eps)
 
 
