@@ -100,6 +100,47 @@ def test_names_and_state_dict_keys_match_pytorch():
         assert model.state_dict()[name].shape == tuple(value.shape)
 
 
+def test_sequential_slice_keeps_the_parents_names():
+    # A slice holds the same modules under the same names, so its state_dict keys are the parent's
+    # and a checkpoint of the parent loads into the slice (the names are not renumbered 0, 1, ...).
+    model = small_model()
+    tail = model[1:]
+    assert [n for n, _ in tail.named_children()] == ["1", "2"]
+    assert list(tail.state_dict()) == [k for k in model.state_dict() if not k.startswith("0.")]
+    assert list(tail) == list(model)[1:]
+    assert [n for n, _ in model[::2].named_children()] == ["0", "2"]
+    assert [n for n, _ in model[::-1].named_children()] == ["2", "1", "0"]
+    assert [n for n, _ in model[-2:].named_children()] == ["1", "2"]
+    assert len(model[5:]) == 0
+    assert tail[0] is model[1] and tail[-1] is model[2]  # integers count positions, not names
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("0.")}
+    tail.load_state_dict(state)
+    # append takes the next free number; PyTorch's str(len) = "2" would replace the slice's last module
+    tail.append(nn.Tanh())
+    assert [n for n, _ in tail.named_children()] == ["1", "2", "3"]
+
+
+def test_sequential_slice_names_match_pytorch():
+    torch = pytest.importorskip("torch")
+    tn = torch.nn
+    twin = tn.Sequential(
+        tn.Linear(4, 5), tn.Sequential(tn.BatchNorm1d(5), tn.ReLU(), tn.Dropout(0.5)), tn.Linear(5, 2, bias=False)
+    )
+    model = small_model()
+    for index in (slice(1, None), slice(None, 2), slice(None, None, 2), slice(None, None, -1), slice(-2, None),
+                  slice(5, None), slice(-1, 0, -1)):
+        assert list(model[index].state_dict()) == list(twin[index].state_dict()), index
+        assert [n for n, _ in model[index].named_modules()] == [n for n, _ in twin[index].named_modules()], index
+    for index in range(-3, 3):
+        assert type(model[index]).__name__ == type(twin[index]).__name__, index
+        assert type(model[1:][index // 2]).__name__ == type(twin[1:][index // 2]).__name__, index
+    for index in (3, -4):
+        with pytest.raises(IndexError):
+            twin[index]
+        with pytest.raises(IndexError, match=str(index)):
+            model[index]
+
+
 def test_shared_parameters_are_listed_once():
     m = Tied()
     names = [n for n, _ in m.named_parameters()]

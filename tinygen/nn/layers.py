@@ -383,9 +383,14 @@ class Embedding(Module):
 class Sequential(Module):
     """Modules applied one after the other; children are named "0", "1", ... (or by an OrderedDict).
 
-    >>> model = Sequential(Linear(2, 3), ReLU())
+    A slice keeps the children's names, as PyTorch's does, so its state_dict keys are the parent's;
+    an integer counts positions, whatever the names.
+
+    >>> model = Sequential(Linear(2, 3), ReLU(), Linear(3, 1))
     >>> len(model), type(model[1]).__name__
-    (2, 'ReLU')
+    (3, 'ReLU')
+    >>> list(model[1:].state_dict())
+    ['2.weight', '2.bias']
     """
 
     def __init__(self, *modules):
@@ -405,11 +410,16 @@ class Sequential(Module):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return Sequential(*list(self._modules.values())[index])
+            return Sequential(dict(list(self._modules.items())[index]))
         return self._modules[_key(self, index)]
 
     def append(self, module):
-        self.add_module(str(len(self)), _check_module(module, len(self)))
+        # NOTE: a slice keeps its parent's names ("1", "2"), so str(len) may be taken; PyTorch's append
+        # then silently replaces that entry. Take the next free number instead.
+        number = len(self)
+        while str(number) in self._modules:
+            number += 1
+        self.add_module(str(number), _check_module(module, len(self)))
         return self
 
     def forward(self, input):
