@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size
+from tinygen.kernels.diffusion import reference
 
 
 def shapes(min_dims=0, max_dims=4, min_side=1, max_side=5):
@@ -181,6 +182,23 @@ def noise_step_problems(draw):
     seed = draw(st.integers(0, 2**64 - 1), label="seed")
     offset = draw(st.one_of(st.integers(0, 9), st.integers(0, 2**64 - 2 * x.size - 1)), label="offset")
     return dtype, x, eps, z, ddim, ddpm, seed, offset
+
+
+def noise_step_terms(x, eps, z, ddim, ddpm):
+    """The elementwise sums of |term| that q_sample, p_sample_step and ddim_step add up, for
+    `assert_kernel_output(terms=...)`: a one-pixel batch whose terms cancel to nearly 0 leaves no
+    relative accuracy to check, so the error is measured against these instead."""
+
+    def c(coef):  # |coefficient|, broadcast per sample
+        return np.abs(reference.per_sample(coef, x))
+
+    a, b, a_prev, sigma_ddim = ddim
+    coef_eps, inv_sqrt_alpha, sigma_ddpm = ddpm
+    return {
+        "q_sample": c(a) * np.abs(x) + c(b) * np.abs(z),
+        "p_sample_step": c(inv_sqrt_alpha) * (np.abs(x) + c(coef_eps) * np.abs(eps)) + c(sigma_ddpm) * np.abs(z),
+        "ddim_step": c(np.asarray(a_prev) / a) * (np.abs(x) + c(b) * np.abs(eps)) + np.abs(eps) + c(sigma_ddim) * np.abs(z),
+    }
 
 
 def conv_case(data, transposed=False):

@@ -20,11 +20,11 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 import tinygen
 from helpers import assert_kernel_output, assert_standard_normal, host, poisoned_allocator
-from strategies import noise_step_problems as step_problems
+from strategies import noise_step_problems as step_problems, noise_step_terms
 from tinygen import backend, models
 from tinygen.errors import DeviceMismatchError
 from tinygen.kernels import diffusion
@@ -51,9 +51,9 @@ def poisoned_outputs(gpu):
         yield allocated
 
 
-def assert_matches(out, expected, tol, what="output"):
+def assert_matches(out, expected, tol, what="output", terms=None):
     """A GPU array against a NumPy one: `assert_kernel_output` on its copy on the host."""
-    assert_kernel_output(host(out), expected, tol, what)
+    assert_kernel_output(host(out), expected, tol, what, terms)
 
 
 def assert_normals_match(z, expected, what="normals"):
@@ -95,30 +95,42 @@ def test_steps_with_z_given_match_reference(gpu, problem):
         assert_matches(gpu_cupy.ddim_step(xg, eg, *ddim[:3], sigma, noise_g), expected, tol, "ddim_step")
 
 
+CANCELLING = (  # a one-pixel q_sample whose terms cancel to -4.9e-4 (drawn once by hypothesis)
+    np.float32, np.array([[0.29314715]], np.float32), np.array([[0.766837]], np.float32),
+    np.array([[-0.40023282]], np.float32),
+    (np.array([0.77538166]), np.array([0.63149289]), np.array([0.81239846]), np.array([0.11117836])),
+    (np.array([0.39878328]), np.array([1.28968745]), np.array([0.11117836])), 285166, 1,
+)
+
+
 @settings(max_examples=30)
 @given(problem=step_problems())
+@example(problem=CANCELLING)
 def test_steps_with_noise_inside_match_reference(gpu, problem):
     dtype, x, eps, _, ddim, ddpm, seed, offset = problem
     xg, eg = gpu.asarray(x), gpu.asarray(eps)
     z = reference.normal(x.shape, seed, offset, dtype)
+    terms = noise_step_terms(x, eps, z, ddim, ddpm)
     assert_normals_match(gpu_cupy.normal(x.shape, seed, offset, dtype), z, "normal")
     assert_normals_match(gpu_cupy.normal(x.shape, seed, offset, dtype, out=poisoned(gpu, x.shape, dtype)), z,
                          "normal, out=")
 
     x_t, e = gpu_cupy.q_sample_noise(xg, ddim[0], ddim[1], seed, offset)
     assert_normals_match(e, z, "q_sample_noise's eps")
-    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise")
+    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise", terms["q_sample"])
     pair = poisoned(gpu, x.shape, dtype), poisoned(gpu, x.shape, dtype)
     x_t, e = gpu_cupy.q_sample_noise(xg, ddim[0], ddim[1], seed, offset, out=pair)
     assert x_t is pair[0] and e is pair[1]
     assert_normals_match(e, z, "q_sample_noise's eps, out=")
+    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise, out=",
+                   terms["q_sample"])
 
     expected = reference.p_sample_step(x, eps, *ddpm, z)
     assert_matches(gpu_cupy.p_sample_step_noise(xg, eg, *ddpm, seed, offset), expected, NOISE_TOL,
-                   "p_sample_step_noise")
+                   "p_sample_step_noise", terms["p_sample_step"])
     expected = reference.ddim_step(x, eps, *ddim, z)
     assert_matches(gpu_cupy.ddim_step_noise(xg, eg, *ddim, seed, offset, out=poisoned(gpu, x.shape, dtype)), expected,
-                   NOISE_TOL, "ddim_step_noise, out=")
+                   NOISE_TOL, "ddim_step_noise, out=", terms["ddim_step"])
 
 
 @pytest.mark.parametrize("per_sample", [784, 785, 3])

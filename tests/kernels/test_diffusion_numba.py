@@ -29,7 +29,7 @@ from hypothesis import example, given, settings
 pytest.importorskip("numba")
 
 from helpers import assert_kernel_output, assert_standard_normal, poisoned_allocator  # noqa: E402
-from strategies import noise_step_problems as step_problems  # noqa: E402
+from strategies import noise_step_problems as step_problems, noise_step_terms  # noqa: E402
 from tinygen.kernels import diffusion  # noqa: E402
 from tinygen.kernels.diffusion import cpu_numba, reference  # noqa: E402
 
@@ -150,33 +150,27 @@ def check_steps_with_noise_inside(dtype, x, eps, _, ddim, ddpm, seed, offset):
     assert_normals_match(cpu_numba.normal(x.shape, seed, offset, dtype), z, "normal")
     assert_normals_match(cpu_numba.normal(x.shape, seed, offset, dtype, out=poisoned_like(x)), z, "normal, out=")
 
+    terms = noise_step_terms(x, eps, z, ddim, ddpm)
     x_t, e = cpu_numba.q_sample_noise(x, ddim[0], ddim[1], seed, offset)
     assert_normals_match(e, z, "q_sample_noise's eps")
-    q_terms = np.abs(reference.per_sample(ddim[0], x) * x) + np.abs(reference.per_sample(ddim[1], x) * z)
-    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise", q_terms)
+    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise", terms["q_sample"])
     pair = poisoned_like(x), poisoned_like(x)
     x_t, e = cpu_numba.q_sample_noise(x, ddim[0], ddim[1], seed, offset, out=pair)
     assert x_t is pair[0] and e is pair[1]
     assert_normals_match(e, z, "q_sample_noise's eps, out=")
-    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise, out=", q_terms)
+    assert_matches(x_t, reference.q_sample(x, z, ddim[0], ddim[1]), NOISE_TOL, "q_sample_noise, out=",
+                   terms["q_sample"])
 
-    def c(coef):  # |coefficient|, broadcast per sample
-        return np.abs(reference.per_sample(coef, x))
-
-    coef_eps, inv_sqrt_alpha, sigma = ddpm
-    terms = c(inv_sqrt_alpha) * (np.abs(x) + c(coef_eps) * np.abs(eps)) + c(sigma) * np.abs(z)
     expected = reference.p_sample_step(x, eps, *ddpm, z)
     assert_matches(cpu_numba.p_sample_step_noise(x, eps, *ddpm, seed, offset), expected, NOISE_TOL,
-                   "p_sample_step_noise", terms)
+                   "p_sample_step_noise", terms["p_sample_step"])
     assert_matches(cpu_numba.p_sample_step_noise(x, eps, *ddpm, seed, offset, out=poisoned_like(x)), expected,
-                   NOISE_TOL, "p_sample_step_noise, out=", terms)
-    a, b, a_prev, sigma = ddim
-    terms = c(np.asarray(a_prev) / a) * (np.abs(x) + c(b) * np.abs(eps)) + np.abs(eps) + c(sigma) * np.abs(z)
+                   NOISE_TOL, "p_sample_step_noise, out=", terms["p_sample_step"])
     expected = reference.ddim_step(x, eps, *ddim, z)
     assert_matches(cpu_numba.ddim_step_noise(x, eps, *ddim, seed, offset), expected, NOISE_TOL, "ddim_step_noise",
-                   terms)
+                   terms["ddim_step"])
     assert_matches(cpu_numba.ddim_step_noise(x, eps, *ddim, seed, offset, out=poisoned_like(x)), expected,
-                   NOISE_TOL, "ddim_step_noise, out=", terms)
+                   NOISE_TOL, "ddim_step_noise, out=", terms["ddim_step"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
