@@ -23,7 +23,9 @@ For each model of --models:
    average of its weights, `GAN.sample`), VAEs' decoder means sigmoid(f(z)) at z from their
    prior, the DDPM from its EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral
    over all T = 1000 steps; `ddimS`: DDIM with S steps, eta = 0). The samples are saved in
-   RUNS/NAME/quality/ with the seconds they took, and reused, beside a PNG grid of the first 100.
+   RUNS/NAME/quality/ with the seconds they took, beside a PNG grid of the first 100, and reused
+   by a run that would draw the same ones in the same time: the same checkpoint step, sampler,
+   n, seed, --batch-size (it orders the random draws), device, machine and kernels.
 3. Evaluation: `tinygen.evaluation` (the protocol of `tinygen eval`): FD, precision, recall,
    coverage, class histogram, nearest-training-image distance against the reference (the MNIST
    files of --data-dir: the 10,000 test and 60,000 training images), likelihood bounds for the
@@ -214,24 +216,31 @@ def training_seconds(out, steps):
 # --- 2. sampling (tinygen) ---------------------------------------------------------------------
 
 
-def tinygen_samples(model, folder, label, n, batch_size, seed, options, step, fresh):
+def tinygen_samples(model, folder, label, n, batch_size, seed, options, step, fresh, device):
     """n samples and the seconds they took to draw: from the file saved by an earlier call, or drawn now.
 
+    `device`: where `model` is. A saved file is reused only if drawn the same way: the samples depend
+    on the batch size (one random stream, drawn batch after batch) and the device (CuPy's generator
+    is not NumPy's), the seconds also on the machine and its kernels. The device and batch size are
+    in the file's name, so the samples of a CPU and a GPU run are kept side by side.
     The first 100 samples are also saved as a 10 x 10 grid beside them (the same name, .png), to look at.
     """
-    path = os.path.join(folder, f"{label}-n{n}-seed{seed}-step{step}.npz")
-    if os.path.exists(path) and not fresh:
-        saved = load(path)
+    key = {"label": label, "n": n, "seed": seed, "step": step, "options": options, "batch_size": batch_size,
+           "device": device_label(device), "machine": machine.describe()}
+    name = f"{label}-n{n}-seed{seed}-step{step}-batch{batch_size}-{str(device).replace(':', '')}"
+    path = os.path.join(folder, name + ".npz")
+    saved = load(path) if os.path.exists(path) and not fresh else None
+    reuse = saved is not None and _as_json(saved.get("key")) == _as_json(key)
+    if reuse:
         samples, seconds, how = saved["samples"], float(saved["seconds"]), f"saved by an earlier run ({path})"
     else:
         start = time.perf_counter()
         samples = evaluation.sample_in_batches(model, n, batch_size, seed, options, progress=sys.stderr)
         seconds, how = time.perf_counter() - start, f"drawn by this command ({path})"
         os.makedirs(folder, exist_ok=True)
-        save({"samples": samples, "seconds": seconds, "step": step, "seed": seed, "batch_size": batch_size,
-              "options": options}, path)
+        save({"samples": samples, "seconds": seconds, "key": key}, path)
     grid = path[:-len(".npz")] + ".png"
-    if not os.path.exists(grid) or fresh:
+    if not os.path.exists(grid) or not reuse:
         image.save_png(grid, image.make_grid(samples[:100], nrow=10))
     return samples, seconds, how
 
@@ -327,7 +336,8 @@ def run_twin(name, steps, n, batch_size, samplers, folder, threads, seed, data_d
         how = "trained by this command"
     drawn = {}
     for label, options in samplers:
-        path = os.path.join(folder, f"{label}-n{n}-seed{seed}.npz")
+        # the batch size orders the random draws, the threads set the seconds (the folder is this run's twin)
+        path = os.path.join(folder, f"{label}-n{n}-seed{seed}-batch{batch_size}-threads{torch.get_num_threads()}.npz")
         if os.path.exists(path):
             with np.load(path) as saved:
                 drawn[label] = {"path": path, "seconds": float(saved["seconds"]), "how": "saved by an earlier run"}
@@ -551,7 +561,7 @@ def main(argv=None):
         own = samplers if name == "ddpm" else [("default", {})]
         for sampler, options in own:
             samples, seconds, how = tinygen_samples(model, os.path.join(folder, "quality"), sampler, args.n,
-                                                    args.batch_size, args.seed, options, step, args.resample)
+                                                    args.batch_size, args.seed, options, step, args.resample, device)
             row = {"model": name, "implementation": "tinygen", "sampler": describe_sampler(name, options),
                    "sampler_options": options, "budget": {"steps": steps, "batch_size": batch, "scale": args.steps_scale},
                    "budget_label": label, "training": training, "train_seconds": training["seconds"],

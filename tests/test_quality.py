@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import quality
-from tinygen import image, trainer
+from tinygen import backend, image, trainer
 from tinygen.serialization import load
 from tinygen.tensor import Tensor
 
@@ -96,7 +96,7 @@ def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
     assert rows["vae"]["training"]["how"] == "trained by this command" and rows["vae"]["train_seconds"] > 0
     assert set(rows["vae"]["likelihood"]) == {"test_elbo_nats", "test_iwae_k3_nats"}
     assert ("vae (torch)" in rows) == with_torch
-    grids = list((tmp_path / "runs").glob("vae-*steps/quality/default-n20-seed0-step12.png"))
+    grids = list((tmp_path / "runs").glob("vae-*steps/quality/default-n20-seed0-step12-batch500-cpu.png"))
     assert len(grids) == 1 and image.read_png(str(grids[0])).shape == (2 + 2 * 30, 2 + 10 * 30)
     if with_torch:
         assert rows["vae (torch)"]["n"] == 20 and rows["vae (torch)"]["likelihood"]["test_elbo_nats"]["n"] == 5
@@ -105,6 +105,28 @@ def test_a_tiny_run_writes_the_table_and_json(tmp_path, capsys, with_torch):
     again = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
     assert again["vae"]["training"]["how"] == "reused (finished before this command)"
     assert again["vae"]["metrics"] == rows["vae"]["metrics"]
+    assert again["vae"]["sample_seconds"] == rows["vae"]["sample_seconds"]
+    assert all(again[m]["samples"].startswith("saved by an earlier run") for m in again if "vae" in m)
+    # another batch size draws other samples (tinygen's and the twin's)
+    assert quality.main(argv + ["--batch-size", "7"]) == 0
+    third = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    assert all(third[m]["samples"].startswith("drawn by this command") for m in third if "vae" in m)
+
+
+def test_saved_samples_are_reused_only_when_drawn_the_same_way(tmp_path, monkeypatch):
+    model, folder, cpu = trainer.build_model("vae"), str(tmp_path), backend.device("cpu")
+
+    def how(batch_size=4, device=cpu):
+        return quality.tinygen_samples(model, folder, "default", 8, batch_size, 0, {}, 3, False, device)[2]
+
+    assert how().startswith("drawn by this command")
+    assert how().startswith("saved by an earlier run")
+    assert how(batch_size=3).startswith("drawn")  # the random draws come in another order: other samples
+    # this model samples on the CPU; only the key says cuda, as for a GPU run into the same folder
+    assert how(device=backend.device("cuda:0")).startswith("drawn")
+    assert how().startswith("saved") and how(batch_size=3).startswith("saved")  # kept side by side
+    monkeypatch.setattr(quality.machine, "describe", lambda: "another machine, kernels=numpy")
+    assert how().startswith("drawn")  # the seconds are that machine's
 
 
 def test_the_curve_resumes_one_run_and_scores_each_stage(tmp_path, capsys):
