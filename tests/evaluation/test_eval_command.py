@@ -84,6 +84,9 @@ def test_real_digits_score_near_the_floor_and_noise_far_from_it(tmp_path, capsys
         assert cli.main(["eval", "--samples", str(path), "--json", str(out), "--seed", "3"]) == 0
         printed = capsys.readouterr().out
         assert "n = 300, not the protocol's 10,000" in printed and "embedded" in printed
+        table = printed[printed.index("\nmetric"):]
+        assert all(f"{metric} " in line and line.rstrip().endswith(METRICS[metric])  # each row says what it means
+                   for metric, line in zip(METRICS, table.splitlines()[2:]))
         results[name] = json.loads(out.read_text())
 
     real = results["real"]
@@ -92,7 +95,8 @@ def test_real_digits_score_near_the_floor_and_noise_far_from_it(tmp_path, capsys
     assert [row["metric"] for row in real["metrics"]] == list(METRICS)
     rows = {name: {row["metric"]: row for row in r["metrics"]} for name, r in results.items()}
     for row in real["metrics"]:
-        assert set(row) == {"metric", "value", "n", "floor", "floor_n"} and row["n"] == row["floor_n"] == 300
+        assert set(row) == {"metric", "value", "n", "floor", "floor_n", "meaning"} and row["n"] == row["floor_n"] == 300
+        assert row["meaning"] == METRICS[row["metric"]]
     real, noise = rows["real"], rows["noise"]
     fd_floor = real["fd"]["floor"]  # FD at n = 300 varies by about 1.5x between draws of real digits
     assert real["fd"]["value"] < 2 * fd_floor and noise["fd"]["value"] > 20 * fd_floor
@@ -117,15 +121,18 @@ def test_eval_checkpoint_samples_and_evaluates_with_likelihood_bounds(tmp_path, 
     assert "step 2" in result["source"] and result["metrics"][0]["n"] == 40
     rows = {row["metric"]: row for row in result["metrics"]}
     assert list(rows)[-2:] == ["test_elbo_nats", "test_iwae_k5_nats"]
+    assert rows["test_elbo_nats"]["meaning"].startswith("VAE: mean ELBO")
+    assert "K = 5," in rows["test_iwae_k5_nats"]["meaning"]
+    printed = capsys.readouterr()
+    assert rows["test_iwae_k5_nats"]["meaning"] in printed.out and "sampling 40/40" in printed.err
     for name in ("test_elbo_nats", "test_iwae_k5_nats"):
         assert rows[name]["n"] == 20 and rows[name]["floor"] is None
         assert -784 * np.log(2) * 2 < rows[name]["value"] < 0  # an untrained decoder: about 784 log 2 nats
-    assert "sampling 40/40" in capsys.readouterr().err
     assert cli.main(["eval", "--checkpoint", ckpt, "--n", "40", "--sampler", "ddim"]) == 2
     assert "only apply to diffusion models" in capsys.readouterr().err
 
 
-def test_eval_ddpm_checkpoint_reports_bits_per_dim(tmp_path):
+def test_eval_ddpm_checkpoint_reports_bits_per_dim(tmp_path, capsys):
     overrides = {"T": 50, "channels": (8, 16), "groups": 4, "batch_size": 4}
     ckpt = trainer.train("ddpm", str(tmp_path / "run"), steps=1, overrides=overrides, sample_every=100)
     out = tmp_path / "eval.json"
@@ -133,6 +140,8 @@ def test_eval_ddpm_checkpoint_reports_bits_per_dim(tmp_path):
                      "--t-subsample", "3", "--json", str(out)]) == 0
     rows = {row["metric"]: row for row in json.loads(out.read_text())["metrics"]}
     assert rows["test_bits_per_dim_t3"]["n"] == 4 and rows["test_bits_per_dim_t3"]["value"] > 0
+    assert "from 3 random timesteps per image" in rows["test_bits_per_dim_t3"]["meaning"]
+    assert rows["test_bits_per_dim_t3"]["meaning"] in capsys.readouterr().out
 
 
 def test_an_impossible_t_subsample_is_refused_before_any_sampling(tmp_path, capsys, monkeypatch):

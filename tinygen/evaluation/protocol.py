@@ -19,6 +19,7 @@
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from tinygen.serialization import _CORRUPT_ERRORS
 PROTOCOL_N = 10_000
 SAMPLES_KEY = "samples"
 
-# metric name -> what it means (the table's last column and the README's list).
+# metric name -> what it means: the last column of `tinygen eval`'s table, "meaning" in its JSON.
 METRICS = {
     "fd": "Fréchet distance to the test set in LeNet features (lower is better)",
     "precision": f"share of samples inside the test images' {NEAREST_K}-NN manifold (realism)",
@@ -52,12 +53,29 @@ METRICS = {
 }
 
 
+# The same for the likelihood bounds (`likelihood_metrics`); {K} and {S} stand for the number in the name.
 LIKELIHOOD_METRICS = {
     "test_elbo_nats": "VAE: mean ELBO of the binarised test images, nats (higher is better)",
-    "test_iwae_k{K}_nats": "VAE: mean IWAE bound L_K of the binarised test images, nats (higher is better)",
+    "test_iwae_k{K}_nats": "VAE: mean IWAE bound L_K, K = {K}, of the binarised test images, nats (higher is better)",
     "test_bits_per_dim": "DDPM: mean variational bound (Ho et al. eq. 5) on -log p, bits/dim (lower is better)",
-    "test_bits_per_dim_t{S}": "DDPM: the same bound, estimated from S random timesteps per image",
+    "test_bits_per_dim_t{S}": "DDPM: the same bound estimated from {S} random timesteps per image, bits/dim "
+                              "(lower is better)",
 }
+
+
+def meaning(name):
+    """What the metric `name` measures, from `METRICS` or `LIKELIHOOD_METRICS`.
+
+    >>> meaning("test_iwae_k100_nats")
+    'VAE: mean IWAE bound L_K, K = 100, of the binarised test images, nats (higher is better)'
+    """
+    if name in METRICS:
+        return METRICS[name]
+    for pattern, text in LIKELIHOOD_METRICS.items():
+        match = re.fullmatch(pattern.replace("{K}", r"(?P<K>\d+)").replace("{S}", r"(?P<S>\d+)"), name)
+        if match:
+            return text.format(**match.groupdict())
+    raise KeyError(f"no meaning for the metric {name!r}: add it to METRICS or LIKELIHOOD_METRICS")
 
 
 def load_samples(path):
@@ -209,26 +227,30 @@ def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_sub
 
 
 def report(metrics, n, floor_metrics, floor_n, extra=None):
-    """Rows {metric, value, n, floor, floor_n} for the JSON; `extra` adds rows without a floor."""
+    """Rows {metric, value, n, floor, floor_n, meaning} for the JSON; `extra` adds rows without a floor."""
     rows = [{"metric": name, "value": value, "n": n, "floor": floor_metrics.get(name), "floor_n": floor_n}
             for name, value in metrics.items()]
     for name, (value, count) in (extra or {}).items():
         rows.append({"metric": name, "value": value, "n": count, "floor": None, "floor_n": None})
+    for row in rows:
+        row["meaning"] = meaning(row["metric"])
     return rows
 
 
 def format_table(rows):
-    """The rows as an aligned text table: metric, value, n, floor (real training images), its n."""
+    """The rows as an aligned text table: metric, value, n, floor (real training images), its n, meaning."""
     def fmt(value):
         if value is None:
             return "-"
         return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
 
-    lines = [("metric", "value", "n", "floor (real)", "n")]
-    lines += [(r["metric"], fmt(r["value"]), fmt(r["n"]), fmt(r["floor"]), fmt(r["floor_n"])) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    lines = [("metric", "value", "n", "floor (real)", "n", "meaning")]
+    lines += [(r["metric"], fmt(r["value"]), fmt(r["n"]), fmt(r["floor"]), fmt(r["floor_n"]), r["meaning"])
+              for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(6)]
+    left = (0, 5)  # the names and meanings are text, the rest numbers
     return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        "  ".join(cell.ljust(w) if i in left else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
         for line in lines
     )
 
