@@ -7,7 +7,7 @@ import pytest
 import tinygen as tg
 from tinygen import ArgumentError, DTypeError, ShapeError
 
-from helpers import check_op
+from helpers import check_op, torch
 
 # Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("device")
@@ -409,6 +409,111 @@ def test_setitem_on_tensors_requiring_grad_needs_no_grad():
     with tg.no_grad():
         x[0] = 1.0
     assert x.tolist() == [1.0, 0.0, 0.0]
+
+
+# --- in-place changes of saved tensors -------------------------------------------------------
+# Each scenario builds a graph, changes a tensor in place, then calls backward; it runs on
+# tinygen and on torch alike, and returns the leaf whose gradient is compared.
+
+
+def _saved_input_changed(lib):
+    w, a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True), lib.tensor([1.0, 1.0, 1.0])
+    y = (w * a).sum()  # Mul saved a
+    a[0] = 100.0
+    y.backward()
+    return w
+
+
+def _unsaved_input_changed(lib):
+    w, a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True), lib.tensor([1.0, 1.0, 1.0])
+    y = (w + a).sum()  # Add saved nothing: its gradient does not depend on a
+    a[0] = 100.0
+    y.backward()
+    return w
+
+
+def _changed_through_detach(lib):
+    w, a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True), lib.tensor([1.0, 1.0, 1.0])
+    y = (w * a).sum()
+    a.detach()[1] = 7.0
+    y.backward()
+    return w
+
+
+def _changed_through_a_view(lib):
+    w, a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True), lib.tensor([[1.0, 1.0, 1.0]])
+    y = (w * a).sum()
+    a[0, 1:][0] = 7.0
+    y.backward()
+    return w
+
+
+def _saved_output_changed(lib):
+    w = lib.tensor([1.0, 2.0], requires_grad=True)
+    e = w.exp()  # Exp saved its output
+    with lib.no_grad():
+        e[0] = 0.0
+    e.sum().backward()
+    return w
+
+
+def _optimizer_step_between(lib):
+    lib.manual_seed(0)
+    layer = lib.nn.Linear(3, 2)
+    x = lib.ones(4, 3, requires_grad=True)
+    y = layer(x).sum()
+    for p in layer.parameters():
+        p.grad = lib.ones_like(p)
+    lib.optim.SGD(layer.parameters(), lr=0.1).step()  # in place on the weight the product saved
+    y.backward()
+    return x
+
+
+def _changed_after_backward(lib):
+    w, a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True), lib.tensor([1.0, 1.0, 1.0])
+    (w * a).sum().backward()
+    a[0] = 100.0
+    return w
+
+
+@pytest.mark.parametrize("scenario, raises", [
+    (_saved_input_changed, True), (_unsaved_input_changed, False), (_changed_through_detach, True),
+    (_changed_through_a_view, True), (_saved_output_changed, True), (_optimizer_step_between, True),
+    (_changed_after_backward, False),
+])
+def test_backward_refuses_saved_tensors_changed_in_place(scenario, raises):
+    if raises:
+        with pytest.raises(RuntimeError, match="modified in place"):
+            scenario(tg)
+    else:
+        np.testing.assert_allclose(scenario(tg).grad.numpy(), [1.0, 1.0, 1.0])
+    if torch is not None:  # PyTorch draws the same line
+        if raises:
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                scenario(torch)
+        else:
+            np.testing.assert_allclose(scenario(torch).grad.numpy(), scenario(tg).grad.numpy())
+
+
+def test_versions_count_in_place_changes_shared_with_views():
+    a = tg.zeros(2, 3)
+    view, detached, copy = a.reshape(6), a.detach(), tg.tensor(a)
+    assert a._version == 0
+    a[0, 0] = 1.0
+    view[1] = 2.0
+    detached[1, 1] = 3.0
+    assert a._version == view._version == detached._version == 3
+    assert copy._version == 0 and copy.tolist() == [[0.0] * 3] * 2
+
+
+def test_init_load_state_dict_and_optimizers_count_as_in_place_changes():
+    layer = tg.nn.Linear(2, 2)
+    before = layer.weight._version
+    tg.nn.init.zeros_(layer.weight)
+    layer.load_state_dict(layer.state_dict())
+    layer.weight.grad = tg.ones(2, 2)
+    tg.optim.Adam(layer.parameters()).step()
+    assert layer.weight._version == before + 3
 
 
 # --- cat and stack --------------------------------------------------------------------------

@@ -175,6 +175,8 @@ def broadcast_parameters(module, root=0, comm=None):
     else:
         tensors = list(module)
     broadcast_arrays([t.data for t in tensors], root=root, comm=comm)
+    for t in tensors:
+        t._bump_version()
 
 
 def allreduce_mean(arrays, comm=None):

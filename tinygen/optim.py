@@ -23,7 +23,8 @@ Layout shared with PyTorch:
   saved with `tinygen.serialization.save`.
 
 Updates work in place on the raw arrays (`p.data`), never through tensor operations, so nothing
-is recorded for autograd. Arithmetic stays in the parameter's dtype: a float32 model keeps
+is recorded for autograd; each updated parameter's version goes up, so a backward through a graph
+built before the step raises instead of using the changed weights (as in PyTorch). Arithmetic stays in the parameter's dtype: a float32 model keeps
 float32 parameters and float32 state. `xp = backend.get_array_module(...)` lets the same code
 update NumPy and CuPy arrays.
 """
@@ -143,6 +144,7 @@ class Optimizer:
                     p.grad = None
                 else:
                     p.grad.data[...] = 0
+                    p.grad._bump_version()
 
     def step(self, closure=None):
         raise NotImplementedError
@@ -313,6 +315,7 @@ class SGD(Optimizer):
                         buf += (1 - dampening) * g
                     g = g + momentum * buf if group["nesterov"] else buf
                 p.data -= lr * g
+                p._bump_version()
         return loss
 
 
@@ -368,6 +371,7 @@ class Adam(Optimizer):
                 params.append(p.data)
                 grads.append(g)
                 states.append(state)
+                p._bump_version()  # the kernel below updates p.data in place
             if params:
                 # The update above, in place, in one pass over every parameter of the group
                 # (kernels/optim/reference.py states it in NumPy; on a GPU it is one launch)
@@ -471,8 +475,10 @@ class EMA:
         self._follow(params, buffers)
         for name, p in params.items():
             p.data[...] = self.shadow[name]
+            p._bump_version()
         for name, b in buffers.items():
             b.data[...] = self.buffers[name]
+            b._bump_version()
 
     def state_dict(self):
         """``{"decay", "num_updates", "shadow": {name: array}, "buffers": {name: array}}``, copied."""

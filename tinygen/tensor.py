@@ -87,9 +87,53 @@ class Function:
         out = cls.forward(ctx, *arrays, **params)
         requires_grad = _grad_enabled and any(ctx.needs_input_grad)
         result = Tensor._from_array(out, requires_grad=requires_grad)
+        if out.base is not None or any(out is a for a in arrays):
+            _share_version_with_input(result, inputs, arrays)
         if requires_grad:
             result._ctx = ctx
+            ctx.saved_versions = _saved_versions(ctx, inputs, arrays, result) if ctx.saved_tensors else ()
         return result
+
+
+def _share_version_with_input(result, inputs, arrays):
+    """A view of an input's memory (reshape, indexing) shares that input's version counter."""
+    root = _memory_owner(result.data)
+    for t, a in zip(inputs, arrays):
+        if root is _memory_owner(a):
+            result._version_counter = t._version_counter
+            return
+
+
+def _memory_owner(array):
+    """The array that owns `array`'s memory (itself unless it is a view)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _saved_versions(ctx, inputs, arrays, result):
+    """((input index, or -1 for the output), version) of each tensor whose array the backward saved.
+
+    The backward reads those arrays as they were at the forward; an in-place change to one of
+    them since (`t[i] = v`, an optimizer step) would give a silently wrong gradient, so
+    `backward()` compares the versions and raises instead, as PyTorch does.
+    """
+    watched = []
+    for s in ctx.saved_tensors:
+        if s is result.data:
+            watched.append((-1, result._version_counter.value))
+        else:
+            watched.extend((i, inputs[i]._version_counter.value) for i, a in enumerate(arrays) if s is a)
+    return tuple(watched)
+
+
+class _VersionCounter:
+    """How often a tensor's data, shared with its views and detached copies, changed in place."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
 
 
 def _on_one_device(what, arrays):
@@ -105,6 +149,19 @@ def _on_one_device(what, arrays):
     raise DeviceMismatchError(
         f"{what}: expected every input on one device, got {found}; move them with .to(device) first"
     )
+
+
+def _check_saved_versions(ctx, node):
+    """Raise if a tensor that `ctx`'s backward saved was changed in place after the forward."""
+    for i, expected in ctx.saved_versions:
+        t = node if i < 0 else ctx.parents[i]
+        if t._version != expected:
+            what = "its output" if i < 0 else f"its input {i}"
+            raise RuntimeError(
+                f"{type(ctx).__name__}.backward needs {what} (shape {tuple(t.shape)}, {t.dtype}) as the forward "
+                f"saw it, but it was modified in place since (version {t._version}, expected {expected}); "
+                f"modify a copy (tinygen.tensor(t)), or modify it after backward()"
+            )
 
 
 def unbroadcast(grad, shape):
@@ -183,6 +240,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
+        self._version_counter = _VersionCounter()
 
     @classmethod
     def _from_array(cls, arr, requires_grad=False):
@@ -194,7 +252,17 @@ class Tensor:
         t.requires_grad = bool(requires_grad)
         t.grad = None
         t._ctx = None
+        t._version_counter = _VersionCounter()
         return t
+
+    @property
+    def _version(self):
+        """How many in-place changes this tensor's data has had (shared with its views)."""
+        return self._version_counter.value
+
+    def _bump_version(self):
+        """Record an in-place change of the data (what `t[i] = v`, optimizers and init do)."""
+        self._version_counter.value += 1
 
     # --- attributes ---------------------------------------------------------------------
 
@@ -255,8 +323,10 @@ class Tensor:
     # --- leaving the graph --------------------------------------------------------------
 
     def detach(self):
-        """The same data (shared, not copied) as a tensor outside the graph."""
-        return Tensor._from_array(self.data)
+        """The same data (shared, not copied, with its version counter) as a tensor outside the graph."""
+        out = Tensor._from_array(self.data)
+        out._version_counter = self._version_counter
+        return out
 
     def numpy(self):
         """The data as a NumPy array (shared with the tensor on the CPU, a copy from the GPU)."""
@@ -316,6 +386,7 @@ class Tensor:
                     "trying to backward through the graph a second time: its saved buffers "
                     "were freed; pass retain_graph=True to the first backward()"
                 )
+            _check_saved_versions(ctx, node)
             input_grads = type(ctx).backward(ctx, grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
@@ -615,6 +686,7 @@ class Tensor:
         elif hasattr(value, "shape") and backend.is_device_array(self.data):
             value = backend.to_device(value, self.device)  # a NumPy array of values: a constant
         self.data[_index_arrays(index, self.data)] = value
+        self._bump_version()
 
     # --- device and dtype -----------------------------------------------------------------
 

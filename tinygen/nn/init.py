@@ -34,6 +34,7 @@ def _fill(tensor, values):
         raise TypeError(f"init functions fill a tinygen Tensor, got {type(tensor).__name__}")
     xp = backend.get_array_module(tensor.data)
     tensor.data[...] = xp.asarray(values, dtype=tensor.dtype)
+    tensor._bump_version()
     return tensor
 
 

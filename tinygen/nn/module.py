@@ -381,6 +381,7 @@ class Module:
         for name, array in values.items():
             target = own[name].data
             target[...] = get_array_module(target).asarray(array)  # casts to target's dtype
+            own[name]._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # --- printing -------------------------------------------------------------------------------
