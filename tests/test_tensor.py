@@ -7,7 +7,7 @@ import pytest
 import tinygen as tg
 from tinygen import ArgumentError, DTypeError, ShapeError
 
-from helpers import check_op, torch
+from helpers import check_op, requires_torch, torch
 
 # Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("device")
@@ -661,3 +661,67 @@ def test_reflected_matmul_with_an_ndarray_on_the_left():
 def test_neg_and_pos():
     x = tg.tensor([1.0, -2.0], requires_grad=True)
     assert (-x).tolist() == [-1.0, 2.0] and (+x) is x
+
+
+# --- dtype promotion (PyTorch's rules) ------------------------------------------------------
+
+DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
+NUMBERS = (True, 3, 0.5)
+
+
+def _operands(lib, dtype):
+    """A tensor with dimensions and a 0-d one of `dtype`, in tinygen or torch."""
+    values = np.array([1, 2, 3], dtype=dtype)
+    if lib is tg:
+        return tg.tensor(values), tg.tensor(values[0])
+    return torch.from_numpy(values), torch.from_numpy(values[:1].copy()).reshape(())
+
+
+@requires_torch
+@pytest.mark.parametrize("left", DTYPES)
+def test_result_type_matches_torch(left):
+    for right in DTYPES:
+        for a, ta in zip(_operands(tg, left), _operands(torch, left)):
+            for b, tb in list(zip(_operands(tg, right), _operands(torch, right))) + [(n, n) for n in NUMBERS]:
+                expected = str(torch.result_type(ta, tb)).removeprefix("torch.")
+                assert str(tg.result_type(a, b)) == expected, (left, a.ndim, right, b)
+                assert str((a + b).dtype) == str((ta + tb).dtype).removeprefix("torch."), (left, a.ndim, right, b)
+                assert str((b * a).dtype) == str((tb * ta).dtype).removeprefix("torch."), (left, a.ndim, right, b)
+                if "bool" not in (left, right) or left == right == "bool":  # torch refuses some bool divisions
+                    assert str((a / b).dtype) == str((ta / tb).dtype).removeprefix("torch."), (left, right, b)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: tg.ones(2) + tg.arange(2), "float32"),  # NumPy: float64
+    (lambda: tg.arange(2) * 0.5, "float32"),  # NumPy: float64
+    (lambda: tg.ones(2) + tg.tensor(2.0, dtype="float64"), "float32"),  # a 0-d tensor counts less
+    (lambda: tg.arange(2, dtype="int32") + tg.tensor(2.0, dtype="float64"), "float64"),  # ... unless it brings a float
+    (lambda: tg.ones(2) + tg.ones(2, dtype="float64"), "float64"),
+    (lambda: tg.tensor([1, 2], dtype="uint8") + 1, "uint8"),
+    (lambda: tg.arange(3) / tg.arange(1, 4), "float32"),  # true division of integers
+    (lambda: tg.tensor([True]) + 1, "int64"),
+    (lambda: 2 ** tg.arange(3), "int64"),
+    (lambda: tg.cat([tg.ones(2), tg.arange(2)]), "float32"),
+])
+def test_binary_ops_promote_as_pytorch(make, expected):
+    assert str(make().dtype) == expected
+
+
+def test_promotion_stays_in_the_graph():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    w = tg.tensor([3.0, 4.0], dtype="float64", requires_grad=True)
+    y = x * w  # float64: the float32 x is cast in the graph
+    assert y.dtype == np.float64
+    (y * tg.arange(2)).sum().backward()
+    assert x.grad.dtype == np.float32 and x.grad.tolist() == [0.0, 4.0]
+    assert w.grad.dtype == np.float64 and w.grad.tolist() == [0.0, 2.0]
+    z = tg.tensor([1.0, 2.0], requires_grad=True)
+    (z * tg.tensor(3.0, dtype="float64")).sum().backward()  # float32 result, float32 gradient
+    assert z.grad.dtype == np.float32 and z.grad.tolist() == [3.0, 3.0]
+
+
+def test_matmul_of_two_dtypes_raises_as_pytorch():
+    with pytest.raises(DTypeError, match="float32 and float64"):
+        tg.ones(2, 2) @ tg.ones(2, 2, dtype="float64")
+    with pytest.raises(DTypeError, match="float64 and float32"):
+        np.ones((2, 2)) @ tg.ones(2, 2)

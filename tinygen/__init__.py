@@ -37,6 +37,7 @@ from tinygen.tensor import (
     rand,
     randn,
     randn_like,
+    result_type,
     stack,
     tensor,
     zeros,

@@ -424,63 +424,41 @@ class Tensor:
 
     # --- arithmetic (broadcasting; gradients un-broadcast in ops) ---------------------------
 
-    def _wrap(self, other):
-        """Turn a Python number or array operand into a constant tensor of a matching dtype.
-
-        NOTE: numbers and raw arrays are constants placed on this tensor's device (a NumPy
-        array beside a GPU tensor is copied there); another Tensor must already be on it.
-        """
-        if isinstance(other, Tensor):
-            return other
-        if isinstance(other, (bool, int, float)) and not isinstance(other, np.generic):
-            kind = self.dtype.kind
-            if isinstance(other, float) and kind != "f":
-                dtype = backend.get_default_dtype()
-            else:
-                dtype = self.dtype if kind in "fiu" else None
-            constant = Tensor._from_array(np.asarray(other, dtype=dtype))
-            if backend.is_device_array(self.data):
-                # NOTE: beside a GPU tensor a number stays a NumPy scalar (np.generic) in the constant's
-                # .data: CuPy passes it to its kernels as an argument, with no copy to the GPU.
-                constant.data = constant.data[()]
-            return constant
-        return Tensor(other, device=self.device)
-
     def __add__(self, other):
-        return ops.Add.apply(self, self._wrap(other))
+        return ops.Add.apply(*_promoted(self, other))
 
     def __radd__(self, other):
-        return ops.Add.apply(self._wrap(other), self)
+        return ops.Add.apply(*_promoted(other, self))
 
     def __sub__(self, other):
-        return ops.Sub.apply(self, self._wrap(other))
+        return ops.Sub.apply(*_promoted(self, other))
 
     def __rsub__(self, other):
-        return ops.Sub.apply(self._wrap(other), self)
+        return ops.Sub.apply(*_promoted(other, self))
 
     def __mul__(self, other):
-        return ops.Mul.apply(self, self._wrap(other))
+        return ops.Mul.apply(*_promoted(self, other))
 
     def __rmul__(self, other):
-        return ops.Mul.apply(self._wrap(other), self)
+        return ops.Mul.apply(*_promoted(other, self))
 
     def __truediv__(self, other):
-        return ops.Div.apply(self, self._wrap(other))
+        return ops.Div.apply(*_promoted(self, other, floating=True))
 
     def __rtruediv__(self, other):
-        return ops.Div.apply(self._wrap(other), self)
+        return ops.Div.apply(*_promoted(other, self, floating=True))
 
     def __pow__(self, exponent):
-        return ops.Pow.apply(self, self._wrap(exponent))
+        return ops.Pow.apply(*_promoted(self, exponent))
 
     def __rpow__(self, base):
-        return ops.Pow.apply(self._wrap(base), self)
+        return ops.Pow.apply(*_promoted(base, self))
 
     def __matmul__(self, other):
-        return ops.MatMul.apply(self, self._wrap(other))
+        return ops.MatMul.apply(*_same_dtype("matmul", self, other))
 
     def __rmatmul__(self, other):
-        return ops.MatMul.apply(self._wrap(other), self)
+        return ops.MatMul.apply(*_same_dtype("matmul", other, self))
 
     def __neg__(self):
         return ops.Neg.apply(self)
@@ -488,24 +466,30 @@ class Tensor:
     def __pos__(self):
         return self
 
-    # comparisons give boolean tensors outside the graph
+    # comparisons (in the promoted dtype, as PyTorch) give boolean tensors outside the graph
     def __lt__(self, other):
-        return Tensor._from_array(self.data < self._wrap(other).data)
+        a, b = _promoted(self, other)
+        return Tensor._from_array(a.data < b.data)
 
     def __le__(self, other):
-        return Tensor._from_array(self.data <= self._wrap(other).data)
+        a, b = _promoted(self, other)
+        return Tensor._from_array(a.data <= b.data)
 
     def __gt__(self, other):
-        return Tensor._from_array(self.data > self._wrap(other).data)
+        a, b = _promoted(self, other)
+        return Tensor._from_array(a.data > b.data)
 
     def __ge__(self, other):
-        return Tensor._from_array(self.data >= self._wrap(other).data)
+        a, b = _promoted(self, other)
+        return Tensor._from_array(a.data >= b.data)
 
     def __eq__(self, other):
-        return Tensor._from_array(self.data == self._wrap(other).data)
+        a, b = _promoted(self, other)
+        return Tensor._from_array(a.data == b.data)
 
     def __ne__(self, other):
-        return Tensor._from_array(self.data != self._wrap(other).data)
+        a, b = _promoted(self, other)
+        return Tensor._from_array(a.data != b.data)
 
     __hash__ = object.__hash__  # tensors are hashed by identity, as in PyTorch
 
@@ -726,6 +710,112 @@ class Tensor:
         return self.to(np.int64)
 
 
+# --- dtype promotion: PyTorch's rules --------------------------------------------------------
+
+
+def _is_number(x):
+    """A Python bool, int or float (NumPy scalars count as 0-d arrays, as in PyTorch)."""
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+def _number_dtype(x):
+    if isinstance(x, bool):
+        return np.dtype(bool)
+    return np.dtype(np.int64) if isinstance(x, int) else backend.get_default_dtype()
+
+
+def _promote_types(a, b):
+    """PyTorch's promote_types: an integer or bool beside a float gives that float (int64 +
+    float32 -> float32, where NumPy says float64); otherwise NumPy's rule (uint8 + int8 -> int16,
+    float32 + float64 -> float64, bool + int -> int)."""
+    if a == b:
+        return a
+    if (a.kind == "f") != (b.kind == "f"):
+        return a if a.kind == "f" else b
+    return np.promote_types(a, b)
+
+
+def _combine_categories(higher, lower):
+    """The dtype of a higher-priority group of operands, met by a lower-priority one's: the lower
+    group counts only if it brings a higher category (bool < integer < float)."""
+    if higher is None or lower is None:
+        return lower if higher is None else higher
+    if higher.kind == "f":
+        return higher
+    if higher.kind == "b" or lower.kind == "f":
+        return _promote_types(higher, lower)
+    return higher
+
+
+def result_type(*operands):
+    """The dtype PyTorch gives an elementwise op on `operands` (tensors and Python numbers).
+
+    Operands rank by priority: tensors with dimensions, then 0-d tensors, then numbers (bool,
+    int64, or the default float dtype). A lower rank changes the dtype only by bringing a higher
+    category (bool < integer < float): ``float32 tensor + float64 0-d tensor`` is float32,
+    ``int64 tensor * 0.5`` and ``float32 tensor + int64 tensor`` are float32, ``uint8 tensor + 1``
+    stays uint8. (NumPy would give float64, float64, float64 and uint8.)
+    """
+    groups = [None, None, None]  # dtypes of tensors with dimensions, 0-d tensors, numbers
+    for x in operands:
+        if _is_number(x):
+            rank, dtype = 2, _number_dtype(x)
+        else:
+            rank, dtype = (0 if x.ndim else 1), np.dtype(x.dtype)
+        groups[rank] = dtype if groups[rank] is None else _promote_types(groups[rank], dtype)
+    return _combine_categories(groups[0], _combine_categories(groups[1], groups[2]))
+
+
+def _as_operand(x, like):
+    """A tensor for a binary operand: numbers and arrays become constants on `like`'s device."""
+    if isinstance(x, Tensor) or _is_number(x):
+        return x
+    return Tensor(x, device=like.device)
+
+
+def _cast(x, dtype, like):
+    """Operand `x` (a tensor or a number) as a tensor of `dtype`; casts between floating-point
+    dtypes stay in the graph (the gradient is cast back)."""
+    if not _is_number(x):
+        if x.dtype == dtype:
+            return x
+        return ops.Cast.apply(x, dtype=dtype) if x.dtype.kind == "f" else Tensor._from_array(x.data.astype(dtype))
+    constant = Tensor._from_array(np.asarray(x, dtype=dtype))
+    if backend.is_device_array(like.data):
+        # NOTE: beside a GPU tensor a number stays a NumPy scalar (np.generic) in the constant's
+        # .data: CuPy passes it to its kernels as an argument, with no copy to the GPU.
+        constant.data = constant.data[()]
+    return constant
+
+
+def _promoted(a, b, floating=False):
+    """Operands `a` and `b` (one of them a Tensor) as tensors of their `result_type` (a floating
+    one where `floating`: true division of integers gives the default float dtype, as in PyTorch).
+
+    NOTE: numbers and raw arrays become constants on the tensor's device (a NumPy array beside a
+    GPU tensor is copied there); another Tensor must already be on it.
+    """
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype and (a.dtype.kind == "f" or not floating):
+        return a, b  # the common case, kept fast
+    like = a if isinstance(a, Tensor) else b
+    a, b = _as_operand(a, like), _as_operand(b, like)
+    dtype = result_type(a, b)
+    if floating and dtype.kind != "f":
+        dtype = backend.get_default_dtype()
+    return _cast(a, dtype, like), _cast(b, dtype, like)
+
+
+def _same_dtype(what, a, b):
+    """Operands of an op that does not promote (matmul, as in PyTorch): one dtype, or an error."""
+    like = a if isinstance(a, Tensor) else b
+    a, b = _as_operand(a, like), _as_operand(b, like)
+    if _is_number(a) or _is_number(b):
+        raise ArgumentError(f"{what} needs two tensors, got a number")
+    if a.dtype != b.dtype:
+        raise DTypeError(f"{what} needs operands of one dtype, got {a.dtype} and {b.dtype}; cast one with .to(dtype)")
+    return a, b
+
+
 def _to_arguments(args, device=None, dtype=None):
     """(device or None, dtype or None) from the arguments of `Tensor.to` / `Module.to`: devices
     (a `tinygen.device`, "cpu", "cuda", "cuda:1"), dtypes, or a tensor (its device and dtype)."""
@@ -897,7 +987,8 @@ def cat(tensors, dim=0):
                 f"cat along dim {axis} needs equal shapes elsewhere, got "
                 f"{[tuple(x.shape) for x in tensors]}"
             )
-    return ops.Cat.apply(*tensors, axis=axis)
+    dtype = result_type(*tensors)  # as torch.cat: float32 beside int64 gives float32
+    return ops.Cat.apply(*(_cast(t, dtype, t) for t in tensors), axis=axis)
 
 
 def stack(tensors, dim=0):
