@@ -490,9 +490,16 @@ def torch_fused_step(torch, op, arrays):
     x = torch.from_numpy(arrays[0]).requires_grad_()
     g = torch.from_numpy(arrays[1])
     if op == "silu":
-        return lambda: torch.nn.functional.silu(x).backward(g)
+        def step():
+            x.grad = None  # else backward adds into the last call's x.grad: one more pass than ours
+            torch.nn.functional.silu(x).backward(g)
+        return step
     w, b = (torch.from_numpy(a).requires_grad_() for a in arrays[3:])
-    return lambda: torch.nn.functional.group_norm(x, GROUPS, w, b).backward(g)
+
+    def step():
+        x.grad = w.grad = b.grad = None  # as above: a fresh gradient each call, no accumulation
+        torch.nn.functional.group_norm(x, GROUPS, w, b).backward(g)
+    return step
 
 
 def fused_torch_times(torch, quick, repeats, warmups):
