@@ -8,8 +8,8 @@ Measured in one run, in this order:
 1. the machine: FMA peak (a Numba loop of independent multiply-add chains on every thread),
    BLAS sgemm GFLOP/s (NumPy's BLAS on a large float32 product: the practical ceiling a conv
    built on it can reach), and copy bandwidth (a large parallel array copy, bytes read + written);
-2. PyTorch's side of every row, in a fresh spawned process (see the NOTE below): 2 threads, its
-   own defaults otherwise;
+2. PyTorch's side of every row, in a fresh spawned process (see the NOTE below): as many threads
+   as Numba's pool has here (`tinygen_threads`), its own defaults otherwise;
 3. one section per kernel family, each a list of rows (see `SECTIONS`), the median time over
    repeats after warm-ups, and the ratios time(numpy) / time(numba) and time(torch) / time(numba)
    (above 1: Numba is faster):
@@ -59,8 +59,6 @@ from benchmarks import machine
 from tinygen import backend, image
 from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size, reference
 from tinygen.kernels.diffusion import reference as noise_reference
-
-TORCH_THREADS = 2
 
 # --- timing -------------------------------------------------------------------------------------
 
@@ -131,6 +129,13 @@ def _parallel_copy(numba):
                 d[k] = s[k]
 
     return kernel
+
+
+def tinygen_threads():
+    """The threads the Numba kernels run on here (NUMBA_NUM_THREADS, else every core): PyTorch gets
+    as many, so that a ratio compares the kernels, not the thread counts. Without Numba, every core."""
+    numba = backend.load_numba()
+    return numba.get_num_threads() if numba is not None else os.cpu_count()
 
 
 def fma_peak(quick):
@@ -712,8 +717,9 @@ def main(argv=None):
           f"(read + write)", flush=True)
     theirs = None
     if importlib.util.find_spec("torch") is not None:
-        print(f"PyTorch, in a fresh process, {TORCH_THREADS} threads ...", flush=True)
-        theirs = in_fresh_process(torch_times, args.quick, args.repeats, args.warmups, TORCH_THREADS)
+        threads = tinygen_threads()
+        print(f"PyTorch, in a fresh process, {threads} threads (as Numba's) ...", flush=True)
+        theirs = in_fresh_process(torch_times, args.quick, args.repeats, args.warmups, threads)
         description += f"; PyTorch {theirs['torch']}, {theirs['threads']} threads (own process)"
 
     results = dict(machine=description, kernel_info=info, torch=None if theirs is None else theirs["torch"],

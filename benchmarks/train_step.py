@@ -8,7 +8,8 @@ over --repeats calls, after warm-up calls (at least --warmup of them and --warmu
 random uniform images in [0, 1] of shape (B, 1, 28, 28), float32, with int64 labels. Then, when
 PyTorch is installed, the same for the model's twin (`benchmarks/torch_twins.py`: the same
 networks with the weights copied, the same losses, optimizer and updates), timed the same way with
-torch.set_num_threads(--torch-threads) and torch's defaults otherwise.
+torch.set_num_threads(--torch-threads: by default as many threads as tinygen's Numba kernels had)
+and torch's defaults otherwise.
 ratio = torch time / tinygen time: above 1, tinygen is faster.
 
 NOTE: each measurement runs in a fresh process (spawned, not forked): tinygen's without torch
@@ -65,13 +66,17 @@ def build(name, seed):
 
 
 def measure_tinygen(name, batch_size, warmup, repeats, warmup_s, seed):
-    """Run in a fresh process: the seconds of each timed `train_step`, and the parameter count."""
+    """Run in a fresh process: the seconds of each timed `train_step`, the parameter count and the
+    threads the kernels ran on (Numba's pool; every core where the kernels are NumPy's)."""
+    from tinygen import backend
+
     model = build(name, seed)
     images, labels = inputs(batch_size, seed)
     x = tinygen.Tensor(images)
     nets = [model.generator, model.discriminator] if hasattr(model, "generator") else [model.net]
-    return {"parameters": int(sum(p.numel() for net in nets for p in net.parameters())),
-            "seconds": time_steps(lambda: model.train_step(x, labels), warmup, repeats, warmup_s)}
+    seconds = time_steps(lambda: model.train_step(x, labels), warmup, repeats, warmup_s)
+    return {"parameters": int(sum(p.numel() for net in nets for p in net.parameters())), "seconds": seconds,
+            "threads": backend.kernel_info()["threads"] or os.cpu_count()}
 
 
 def measure_torch(name, batch_size, warmup, repeats, warmup_s, seed, threads):
@@ -106,7 +111,9 @@ def main(argv=None):
     parser.add_argument("--warmup-seconds", type=float, default=1.0,
                         help="and keep warming up for at least this long (fast steps: many warm-up calls)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int,
+                        help="PyTorch's threads (default: as many as tinygen's kernels ran on, so the ratio "
+                             "compares implementations, not thread counts)")
     parser.add_argument("--no-torch", action="store_true", help="time tinygen only")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -114,12 +121,14 @@ def main(argv=None):
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
-    if min(args.batch_size - 1, args.repeats, args.torch_threads) < 1 or min(args.warmup, args.warmup_seconds) < 0:
+    threads = 1 if args.torch_threads is None else args.torch_threads
+    if min(args.batch_size - 1, args.repeats, threads) < 1 or min(args.warmup, args.warmup_seconds) < 0:
         parser.error("--batch-size must be >= 2 (BatchNorm), --repeats and --torch-threads >= 1, the warm-ups >= 0")
     with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
 
     load = os.getloadavg()[0]
     report = {"machine": machine.describe(), "load_average_1min": load, "torch": None, "torch_threads": None,
+              "tinygen_threads": None,
               "batch_size": args.batch_size, "warmup": args.warmup, "warmup_seconds": args.warmup_seconds,
               "repeats": args.repeats, "seed": args.seed, "results": []}
     print(f"machine: {report['machine']}")
@@ -130,20 +139,22 @@ def main(argv=None):
     for name in names:
         steps = (name, args.batch_size, args.warmup, args.repeats, args.warmup_seconds, args.seed)
         ours = in_fresh_process(measure_tinygen, *steps)
+        report["tinygen_threads"] = ours["threads"]
         r = {"model": name, "parameters": ours["parameters"], "tinygen_seconds": ours["seconds"],
              "tinygen_median_s": float(np.median(ours["seconds"]))}
-        line = f"{name}: tinygen {1e3 * r['tinygen_median_s']:.1f} ms"
+        line = f"{name}: tinygen {1e3 * r['tinygen_median_s']:.1f} ms ({ours['threads']} threads)"
         if with_torch:
-            theirs = in_fresh_process(measure_torch, *steps, args.torch_threads)
+            theirs = in_fresh_process(measure_torch, *steps, args.torch_threads or ours["threads"])
             report["torch"], report["torch_threads"] = theirs["torch"], theirs["threads"]
             r.update(torch_seconds=theirs["seconds"], torch_median_s=float(np.median(theirs["seconds"])))
             r["ratio"] = r["torch_median_s"] / r["tinygen_median_s"]
-            line += f", torch {1e3 * r['torch_median_s']:.1f} ms, ratio {r['ratio']:.2f}"
+            line += f", torch {1e3 * r['torch_median_s']:.1f} ms ({theirs['threads']} threads), ratio {r['ratio']:.2f}"
         report["results"].append(r)
         print(line, flush=True)
 
-    print(f"torch: {report['torch']}, {report['torch_threads']} threads" if with_torch
-          else "torch: not installed (or --no-torch): tinygen only")
+    print(f"tinygen: {report['tinygen_threads']} threads; "
+          + (f"torch: {report['torch']}, {report['torch_threads']} threads" if with_torch
+             else "torch: not installed (or --no-torch): tinygen only"))
     print("\n| model | params | tinygen ms/step | torch ms/step | ratio (torch/tinygen, >1: tinygen faster) |")
     print("|---|---|---|---|---|")
     for r in report["results"]:

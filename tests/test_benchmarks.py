@@ -1,6 +1,8 @@
 """`benchmarks.kernels` and `benchmarks.train_step` measure what they name: the PyTorch side does
 the same work each timed call as tinygen's. Tiny shapes, no timing asserted."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,49 @@ def test_fused_rows_count_the_arrays_they_touch():
     assert kernels.FUSED_ARRAYS == {"group_norm": 5, "silu": 5, "adam": 7}
     shape, arrays = kernels.fused_problem("silu", (128, 32, 28, 28), batch_divisor=8)
     assert shape == (16, 32, 28, 28) and all(a.dtype == np.float32 for a in arrays)
+
+
+def test_kernels_gives_torch_as_many_threads_as_numba(monkeypatch):
+    # PyTorch ran on 2 threads whatever Numba's pool had (NUMBA_NUM_THREADS=1: 1 thread against 2)
+    pytest.importorskip("torch")
+    numba = pytest.importorskip("numba")
+    calls = []
+
+    def fake_fresh_process(function, *args):
+        calls.append(args)
+        return dict(torch="fake", threads=args[-1])
+
+    for name in ("fma_peak", "sgemm_gflops", "copy_bandwidth"):
+        monkeypatch.setattr(kernels, name, lambda quick: 1.0)
+    monkeypatch.setattr(kernels, "SECTIONS", [])
+    monkeypatch.setattr(kernels, "compile_times", lambda quick: None)
+    monkeypatch.setattr(kernels, "in_fresh_process", fake_fresh_process)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        kernels.main(["--quick"])
+    finally:
+        numba.set_num_threads(before)
+    assert len(calls) == 1 and calls[0][-1] == 1
+
+
+def test_train_step_gives_torch_as_many_threads_as_tinygen(tmp_path, monkeypatch):
+    # --torch-threads defaulted to 2 whatever tinygen's kernels ran on
+    pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    from benchmarks import train_step
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # read by the spawned processes
+    out = tmp_path / "steps.json"
+    train_step.main(["--models", "vae", "--batch-size", "2", "--repeats", "1", "--warmup", "1",
+                     "--warmup-seconds", "0", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["tinygen_threads"] == report["torch_threads"] == 1
+    assert report["results"][0]["tinygen_median_s"] > 0 and report["results"][0]["torch_median_s"] > 0
+
+
+def test_train_step_refuses_zero_torch_threads():
+    from benchmarks import train_step
+
+    with pytest.raises(SystemExit):
+        train_step.main(["--models", "vae", "--torch-threads", "0"])
