@@ -136,8 +136,10 @@ def main(argv=None):
         return worker(args)
     from tinygen.models import MODELS
 
-    if any(n not in MODELS for n in args.models.split(",")) or args.batch_size < 2 or min(args.steps, args.ranks) < 1:
-        parser.error(f"--models from {', '.join(MODELS)}; --batch-size >= 2; --steps and --ranks >= 1")
+    # at least one warm-up step: the first one loads (or compiles) the Numba kernels
+    if any(n not in MODELS for n in args.models.split(",")) or args.batch_size < 2 or min(args.steps, args.ranks,
+                                                                                        args.warmup) < 1:
+        parser.error(f"--models from {', '.join(MODELS)}; --batch-size >= 2; --steps, --ranks and --warmup >= 1")
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     mpiexec = mpiexec if os.access(mpiexec, os.X_OK) else shutil.which("mpiexec")
     if mpiexec is None:

@@ -698,11 +698,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="batches / 8, one repeat: checks the script runs")
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement (default 7, --quick 1)")
-    parser.add_argument("--warmups", type=int, default=2, help="untimed calls before timing (default 2)")
+    parser.add_argument("--warmups", type=int, default=2,
+                        help="untimed calls before timing (default 2; at least 1: the first call loads or compiles)")
     parser.add_argument("--json", help="write every number to this JSON file")
     parser.add_argument("--png", help="draw the ratio chart into this PNG file")
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 7)
+    args.repeats = (1 if args.quick else 7) if args.repeats is None else args.repeats
+    if args.repeats < 1 or args.warmups < 1:  # a first call times Numba loading (or compiling) its kernels
+        parser.error(f"--repeats and --warmups must be >= 1, not {args.repeats} and {args.warmups}")
 
     info = backend.kernel_info()
     description = machine.describe() + f"; BLAS products: {info['blas']}"

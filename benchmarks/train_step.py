@@ -122,8 +122,10 @@ def main(argv=None):
     if unknown or not names:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     threads = 1 if args.torch_threads is None else args.torch_threads
-    if min(args.batch_size - 1, args.repeats, threads) < 1 or min(args.warmup, args.warmup_seconds) < 0:
-        parser.error("--batch-size must be >= 2 (BatchNorm), --repeats and --torch-threads >= 1, the warm-ups >= 0")
+    # at least one warm-up step: the first one loads (or compiles) the Numba kernels
+    if min(args.batch_size - 1, args.repeats, threads, args.warmup) < 1 or args.warmup_seconds < 0:
+        parser.error("--batch-size must be >= 2 (BatchNorm), --repeats, --torch-threads and --warmup >= 1, "
+                     "--warmup-seconds >= 0")
     with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
 
     load = os.getloadavg()[0]
