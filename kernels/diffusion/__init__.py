@@ -13,7 +13,9 @@ imports Numba or CuPy. The images decide the device; `normal`, which has none, t
 (default ``cpu``) or the device of its `out`. Every function takes an optional `out=`: an array
 of the result's shape and dtype, C-contiguous, on the images' device, to write the result into
 (for `q_sample_noise`, a pair (x_t, eps)); the steps are elementwise, so `out` may be one of the
-input arrays (an in-place step), but must not overlap one otherwise.
+input arrays (an in-place step), but must not overlap one otherwise: the fast kernels write each
+element as they go, so an `out` shifted against an input would read values already overwritten
+(`_check_overlap` refuses it).
 """
 
 import math
@@ -47,6 +49,7 @@ def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out=None):
     _check_coefficients("q_sample", x0, sqrt_alpha_bar_t=sqrt_alpha_bar_t,
                         sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t)
     _check_out("q_sample", x0.shape, x0.dtype, type(x0), out=out)
+    _check_overlap("q_sample", {"out": out}, x0=x0, eps=eps)
     return _dispatch("q_sample", x0)(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out)
 
 
@@ -56,6 +59,7 @@ def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None, out=No
     _check_coefficients("p_sample_step", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
     _check_noise("p_sample_step", sigma, z)
     _check_out("p_sample_step", x_t.shape, x_t.dtype, type(x_t), out=out)
+    _check_overlap("p_sample_step", {"out": out}, x_t=x_t, eps_pred=eps_pred, z=z)
     return _dispatch("p_sample_step", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
 
 
@@ -69,6 +73,7 @@ def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_
     )
     _check_noise("ddim_step", sigma, z)
     _check_out("ddim_step", x_t.shape, x_t.dtype, type(x_t), out=out)
+    _check_overlap("ddim_step", {"out": out}, x_t=x_t, eps_pred=eps_pred, z=z)
     return _dispatch("ddim_step", x_t)(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z, out
     )
@@ -89,6 +94,8 @@ def q_sample_noise(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offse
         _check_out("q_sample_noise", x0.shape, x0.dtype, type(x0), **{"out[0]": out[0], "out[1]": out[1]})
         if out[0] is out[1]:
             raise ArgumentError("q_sample_noise: out[0] and out[1] are one array; x_t and eps need two")
+        _check_overlap("q_sample_noise", {"out[0]": out[0]}, x0=x0, **{"out[1]": out[1]})
+        _check_overlap("q_sample_noise", {"out[1]": out[1]}, x0=x0)
     return _dispatch("q_sample_noise", x0)(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset, out)
 
 
@@ -98,6 +105,7 @@ def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, of
     _check_coefficients("p_sample_step_noise", x_t, coef_eps=coef_eps, inv_sqrt_alpha=inv_sqrt_alpha, sigma=sigma)
     _check_stream("p_sample_step_noise", seed, offset, x_t.size)
     _check_out("p_sample_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
+    _check_overlap("p_sample_step_noise", {"out": out}, x_t=x_t, eps_pred=eps_pred)
     return _dispatch("p_sample_step_noise", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset, out)
 
 
@@ -111,6 +119,7 @@ def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t,
     )
     _check_stream("ddim_step_noise", seed, offset, x_t.size)
     _check_out("ddim_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
+    _check_overlap("ddim_step_noise", {"out": out}, x_t=x_t, eps_pred=eps_pred)
     return _dispatch("ddim_step_noise", x_t)(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed, offset, out
     )
@@ -219,3 +228,36 @@ def _check_out(what, shape, dtype, array_type, **outs):
             raise DTypeError(f"{what}: {name} is {out.dtype}, the result is {dtype}")
         if not out.flags.c_contiguous or not out.flags.writeable:
             raise ArgumentError(f"{what}: {name} must be C-contiguous and writeable")
+
+
+def _extent(a):
+    """[lo, hi): the byte addresses that array `a` (NumPy or CuPy) can touch."""
+    lo = hi = a.data.ptr if is_device_array(a) else a.__array_interface__["data"][0]
+    if a.size == 0:
+        return lo, lo
+    for n, step in zip(a.shape, a.strides):
+        if step > 0:
+            hi += (n - 1) * step
+        else:
+            lo += (n - 1) * step
+    return lo, hi + a.itemsize
+
+
+def _check_overlap(what, outs, **inputs):
+    """Each given out is an input itself (an in-place step: the same memory, shape and strides) or
+    shares no memory with it. The fast kernels write element by element, so an out shifted against
+    an input (e.g. buffer[1:] for buffer[:-1]) would read elements it has already overwritten."""
+    for out_name, out in outs.items():
+        if out is None:
+            continue
+        out_lo, out_hi = _extent(out)
+        for name, a in inputs.items():
+            if a is None or not hasattr(a, "strides"):
+                continue
+            lo, hi = _extent(a)
+            same = lo == out_lo and a.shape == out.shape and a.strides == out.strides
+            if not same and lo < out_hi and out_lo < hi:
+                raise ArgumentError(
+                    f"{what}: {out_name} overlaps {name} without being the same array; pass {name} itself "
+                    f"for an in-place step, or an out of its own"
+                )
