@@ -47,11 +47,11 @@ def torch():
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     """Undo changes a test makes to tinygen's globals (default dtype and device, grad mode)."""
-    dtype, device, grad_enabled = tinygen.get_default_dtype(), backend._default_device, autograd._grad_enabled
+    dtype, device, grad_enabled = tinygen.get_default_dtype(), backend._default_device, autograd._grad_mode.enabled
     yield
     backend.set_default_dtype(dtype)
     backend._default_device = device
-    autograd._grad_enabled = grad_enabled
+    autograd._grad_mode.enabled = grad_enabled
 
 
 _gpu_reason = []  # cached: [None] where CuPy sees a GPU, else [why not]

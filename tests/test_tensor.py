@@ -1,6 +1,9 @@
 """The Tensor API: creation and dtypes, backward and gradient accumulation, the graph's lifetime,
 grad modes, conversions, shapes, indexing, joining, comparisons and operators with constants."""
 
+import threading
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,6 +68,8 @@ def test_creation_values():
     assert tg.zeros(2).tolist() == [0.0, 0.0]
     assert tg.ones(1, 2).tolist() == [[1.0, 1.0]]
     assert tg.full((2,), 7.0).tolist() == [7.0, 7.0]
+    assert [tg.full(2, v).dtype for v in (7.0, 7, True)] == [np.float32, np.int64, np.bool_]  # torch's
+    assert tg.full(2, 7, dtype="float64").dtype == np.float64
     assert tg.full(3, 1.5).shape == (3,)
     assert tg.arange(4).tolist() == [0, 1, 2, 3] and tg.arange(4).dtype == np.int64
     assert tg.arange(1, 2, 0.5).tolist() == [1.0, 1.5] and tg.arange(1, 2, 0.5).dtype == np.float32
@@ -247,6 +252,16 @@ def test_no_grad_nests_and_restores_on_exceptions():
     assert tg.is_grad_enabled()
 
 
+def test_no_grad_is_per_thread():
+    seen = []
+    with tg.no_grad():
+        worker = threading.Thread(target=lambda: seen.append(tg.is_grad_enabled()))
+        worker.start()
+        worker.join()
+        assert not tg.is_grad_enabled()
+    assert seen == [True]  # as torch: another thread keeps recording
+
+
 def test_no_grad_as_decorator():
     @tg.no_grad()
     def double(t):
@@ -283,6 +298,13 @@ def test_item_numpy_tolist():
     assert float(tg.tensor(2.5)) == 2.5 and int(tg.tensor([3])) == 3
     with pytest.raises(ShapeError, match=r"one element.*\(1, 2\)"):
         x.item()
+
+
+def test_iteration_gives_rows_and_refuses_0d_tensors():
+    x = tg.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert [row.tolist() for row in x] == [[1.0, 2.0], [3.0, 4.0]]
+    with pytest.raises(TypeError, match="0-d"):
+        list(tg.tensor(1.0))  # NumPy-style indexing made this an empty list
 
 
 def test_attributes():
@@ -584,7 +606,8 @@ def test_min_and_argmin_of_unsigned_and_bool_match_numpy(array):
 def test_logsumexp_of_infinite_rows_matches_torch():
     # the shift was the row max, so an all -inf row gave -inf - -inf = nan
     x = tg.tensor([[-np.inf, -np.inf], [np.inf, 0.0], [1.0, 2.0]])
-    with np.errstate(divide="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and quietly, as torch: log(0) = -inf is the answer
         got = x.logsumexp(1).tolist()
     assert got[0] == -np.inf and got[1] == np.inf
     assert got[2] == pytest.approx(np.logaddexp(1.0, 2.0))

@@ -16,6 +16,7 @@ in terms of them (`mean`, `var`, `softmax`, `logsumexp`, ...) gets its gradient 
 import builtins
 import functools
 import sys
+import threading
 from collections import namedtuple
 
 import numpy as np
@@ -23,12 +24,19 @@ import numpy as np
 from tinygen import backend
 from tinygen.errors import ArgumentError, DeviceMismatchError, DTypeError, ShapeError
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether operations are recorded, per thread (as PyTorch's grad mode): `no_grad` in one
+    thread leaves the others recording."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled():
-    """Whether operations are being recorded for backward."""
-    return _grad_enabled
+    """Whether operations are being recorded for backward (in this thread)."""
+    return _grad_mode.enabled
 
 
 class no_grad:
@@ -42,13 +50,11 @@ class no_grad:
     """
 
     def __enter__(self):
-        global _grad_enabled
-        self._prev = _grad_enabled
-        _grad_enabled = False
+        self._prev = _grad_mode.enabled
+        _grad_mode.enabled = False
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._prev
+        _grad_mode.enabled = self._prev
 
     def __call__(self, fn):
         @functools.wraps(fn)
@@ -85,7 +91,7 @@ class Function:
                 arrays = _on_one_device(cls.__name__, arrays)
                 break
         out = cls.forward(ctx, *arrays, **params)
-        requires_grad = _grad_enabled and any(ctx.needs_input_grad)
+        requires_grad = _grad_mode.enabled and any(ctx.needs_input_grad)
         result = Tensor._from_array(out, requires_grad=requires_grad)
         if out.base is not None or any(out is a for a in arrays):
             _share_version_with_input(result, inputs, arrays)
@@ -308,6 +314,12 @@ class Tensor:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
+
+    def __iter__(self):
+        """The sub-tensors along dim 0 (a 0-d tensor has none to give: TypeError, as in PyTorch)."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
 
     def __repr__(self):
         body = np.array2string(np.asarray(self.numpy()), separator=", ", prefix="tensor(")
@@ -591,7 +603,8 @@ class Tensor:
         xp = backend.get_array_module(top)
         # NOTE: an infinite max shifts by 0 (as torch), since -inf - -inf would be nan
         shift = Tensor._from_array(xp.where(xp.isfinite(top), top, xp.zeros_like(top)))
-        out = (self - shift).exp().sum(dim, keepdim=True).log() + shift
+        with np.errstate(divide="ignore"):  # log(0) = -inf for an all -inf row is the answer, not a mistake
+            out = (self - shift).exp().sum(dim, keepdim=True).log() + shift
         return out if keepdim else out.squeeze(dim)
 
     def log_softmax(self, dim):
@@ -658,7 +671,7 @@ class Tensor:
         return ops.GetItem.apply(self, index=_index_arrays(index, self.data))
 
     def __setitem__(self, index, value):
-        if self.requires_grad and _grad_enabled:
+        if self.requires_grad and _grad_mode.enabled:
             raise RuntimeError(
                 "in-place assignment to a tensor that requires grad would break its gradient; "
                 "do it under no_grad() or build a new tensor"
@@ -919,6 +932,10 @@ def ones(*size, dtype=None, requires_grad=False, device=None):
 
 
 def full(size, fill_value, dtype=None, requires_grad=False, device=None):
+    """A tensor of `size` filled with `fill_value`; without a dtype, the value's, as in PyTorch:
+    bool, int64 for an int, the default float dtype for a float."""
+    if dtype is None and _is_number(fill_value):
+        dtype = _number_dtype(fill_value)
     arr = _filled(_size((size,)), fill_value, _float_dtype(dtype), device)
     return Tensor._from_array(arr, requires_grad=requires_grad)
 
