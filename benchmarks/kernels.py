@@ -5,7 +5,8 @@
     python -m benchmarks.kernels --json kernels.json --png kernel_ratios.png
 
 Measured in one run, in this order:
-1. the machine: FMA peak (a Numba loop of independent multiply-add chains on every thread),
+1. the machine: FMA peak (a Numba loop of independent multiply-add chains on every thread, in a
+   fresh process compiled for the CPU's widest vectors: see `fma_peak`),
    BLAS sgemm GFLOP/s (NumPy's BLAS on a large float32 product: the practical ceiling a conv
    built on it can reach), and copy bandwidth (a large parallel array copy, bytes read + written);
 2. PyTorch's side of every row, in a fresh spawned process (see the NOTE below): as many threads
@@ -46,6 +47,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -138,22 +140,73 @@ def tinygen_threads():
     return numba.get_num_threads() if numba is not None else os.cpu_count()
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: benchmarks/ is not installed
+FMA_PROBE = """
+import sys
+from benchmarks.kernels import fma_peak_here
+print(*fma_peak_here(bool(int(sys.argv[1])), int(sys.argv[2])))
+"""
+
+
 def fma_peak(quick):
-    """Float32 GFLOP/s of independent FMA chains on every Numba thread (best over chain counts)."""
+    """{"gflops": float32 GFLOP/s of independent FMA chains on every Numba thread (best over chain
+    counts), "vector_bits": the width of the FMA instructions that ran}, or None without Numba.
+
+    Measured in a fresh process whose Numba compiles for 512-bit vectors where the CPU has AVX-512
+    (`wide_vector_features`): LLVM's tuning for Intel's AVX-512 server cores prefers 256-bit
+    vectors, so in this process the loop ran ymm FMAs at half those cores' peak, below what
+    OpenBLAS's sgemm reaches (a "peak" of 227 GFLOP/s beside sgemm's 306 on a 2-core Xeon).
+    """
     numba = backend.load_numba()
     if numba is None:
         return None
-    threads = numba.get_num_threads()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "")
+                                                                   .split(os.pathsep) if p]))
+    features = wide_vector_features()
+    if features:
+        env["NUMBA_CPU_FEATURES"] = features
+    done = subprocess.run([sys.executable, "-c", FMA_PROBE, str(int(quick)), str(numba.get_num_threads())],
+                          env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    gflops, bits = done.stdout.split()
+    return dict(gflops=float(gflops), vector_bits=int(bits))
+
+
+def wide_vector_features():
+    """NUMBA_CPU_FEATURES for this CPU with LLVM's preference for 256-bit vectors turned off, where the
+    CPU has AVX-512 and the user has not set NUMBA_CPU_FEATURES; else None (Numba's own choice)."""
+    if os.environ.get("NUMBA_CPU_FEATURES"):
+        return None
+    import llvmlite.binding as llvm  # Numba's own dependency
+
+    features = llvm.get_host_cpu_features()
+    return features.flatten() + ",-prefer-256-bit" if features.get("avx512f") else None
+
+
+def fma_peak_here(quick, threads):
+    """(GFLOP/s, vector bits) of the FMA loop in this process, on `threads` Numba threads."""
+    numba = backend.load_numba()
+    numba.set_num_threads(threads)
     out = np.zeros(threads, np.float32)
     m, c = np.float32(0.9999), np.float32(1e-4)
-    best = 0.0
+    best, bits = 0.0, 0
     for lanes in (64, 128, 256):  # enough chains to hide FMA latency, few enough for the registers
         kernel = _fma_chains(numba, lanes)
         kernel(1, out, m, c)  # compile
         iterations = int((2e9 if quick else 2e10) / lanes / threads)
         seconds = min(_timed(lambda: kernel(iterations, out, m, c)) for _ in range(3))
-        best = max(best, 2 * lanes * iterations * threads / seconds / 1e9)
-    return best
+        gflops = 2 * lanes * iterations * threads / seconds / 1e9
+        if gflops > best:
+            best, bits = gflops, fma_vector_bits(kernel)
+    return best, bits
+
+
+def fma_vector_bits(kernel):
+    """The widest register (512: zmm, 256: ymm, 128: xmm) of the x86 FMA instructions in a compiled
+    kernel's assembly; 0 where it has none (or is not x86)."""
+    asm = "\n".join(kernel.inspect_asm().values()).lower()
+    widths = {"zmm": 512, "ymm": 256, "xmm": 128}
+    found = [bits for register, bits in widths.items() if re.search(r"vfn?m(add|sub)\w*\s+[^\n]*%" + register, asm)]
+    return max(found, default=0)
 
 
 def sgemm_gflops(quick):
@@ -713,9 +766,11 @@ def main(argv=None):
     print(f"machine: {description}")
     print(f"load average (1 min) before the run: {load:.2f}"
           + (" -- other work is running: expect slow, noisy times" if load > 0.5 else ""))
-    peaks = dict(fma_gflops=fma_peak(args.quick), blas_sgemm_gflops=sgemm_gflops(args.quick),
-                 copy_gbs=copy_bandwidth(args.quick))
-    print(f"peaks: FMA {_fmt(peaks['fma_gflops'])} GFLOP/s (float32, all threads); BLAS sgemm "
+    fma = fma_peak(args.quick) or {}
+    peaks = dict(fma_gflops=fma.get("gflops"), fma_vector_bits=fma.get("vector_bits"),
+                 blas_sgemm_gflops=sgemm_gflops(args.quick), copy_gbs=copy_bandwidth(args.quick))
+    print(f"peaks: FMA {_fmt(peaks['fma_gflops'])} GFLOP/s (float32, all threads, "
+          f"{_fmt(peaks['fma_vector_bits'], '{}')}-bit FMAs); BLAS sgemm "
           f"{peaks['blas_sgemm_gflops']:.1f} GFLOP/s (practical ceiling); copy {peaks['copy_gbs']:.1f} GB/s "
           f"(read + write)", flush=True)
     theirs = None
