@@ -19,7 +19,8 @@ Measured in one run, in this order:
      backward); GFLOP/s and % of the FMA peak;
    - "fused": GroupNorm and SiLU forward + backward on DDPM UNet activations, and Adam's update
      of a 1024 x 784 weight, for the Numba kernels, the NumPy reference and PyTorch (autograd
-     backward; torch.optim.Adam.step); GB/s counting each array once;
+     backward; torch.optim.Adam.step); GB/s counting each array once, % of a parallel copy of
+     arrays of one operand's size (as for the noise steps) and of the large copy;
    - "noise": the diffusion steps q_sample and p_sample_step (issue 5) on (128, 1, 28, 28),
      (64, 3, 64, 64) and (16, 3, 256, 256) float32 batches with per-sample coefficients, with z
      passed in and with z drawn inside (q_sample_noise, p_sample_step_noise; PyTorch: torch.randn
@@ -43,6 +44,7 @@ Numba first, torch ran on tinygen's passive pool, which is not torch's default e
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import multiprocessing
@@ -120,6 +122,7 @@ def _fma_chains(numba, lanes):
     return kernel
 
 
+@functools.cache
 def _parallel_copy(numba):
     @numba.njit(parallel=True)
     def kernel(src, dst):
@@ -226,6 +229,19 @@ def copy_bandwidth(quick):
         copy(src[:64], dst[:64])  # compile
         candidates.append(lambda: copy(src, dst))
     return max(2 * src.nbytes / median_time(fn, 3 if quick else 5, warmups=1) / 1e9 for fn in candidates)
+
+
+def same_size_copy_gbs(n, repeats, warmups):
+    """GB/s (read + written) of copying n float32 numbers, the better of np.copyto and a parallel
+    copy: the bandwidth ceiling of a kernel over arrays of n elements, in whichever cache they fit
+    (the large copy's ceiling is DRAM's, which a kernel on cached arrays exceeds)."""
+    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
+    copies = [lambda: np.copyto(dst, src)]
+    numba = backend.load_numba()
+    if numba is not None:
+        copy = _parallel_copy(numba)
+        copies.append(lambda: copy(src, dst))
+    return max(8 * n / median_time(fn, repeats, warmups) / 1e9 for fn in copies)
 
 
 def _timed(fn):
@@ -414,21 +430,15 @@ def noise_torch_times(torch, quick, repeats, warmups):
 def noise_section(args, peaks, theirs):
     """One row per (op, shape): times in microseconds, GB/s, % of copy and the ratios; then one
     Gaussian-generation row per shape in ns per number (see the module docstring)."""
-    numba = backend.load_numba()
-    from_numba = copy = None
-    if numba is not None:  # else the Numba columns stay empty
+    from_numba = None
+    if backend.load_numba() is not None:  # else the Numba columns stay empty
         from tinygen.kernels.diffusion import cpu_numba as from_numba
-
-        copy = _parallel_copy(numba)
     repeats = NOISE_REPEATS * args.repeats
     rows = []
     for key, shape in NOISE_SHAPES:
         prob = noise_problem(shape, batch_divisor=8 if args.quick else 1)
         n = prob["x"].size
-        # copying arrays of the same size (read + written), the better of NumPy's and a parallel copy
-        src, dst = prob["x"].reshape(-1), np.empty(n, np.float32)
-        copies = [lambda: np.copyto(dst, src)] + ([lambda: copy(src, dst)] if copy is not None else [])
-        copy_gbs = max(8 * n / median_time(fn, repeats, args.warmups) / 1e9 for fn in copies)
+        copy_gbs = same_size_copy_gbs(n, repeats, args.warmups)
         for name, function, rng, arrays in NOISE_OPS:
             times = {"numpy": reference_time(noise_step(noise_reference, function, prob), repeats, args.warmups)}
             if from_numba is not None:
@@ -567,8 +577,8 @@ def fused_torch_times(torch, quick, repeats, warmups):
 
 
 def fused_section(args, peaks, theirs):
-    """One row per (op, shape): times in microseconds, GB/s (each array once), % of the copy peak,
-    the ratios to the NumPy reference and to PyTorch."""
+    """One row per (op, shape): times in microseconds, GB/s (each array once), % of a copy of arrays
+    of the same size and of the large copy, the ratios to the NumPy reference and to PyTorch."""
     from tinygen.kernels.normalization import reference as norm_reference
     from tinygen.kernels.optim import reference as optim_reference
 
@@ -589,8 +599,10 @@ def fused_section(args, peaks, theirs):
         nbytes = 4 * FUSED_ARRAYS[op] * int(np.prod(shape))
         fast = times.get("numba")
         gbs = nbytes / fast / 1e9 if fast else None
+        copy_gbs = same_size_copy_gbs(int(np.prod(shape)), args.repeats, args.warmups)
         rows.append(dict(name=row, op=op, shape=shape, bytes=nbytes, us={k: 1e6 * v for k, v in times.items()},
-                         gbs=gbs, percent_of_peak_copy=100 * gbs / peaks["copy_gbs"] if gbs else None,
+                         gbs=gbs, copy_gbs=copy_gbs, percent_of_copy=100 * gbs / copy_gbs if gbs else None,
+                         percent_of_peak_copy=100 * gbs / peaks["copy_gbs"] if gbs else None,
                          speedup_vs_numpy=times["numpy"] / fast if fast else None,
                          ratio_vs_torch=times["torch"] / fast if fast and "torch" in times else None))
         print(f"  {row} {op} {shape}: " + ", ".join(f"{k} {1e6 * v:.0f} us" for k, v in times.items()), flush=True)
@@ -599,15 +611,16 @@ def fused_section(args, peaks, theirs):
 
 def fused_table(rows):
     lines = ["| row | op (forward + backward; Adam: one update) | shape | Numba µs | NumPy µs | PyTorch µs "
-             "| Numba GB/s | % of copy peak | × NumPy | × PyTorch |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| Numba GB/s | copy GB/s | % of copy | % of large copy | × NumPy | × PyTorch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             r["name"], r["op"], "×".join(map(str, r["shape"])), _fmt(r["us"].get("numba"), "{:.0f}"),
             _fmt(r["us"]["numpy"], "{:.0f}"), _fmt(r["us"].get("torch"), "{:.0f}"), _fmt(r["gbs"]),
-            _fmt(r["percent_of_peak_copy"], "{:.0f}%"), _fmt(r["speedup_vs_numpy"], "{:.2f}×"),
+            _fmt(r["copy_gbs"]), _fmt(r["percent_of_copy"], "{:.0f}%"), _fmt(r["percent_of_peak_copy"], "{:.0f}%"), _fmt(r["speedup_vs_numpy"], "{:.2f}×"),
             _fmt(r["ratio_vs_torch"], "{:.2f}×")))
     lines.append("\nGB/s: forward + backward arrays (x, y; dy, x, dx) or Adam's (p, g, m, v read; p, m, v "
-                 "written), each counted once.")
+                 "written), each counted once; copy GB/s: arrays of one operand's size, as for the noise steps.")
     return "\n".join(lines)
 
 
