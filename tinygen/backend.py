@@ -57,7 +57,7 @@ import sys
 
 import numpy as np
 
-from tinygen.errors import ArgumentError, BackendUnavailableError
+from tinygen.errors import ArgumentError, BackendUnavailableError, DTypeError
 
 KERNEL_BACKENDS = ("auto", "numpy", "numba", "cupy")
 
@@ -193,9 +193,27 @@ class CudaSource:
         return self._functions[name]
 
 
-def cuda_suffix(dtype):
-    """"f32" or "f64": how the .cu files name a kernel's float32 and float64 instances."""
-    return {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+def cuda_suffix(dtype, what="this kernel"):
+    """"f32" or "f64": how the .cu files name a kernel's float32 and float64 instances. Other dtypes
+    (float16, integers: e.g. unfold or relu of such a tensor) raise `DTypeError`, naming the dtype."""
+    suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}.get(np.dtype(dtype))
+    if suffix is None:
+        raise DTypeError(
+            f"{what}: the CUDA kernels are compiled for float32 and float64 only, got dtype {np.dtype(dtype)}; "
+            f"cast the tensor (.float()) or run the NumPy reference on the GPU with TINYGEN_KERNELS=numpy"
+        )
+    return suffix
+
+
+def check_numba_dtype(what, *arrays):
+    """Raise `DTypeError` naming the dtype where Numba cannot compile a kernel for an array's dtype
+    (float16: Numba has no CPU float16 type, and failed deep inside its compiler)."""
+    for a in arrays:
+        if a.dtype == np.float16 or a.dtype.kind not in "biufc":
+            raise DTypeError(
+                f"{what}: the Numba kernels take float32 and float64 (unfold also integers and bools), got dtype "
+                f"{a.dtype}; cast the tensor (.float()) or run the NumPy reference with TINYGEN_KERNELS=numpy"
+            )
 
 
 _sm_counts = {}  # GPU id -> multiprocessor count

@@ -69,7 +69,7 @@ from collections import Counter
 
 import numpy as np
 
-from tinygen.backend import load_numba, run_split
+from tinygen.backend import check_numba_dtype, load_numba, run_split
 from tinygen.kernels.conv2d.reference import conv_output_size, conv_transpose_output_size
 
 # Through the backend, never a bare `import numba`: it applies tinygen's threading policy before
@@ -389,8 +389,10 @@ def _direct_backward_weight(xp, gp, offsets, partial):
 # --- helpers in Python ------------------------------------------------------------------------
 
 
-def _contiguous(*arrays):
-    """The arrays as C-contiguous arrays of one common dtype (no copy when they already are)."""
+def _contiguous(*arrays, what="conv2d"):
+    """The arrays as C-contiguous arrays of one common dtype (no copy when they already are); a
+    dtype Numba cannot compile for (float16) raises `DTypeError`."""
+    check_numba_dtype(what, *arrays)
     dtype = np.result_type(*arrays)
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
 
@@ -489,7 +491,7 @@ def _channels_first(g):
 
 def im2col(x, kernel_size, stride, padding, dilation):
     """Gather every conv window of x (N, C, H, W) into cols (N, C, kh, kw, Ho, Wo), a new array."""
-    (x,) = _contiguous(x)
+    (x,) = _contiguous(x, what="im2col")
     N, C, H, W = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     Ho, Wo = conv_output_size(H, kh, sh, ph, dh), conv_output_size(W, kw, sw, pw, dw)
@@ -500,7 +502,7 @@ def im2col(x, kernel_size, stride, padding, dilation):
 
 def col2im(cols, input_shape, stride, padding, dilation):
     """Adjoint of im2col: add each entry of cols (N, C, kh, kw, Ho, Wo) back onto its input pixel."""
-    (cols,) = _contiguous(cols)
+    (cols,) = _contiguous(cols, what="col2im")
     N, C, kh, kw, Ho, Wo = cols.shape
     x = _empty((N, C, *input_shape[2:]), cols.dtype)
     _col2im(cols.reshape(N * C * kh * kw, Ho, Wo), x, kh, kw, *stride, *padding, *dilation)

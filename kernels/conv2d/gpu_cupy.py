@@ -39,7 +39,7 @@ _source = CudaSource(SOURCE, ("--std=c++17",))
 def _kernel(name, dtype, total):
     """The kernel `name` for `dtype` and the index width `total` needs, and that index type."""
     width = "i32" if total < 2**32 else "i64"
-    return _source.function(f"{name}_{cuda_suffix(dtype)}_{width}"), (np.uint32 if width == "i32" else np.uint64)
+    return _source.function(f"{name}_{cuda_suffix(dtype, name)}_{width}"), (np.uint32 if width == "i32" else np.uint64)
 
 
 def _launch(kernel, total, args):

@@ -40,7 +40,7 @@ _source = CudaSource(SOURCE, ("--std=c++17", "--fmad=false"))
 
 def _kernel(name, dtype):
     """The kernel `name` for `dtype`."""
-    return _source.function(f"{name}_{cuda_suffix(dtype)}")
+    return _source.function(f"{name}_{cuda_suffix(dtype, name)}")
 
 
 def _launch(kernel, groups, args):

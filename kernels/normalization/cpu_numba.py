@@ -25,7 +25,7 @@ Every array returned comes from `_empty` (the tests poison it with NaN). Compile
 
 import numpy as np
 
-from tinygen.backend import load_numba
+from tinygen.backend import check_numba_dtype, load_numba
 
 numba = load_numba()  # through the backend: it applies tinygen's threading policy first
 if numba is None:
@@ -302,6 +302,7 @@ def _leaky_relu_backward_run(a, b, slope, out):
 
 
 SILU_FORWARD, SILU_BACKWARD, RELU_FORWARD, RELU_BACKWARD, LEAKY_RELU_FORWARD, LEAKY_RELU_BACKWARD = range(6)
+_NAMES = ("silu_forward", "silu_backward", "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward")
 
 
 @numba.njit(parallel=True, **_jit)
@@ -328,6 +329,7 @@ def _elementwise(op, a, b, slope, out):
 
 def _apply(op, a, b, slope=0.0):
     """A new array like b (in b's dtype) = op(a, b) through `_elementwise`."""
+    check_numba_dtype(_NAMES[op], b)
     out = _empty(b.shape, b.dtype)
     _elementwise(op, np.ascontiguousarray(a, b.dtype).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                  b.dtype.type(slope), out.reshape(-1))
@@ -336,6 +338,7 @@ def _apply(op, a, b, slope=0.0):
 
 def _grouped(a, num_groups):
     """(N, C, *spatial) as a contiguous (N, G, C/G, S) array (no copy when a is contiguous)."""
+    check_numba_dtype("group_norm", a)
     n, c = a.shape[:2]
     return np.ascontiguousarray(a).reshape(n, num_groups, c // num_groups, -1)
 

@@ -34,7 +34,7 @@ _source = CudaSource(SOURCE, ("--std=c++17",))
 
 def _launch(name, dtype, total, args):
     """Run the grid-stride kernel `name` for `dtype` over `total` work items."""
-    kernel = _source.function(f"{name}_{cuda_suffix(dtype)}")
+    kernel = _source.function(f"{name}_{cuda_suffix(dtype, name)}")
     kernel((grid_blocks(total, BLOCK, BLOCKS_PER_SM),), (BLOCK,), args)
 
 

@@ -23,7 +23,7 @@ from hypothesis import given, settings, strategies as st
 from helpers import assert_kernel_output, poisoned_allocator
 from strategies import conv_case as draw_case
 from tinygen import backend
-from tinygen.errors import BackendUnavailableError, DeviceMismatchError
+from tinygen.errors import BackendUnavailableError, DeviceMismatchError, DTypeError
 from tinygen.kernels import conv2d
 from tinygen.kernels.conv2d import gpu_cupy, reference
 from tinygen.nn import functional as F
@@ -194,6 +194,19 @@ def test_dispatcher_refuses_numba_on_gpu_arrays_and_cupy_on_cpu_arrays(gpu, monk
 def test_dispatcher_refuses_arrays_on_two_devices(gpu):
     with pytest.raises(DeviceMismatchError, match=r"conv2d_forward.*cuda.*cpu"):
         conv2d.conv2d_forward(gpu.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3)), (1, 1), (0, 0), (1, 1))
+
+
+def test_dtypes_without_cuda_kernels_are_refused_naming_them(gpu, monkeypatch):
+    """unfold takes any dtype (F.unfold checks floating=False), and Tensor.relu sends float16 to the
+    kernels: the .cu files hold float32 and float64 only, and the lookup failed with a bare
+    KeyError: dtype('int64'); now a DTypeError names the kernel and the dtype."""
+    monkeypatch.delenv("TINYGEN_KERNELS", raising=False)
+    with pytest.raises(DTypeError, match="im2col: the CUDA kernels .* got dtype int64"):
+        F.unfold(Tensor(gpu.ones((1, 1, 4, 4), np.int64)), 2)
+    with pytest.raises(DTypeError, match="relu_forward: the CUDA kernels .* got dtype float16"):
+        Tensor(gpu.ones((3,), np.float16)).relu()
+    with pytest.raises(DTypeError, match="col2im.*float16"):
+        conv2d.col2im(gpu.ones((1, 1, 2, 2, 3, 3), np.float16), (1, 1, 4, 4), (1, 1), (0, 0), (1, 1))
 
 
 def test_cuda_sources_ship_beside_the_wrappers():

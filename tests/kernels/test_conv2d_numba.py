@@ -29,7 +29,7 @@ pytest.importorskip("numba")
 from helpers import assert_kernel_output, poisoned_allocator  # noqa: E402
 from strategies import conv_case as draw_case  # noqa: E402
 from tinygen import backend  # noqa: E402
-from tinygen.errors import BackendUnavailableError  # noqa: E402
+from tinygen.errors import BackendUnavailableError, DTypeError  # noqa: E402
 from tinygen.kernels import conv2d  # noqa: E402
 from tinygen.kernels.conv2d import cpu_numba, reference  # noqa: E402
 from tinygen.nn import functional as F  # noqa: E402
@@ -330,6 +330,19 @@ def test_dispatcher_runs_the_reference_for_numpy(monkeypatch):
     conv_once()
     after = conv2d.calls["reference", "conv2d_forward"], conv2d.calls["cpu_numba", "conv2d_forward"]
     assert after == (before[0] + 1, before[1])
+
+
+def test_unfold_takes_integers_and_refuses_float16_naming_it(monkeypatch):
+    """F.unfold takes any dtype: integers and bools run on Numba as on the reference; float16 failed
+    deep in Numba's compiler (NotImplementedError: float16), now a DTypeError names it."""
+    monkeypatch.setenv("TINYGEN_KERNELS", "numba")
+    x = np.arange(2 * 3 * 5 * 4).reshape(2, 3, 5, 4)
+    np.testing.assert_array_equal(F.unfold(Tensor(x), 2, padding=1).numpy(),
+                                  reference.im2col(x, (2, 2), (1, 1), (1, 1), (1, 1)).reshape(2, 12, -1))
+    with pytest.raises(DTypeError, match="im2col: the Numba kernels .* got dtype float16"):
+        F.unfold(Tensor(x.astype(np.float16)), 2)
+    with pytest.raises(DTypeError, match="col2im.*float16"):
+        conv2d.col2im(np.ones((1, 1, 2, 2, 3, 3), np.float16), (1, 1, 4, 4), (1, 1), (0, 0), (1, 1))
 
 
 def test_unknown_backend_raises(monkeypatch):

@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 from helpers import assert_kernel_output, poisoned_allocator
 from strategies import make_array, shapes
 from tinygen import backend
-from tinygen.errors import BackendUnavailableError
+from tinygen.errors import BackendUnavailableError, DTypeError
 from tinygen.kernels import normalization
 from tinygen.kernels.normalization import reference
 
@@ -347,3 +347,19 @@ def test_cupy_kernels_are_refused_for_numpy_arrays(monkeypatch):
     monkeypatch.setenv("TINYGEN_KERNELS", "cupy")
     with pytest.raises(BackendUnavailableError, match="CuPy arrays"):
         normalization.silu_forward(np.ones(3))
+
+
+def test_numba_refuses_float16_naming_it(monkeypatch):
+    """A float16 tensor's relu reaches the kernels (Relu sends every float dtype there): Numba has no
+    float16 and failed deep in its compiler (NotImplementedError: float16); now a DTypeError names it."""
+    pytest.importorskip("numba")
+    from tinygen.tensor import Tensor
+
+    monkeypatch.setenv("TINYGEN_KERNELS", "numba")
+    x = np.array([-1.0, 0.5, 2.0], np.float16)
+    with pytest.raises(DTypeError, match="relu_forward: the Numba kernels .* got dtype float16"):
+        Tensor(x).relu()
+    with pytest.raises(DTypeError, match="silu_backward.*float16"):
+        normalization.silu_backward(x, x)
+    monkeypatch.setenv("TINYGEN_KERNELS", "numpy")  # the reference, as the message says, runs it
+    np.testing.assert_array_equal(Tensor(x).relu().numpy(), np.maximum(x, 0))
