@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import types
+import weakref
 from collections import Counter
 
 import numpy as np
@@ -93,6 +94,9 @@ def _call(func, args, kwargs):
     return _wrap(result)
 
 
+_owners = weakref.WeakValueDictionary()  # id of a NumPy array that owns its memory -> the fake array of it
+
+
 class _Pointer:
     def __init__(self, ptr):
         self.ptr = ptr
@@ -109,6 +113,18 @@ class ndarray(NDArrayOperatorsMixin):
 
     def __init__(self, a):
         self._a = a
+        if a.base is None:
+            _owners[id(a)] = self
+
+    @property
+    def base(self):
+        """The fake array that owns this view's memory, as CuPy's (and NumPy's) base: the same object
+        for every view of it, where a new wrapper of the NumPy base would be a stranger each time."""
+        base = self._a.base
+        if base is None:
+            return None
+        owner = _owners.get(id(base))
+        return owner if owner is not None and owner._a is base else _wrap(base)
 
     # attributes
     shape = property(lambda self: self._a.shape)
