@@ -93,7 +93,10 @@ class Function:
         out = cls.forward(ctx, *arrays, **params)
         requires_grad = _grad_mode.enabled and any(ctx.needs_input_grad)
         result = Tensor._from_array(out, requires_grad=requires_grad)
-        if out.base is not None or any(out is a for a in arrays):
+        view = out.base is not None
+        for a in arrays:
+            view = view or a is out
+        if view:
             _share_version_with_input(result, inputs, arrays)
         if requires_grad:
             result._ctx = ctx
@@ -124,12 +127,14 @@ def _saved_versions(ctx, inputs, arrays, result):
     them since (`t[i] = v`, an optimizer step) would give a silently wrong gradient, so
     `backward()` compares the versions and raises instead, as PyTorch does.
     """
-    watched = []
+    watched, out = [], result.data
     for s in ctx.saved_tensors:
-        if s is result.data:
+        if s is out:
             watched.append((-1, result._version_counter.value))
-        else:
-            watched.extend((i, inputs[i]._version_counter.value) for i, a in enumerate(arrays) if s is a)
+            continue
+        for i, a in enumerate(arrays):
+            if s is a:
+                watched.append((i, inputs[i]._version_counter.value))
     return tuple(watched)
 
 
@@ -789,11 +794,16 @@ def _as_operand(x, like):
 def _cast(x, dtype, like):
     """Operand `x` (a tensor or a number) as a tensor of `dtype`; casts between floating-point
     dtypes stay in the graph (the gradient is cast back)."""
-    if not _is_number(x):
-        if x.dtype == dtype:
-            return x
-        return ops.Cast.apply(x, dtype=dtype) if x.dtype.kind == "f" else Tensor._from_array(x.data.astype(dtype))
-    constant = Tensor._from_array(np.asarray(x, dtype=dtype))
+    if _is_number(x):
+        return _constant(x, dtype, like)
+    if x.dtype == dtype:
+        return x
+    return ops.Cast.apply(x, dtype=dtype) if x.dtype.kind == "f" else Tensor._from_array(x.data.astype(dtype))
+
+
+def _constant(number, dtype, like):
+    """A number as a constant tensor of `dtype` beside the tensor `like`."""
+    constant = Tensor._from_array(np.asarray(number, dtype=dtype))
     if backend.is_device_array(like.data):
         # NOTE: beside a GPU tensor a number stays a NumPy scalar (np.generic) in the constant's
         # .data: CuPy passes it to its kernels as an argument, with no copy to the GPU.
@@ -808,8 +818,15 @@ def _promoted(a, b, floating=False):
     NOTE: numbers and raw arrays become constants on the tensor's device (a NumPy array beside a
     GPU tensor is copied there); another Tensor must already be on it.
     """
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype and (a.dtype.kind == "f" or not floating):
-        return a, b  # the common case, kept fast
+    # the common cases, kept fast: two tensors of one dtype; a float tensor and an int or float
+    if isinstance(a, Tensor):
+        if isinstance(b, Tensor):
+            if a.dtype == b.dtype and (a.dtype.kind == "f" or not floating):
+                return a, b
+        elif a.dtype.kind == "f" and type(b) in (int, float):
+            return a, _constant(b, a.dtype, a)
+    elif b.dtype.kind == "f" and type(a) in (int, float):
+        return _constant(a, b.dtype, b), b
     like = a if isinstance(a, Tensor) else b
     a, b = _as_operand(a, like), _as_operand(b, like)
     dtype = result_type(a, b)
