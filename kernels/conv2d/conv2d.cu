@@ -17,15 +17,24 @@
 //
 // Every kernel is a grid-stride loop: any grid covers all the work. Indices are 32-bit unsigned
 // (`_i32` kernels, used when every index fits) or 64-bit (`_i64`): the divisions that split a
-// flat index are several times cheaper in 32 bits.
+// flat index are several times cheaper in 32 bits. The loop's step never wraps (`next_index`).
 // NOTE: only built-in types and functions: NVRTC compiles this without the C++ standard headers.
+
+// The grid-stride step, t + stride, or `total` (the end) where that sum would reach it: in 32-bit
+// indices t + stride can pass 2^32 although total < 2^32 (an H100's grid strides 1,081,344) and wrap
+// to an index below total, so that a thread looped for ever (im2col of 64 x 64 taps, 1023 x 1025
+// windows: total = 2^32 - 2^12).
+template <typename I>
+__device__ __forceinline__ I next_index(I t, I stride, I total) {
+    return total - t > stride ? t + stride : total;
+}
 
 template <typename T, typename I>
 __device__ __forceinline__ void im2col_body(const T* x, T* cols, I N, I C, I H, I W, I kh, I kw, I sh, I sw, I ph,
                                             I pw, I dh, I dw, I Ho, I Wo, int knp) {
     I total = N * C * kh * kw * Ho * Wo;
     I stride = (I)gridDim.x * (I)blockDim.x;
-    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < total; t += stride) {
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < total; t = next_index(t, stride, total)) {
         I ox = t % Wo;
         I r = t / Wo;
         I oy = r % Ho;
@@ -61,7 +70,7 @@ __device__ __forceinline__ void col2im_body(const T* cols, T* x, I N, I C, I H, 
     I total = N * C * H * W;
     I stride = (I)gridDim.x * (I)blockDim.x;
     I P = Ho * Wo;
-    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < total; t += stride) {
+    for (I t = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; t < total; t = next_index(t, stride, total)) {
         I ix = t % W;
         I r = t / W;
         I iy = r % H;

@@ -15,11 +15,14 @@ write is NaN and fails the comparison.
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import fake_cupy
 from helpers import assert_kernel_output, poisoned_allocator
 from strategies import conv_case as draw_case
 from tinygen import backend
@@ -207,6 +210,54 @@ def test_dtypes_without_cuda_kernels_are_refused_naming_them(gpu, monkeypatch):
         Tensor(gpu.ones((3,), np.float16)).relu()
     with pytest.raises(DTypeError, match="col2im.*float16"):
         conv2d.col2im(gpu.ones((1, 1, 2, 2, 3, 3), np.float16), (1, 1, 4, 4), (1, 1), (0, 0), (1, 1))
+
+
+# One emulated thread of the 32-bit im2col, with an H100's grid stride (132 SMs x 32 blocks x 256
+# threads), on total = N C kh kw Ho Wo = 2^32 - 2^12 < 2^32, so gpu_cupy picks the i32 kernel: the
+# thread whose last element is total - 1 must stop there. Run in a child process (a thread that
+# wraps never returns) over a sparse 16 GB mapping for cols, of which it touches a few pages.
+WRAP_SCRIPT = """
+import ctypes, mmap, sys
+import numpy as np
+import fake_cupy
+from tinygen.kernels.conv2d import gpu_cupy
+module = fake_cupy.RawModule(code=open(gpu_cupy.SOURCE).read(), options=("--std=c++17",))
+kh = kw = 64
+Ho, Wo = 1023, 1025
+H, W = Ho + kh - 1, Wo + kw - 1
+total = kh * kw * Ho * Wo
+with fake_cupy.installed():
+    assert total == 2**32 - 2**12 and gpu_cupy._kernel("im2col", np.float32, total)[1] is np.uint32
+x = np.ones((H, W), np.float32)
+try:
+    cols = np.frombuffer(mmap.mmap(-1, total * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                                   | getattr(mmap, "MAP_NORESERVE", 0x4000)), np.float32)
+except (OSError, ValueError, OverflowError) as err:
+    sys.exit(f"SKIP: no 16 GB sparse mapping here ({err})")
+block, grid = 256, 132 * 32
+tid = (total - 1) % (grid * block)
+module._set(tid // block, tid % block, grid, block)
+function = module._lib.im2col_f32_i32
+function.restype = None
+function(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(cols.ctypes.data),
+         *(ctypes.c_uint(v) for v in (1, 1, H, W, kh, kw, 1, 1, 0, 0, 1, 1, Ho, Wo)), ctypes.c_int(0))
+assert cols[total - 1] == 1 and cols[tid] == 1, "the thread's first and last elements"
+"""
+
+
+@pytest.mark.skipif(fake_cupy.compiler() is None, reason="no C++ compiler to run the CUDA C on the CPU")
+def test_32bit_grid_stride_loop_stops_instead_of_wrapping_past_2_to_the_32():
+    """t += stride in unsigned 32 bits passed 2^32 and wrapped to an index below total: on an H100,
+    an im2col with total in [2^32 - 1,081,344, 2^32) never finished (the emulated thread ran for ever)."""
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    try:
+        result = subprocess.run([sys.executable, "-c", WRAP_SCRIPT], capture_output=True, text=True, timeout=60, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the 32-bit im2col thread was still looping after 60 s: its index wrapped past 2^32")
+    if result.returncode != 0 and "SKIP:" in result.stderr:
+        pytest.skip(result.stderr.strip().splitlines()[-1])
+    assert result.returncode == 0, result.stderr
 
 
 def test_cuda_sources_ship_beside_the_wrappers():
