@@ -197,6 +197,41 @@ def test_command_line_train_sample_info(tmp_path, capsys):
     assert f"kernels: {backend.kernel_info()['backend']}" in capsys.readouterr().out
 
 
+class Killed(Exception):
+    pass
+
+
+def test_sampling_killed_between_batches_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vae", "--steps", "2", "--batch-size", "8", "--out", str(out)]) == 0
+    ckpt, whole, resumed = str(out / "checkpoint.npz"), tmp_path / "whole.npz", tmp_path / "resumed.npz"
+    command = ["sample", "--checkpoint", ckpt, "--n", "7", "--batch-size", "3", "--out", ""]
+    assert cli.main(command + ["--npz", str(whole)]) == 0
+    assert not os.path.exists(f"{whole}.partial")  # removed once the samples are saved
+
+    model_class = type(trainer.load_checkpoint(ckpt)[0])
+    sample, calls = model_class.sample, []
+
+    def killed_at_the_third_batch(self, n, **options):
+        calls.append(n)
+        if len(calls) == 3:
+            raise Killed
+        return sample(self, n, **options)
+
+    monkeypatch.setattr(model_class, "sample", killed_at_the_third_batch)
+    with pytest.raises(Killed):
+        cli.main(command + ["--npz", str(resumed)])
+    assert load(f"{resumed}.partial")["samples"].shape == (6, 1, 28, 28) and not resumed.exists()
+    monkeypatch.setattr(model_class, "sample", sample)
+    assert cli.main(command + ["--npz", str(resumed)]) == 0  # draws the last image only
+    np.testing.assert_array_equal(load(resumed)["samples"], load(whole)["samples"])
+    assert not os.path.exists(f"{resumed}.partial")
+
+    save(load(f"{whole}") | {"settings": {}}, f"{resumed}.partial")  # another draw's file is refused, not mixed in
+    assert cli.main(command + ["--npz", str(resumed), "--seed", "1"]) == 2
+    assert "holds samples drawn with other settings" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_every_model_trains_on_the_full_mnist_files(tmp_path, model):
     if not os.path.isdir(DATA_DIR):

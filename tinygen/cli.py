@@ -71,7 +71,9 @@ def build_parser():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--out", default="grid.png", help="PNG grid to write ('' for none)")
-    p.add_argument("--npz", help="also write the raw samples, shape (n, 1, 28, 28), to this .npz")
+    p.add_argument("--npz", help="also write the raw samples, shape (n, 1, 28, 28), to this .npz; until then "
+                   "NPZ.partial holds the batches done, and the same command continues from it")
+    p.add_argument("--batch-size", type=int, default=500, help="images sampled per call (default 500)")
     p.add_argument("--npz-dtype", choices=["uint8", "float32"], default="float32",
                    help="float32 in [0, 1] or uint8 in [0, 255] (default float32)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
@@ -146,10 +148,14 @@ def run_sample(args):
     _check_output_folder(args.out, "--out")
     model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
     options = _sampling_options(args, run)
-    if args.n < 1:
-        raise tinygen.ArgumentError(f"--n must be at least 1, got {args.n}")
-    backend.manual_seed(args.seed)
-    samples = model.sample(args.n, **options)  # (n, 1, 28, 28) float32 in [0, 1]
+    for name in ("n", "batch_size"):
+        if getattr(args, name) < 1:
+            raise tinygen.ArgumentError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    # With --npz, a killed run (hours of DDPM sampling on a CPU) continues from NPZ.partial
+    partial = args.npz + ".partial" if args.npz else None
+    key = dict(checkpoint=evaluation.sha256_of(args.checkpoint), model=run["model"], step=step) if args.npz else None
+    samples = evaluation.sample_in_batches(model, args.n, args.batch_size, args.seed, options, progress=sys.stderr,
+                                           partial=partial, key=key)  # (n, 1, 28, 28) float32 in [0, 1]
     if args.out:
         image.save_png(args.out, image.make_grid(samples, nrow=int(np.ceil(np.sqrt(args.n)))))
         print(f"grid: {args.out}")
@@ -157,6 +163,8 @@ def run_sample(args):
         data = samples if args.npz_dtype == "float32" else np.round(samples * 255).astype(np.uint8)
         save({"samples": data, "model": run["model"], "step": step, "seed": args.seed, "options": options}, args.npz)
         print(f"samples: {args.npz} ({data.dtype}, shape {data.shape})")
+        if os.path.exists(partial):
+            os.remove(partial)
     return 0
 
 

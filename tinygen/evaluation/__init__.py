@@ -14,7 +14,14 @@ test images, every number printed beside the same number for real training image
 
 # NOTE: the function `features` is not re-exported: `tinygen.evaluation.features` stays the module
 # (use `from tinygen.evaluation.features import features`).
-from tinygen.evaluation.features import WEIGHTS_SHA256, LeNet, classify, load_feature_net, load_test_statistics
+from tinygen.evaluation.features import (
+    WEIGHTS_SHA256,
+    LeNet,
+    classify,
+    load_feature_net,
+    load_test_statistics,
+    sha256_of,
+)
 from tinygen.evaluation.frechet import frechet_distance, frechet_distance_of_features, sqrtm_psd, statistics
 from tinygen.evaluation.manifold import class_histogram, nearest_distances, precision_recall_coverage
 from tinygen.evaluation.protocol import (

@@ -35,7 +35,7 @@ from tinygen.evaluation.features import (
 )
 from tinygen.evaluation.frechet import frechet_distance, statistics
 from tinygen.evaluation.manifold import NEAREST_K, class_histogram, nearest_distances, precision_recall_coverage
-from tinygen.serialization import _CORRUPT_ERRORS
+from tinygen.serialization import _CORRUPT_ERRORS, load, save
 
 PROTOCOL_N = 10_000
 SAMPLES_KEY = "samples"
@@ -175,18 +175,36 @@ def evaluate(images, ref, net=None, exclude=None):
     return metrics
 
 
-def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=None):
+def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=None, partial=None, key=None):
     """n samples (n, 1, 28, 28) float32 in [0, 1] from `model`, `batch_size` per `model.sample` call.
 
     The draws start from `manual_seed(seed)`; `options` go to every call (a diffusion model's
     sampler, steps, eta, guidance). `progress`, a text file such as sys.stderr, receives a
     "sampling k/n" line updated after every batch.
+
+    `partial`, a path: after every batch the samples so far and the generator's state are saved
+    there (atomically), and a call that finds the file continues after its last batch, with the
+    numbers an uninterrupted call would have drawn; so a killed run (10,000 ancestral DDPM
+    samples take hours on a CPU) loses one batch at most. `key`, a dict of plain values that
+    identify the draw (the checkpoint, say): a file saved under another key, n, batch size, seed
+    or options is refused, not mixed in. The caller removes the file when it is done with it.
     """
+    settings = dict(key or {}, n=n, batch_size=batch_size, seed=seed, options=dict(options or {}))
     backend.manual_seed(seed)
     batches, done = [], 0
+    if partial is not None and os.path.exists(partial):
+        state = load(partial)
+        if state.get("settings") != settings:
+            raise ArgumentError(f"{partial} holds samples drawn with other settings ({state.get('settings')}, "
+                                f"not {settings}); remove it, or draw with its settings to continue it")
+        batches, done = [state["samples"]], len(state["samples"])
+        backend.set_rng_state(state["rng"])
     while done < n:
         batches.append(model.sample(min(batch_size, n - done), **(options or {})))
         done += len(batches[-1])
+        if partial is not None and done < n:
+            batches = [np.concatenate(batches)]
+            save({"samples": batches[0], "rng": backend.get_rng_state(), "settings": settings}, partial)
         if progress is not None:
             print(f"\rsampling {done}/{n}", end="", file=progress, flush=True)
     if progress is not None:
