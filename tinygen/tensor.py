@@ -24,6 +24,7 @@ import numpy as np
 from tinygen import backend
 from tinygen.errors import ArgumentError, DeviceMismatchError, DTypeError, ShapeError
 
+
 class _GradMode(threading.local):
     """Whether operations are recorded, per thread (as PyTorch's grad mode): `no_grad` in one
     thread leaves the others recording."""
@@ -93,9 +94,9 @@ class Function:
         out = cls.forward(ctx, *arrays, **params)
         requires_grad = _grad_mode.enabled and any(ctx.needs_input_grad)
         result = Tensor._from_array(out, requires_grad=requires_grad)
-        view = out.base is not None
+        view = result.data.base is not None  # (result.data: out, or out made an array)
         for a in arrays:
-            view = view or a is out
+            view = view or a is result.data
         if view:
             _share_version_with_input(result, inputs, arrays)
         if requires_grad:
