@@ -85,12 +85,17 @@ def test_nested_sequential_names_like_pytorch():
     assert [type(c).__name__ for c in model.children()] == ["Linear", "Sequential", "Linear"]
 
 
-def test_names_and_state_dict_keys_match_pytorch():
-    torch = pytest.importorskip("torch")
+def small_torch_twin(torch):
+    """`small_model` in PyTorch."""
     tn = torch.nn
-    twin = tn.Sequential(
+    return tn.Sequential(
         tn.Linear(4, 5), tn.Sequential(tn.BatchNorm1d(5), tn.ReLU(), tn.Dropout(0.5)), tn.Linear(5, 2, bias=False)
     )
+
+
+def test_names_and_state_dict_keys_match_pytorch():
+    torch = pytest.importorskip("torch")
+    twin = small_torch_twin(torch)
     model = small_model()
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in twin.named_parameters()]
     assert [n for n, _ in model.named_buffers()] == [n for n, _ in twin.named_buffers()]
@@ -122,10 +127,7 @@ def test_sequential_slice_keeps_the_parents_names():
 
 def test_sequential_slice_names_match_pytorch():
     torch = pytest.importorskip("torch")
-    tn = torch.nn
-    twin = tn.Sequential(
-        tn.Linear(4, 5), tn.Sequential(tn.BatchNorm1d(5), tn.ReLU(), tn.Dropout(0.5)), tn.Linear(5, 2, bias=False)
-    )
+    twin = small_torch_twin(torch)
     model = small_model()
     for index in (slice(1, None), slice(None, 2), slice(None, None, 2), slice(None, None, -1), slice(-2, None),
                   slice(5, None), slice(-1, 0, -1)):
