@@ -33,7 +33,8 @@ Measured in one run, in this order:
 4. Numba compile time, separately: the first conv and noise-step calls of a fresh process with an
    empty cache, then of a second process reading the cache (`--quick` skips the empty-cache run).
 
-The kernels are called through their modules (the same functions the dispatcher forwards to);
+The kernels are called through their modules (the same functions the dispatcher forwards to),
+so TINYGEN_KERNELS=numpy or cupy, which would not change what is timed, is refused;
 Numba's threading policy is tinygen's own (`tinygen.backend`), exactly what a user gets with no
 environment variables set. Benchmarks are not tests: nothing here asserts a time.
 
@@ -772,6 +773,10 @@ def main(argv=None):
     args.repeats = (1 if args.quick else 7) if args.repeats is None else args.repeats
     if args.repeats < 1 or args.warmups < 1:  # a first call times Numba loading (or compiling) its kernels
         parser.error(f"--repeats and --warmups must be >= 1, not {args.repeats} and {args.warmups}")
+    if backend.requested_kernels() not in ("auto", "numba"):  # the rows call the modules, not the dispatcher
+        parser.error(f"this benchmark times the Numba kernels beside the NumPy reference whatever "
+                     f"TINYGEN_KERNELS says; with TINYGEN_KERNELS={backend.requested_kernels()} its header "
+                     f"would name kernels it does not time: unset TINYGEN_KERNELS")
 
     info = backend.kernel_info()
     description = machine.describe() + f"; BLAS products: {info['blas']}"

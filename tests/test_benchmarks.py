@@ -127,6 +127,17 @@ def test_benchmarks_refuse_to_time_the_first_call(module, argv, monkeypatch):
     assert exit_info.value.code == 2  # argparse's usage error
 
 
+@pytest.mark.parametrize("choice", ["numpy", "cupy"])
+def test_kernels_refuses_a_kernel_choice_it_would_not_time(choice, monkeypatch, capsys):
+    # Its rows call the Numba modules directly: under TINYGEN_KERNELS=numpy its header said
+    # "kernels=numpy" above Numba's times.
+    monkeypatch.setenv("TINYGEN_KERNELS", choice)
+    with pytest.raises(SystemExit) as exit_info:
+        kernels.main(["--quick"])
+    assert exit_info.value.code == 2
+    assert f"TINYGEN_KERNELS={choice}" in capsys.readouterr().err
+
+
 def test_fma_peak_runs_512_bit_fmas_where_the_cpu_has_them(monkeypatch):
     # LLVM tunes Intel's AVX-512 server cores for 256-bit vectors: the FMA loop ran ymm FMAs at half
     # their peak, and the README's 2-core Xeon measured a "peak" of 227 GFLOP/s beside sgemm's 306.
