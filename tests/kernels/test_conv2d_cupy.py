@@ -47,10 +47,21 @@ def poisoned_outputs(gpu):
         yield allocated
 
 
-def assert_matches(out, expected, what="output"):
+def assert_matches(out, expected, what="output", terms=None):
     """A GPU array against a NumPy one: `assert_kernel_output` on its copy on the host."""
     assert backend.is_device_array(out), f"{what}: a {type(out).__name__}, not a GPU array"
-    assert_kernel_output(out.get(), expected, what=what)
+    assert_kernel_output(out.get(), expected, what=what, terms=terms)
+
+
+def assert_like_reference(gpu, name, a, b, *args, **kwargs):
+    """gpu_cupy.NAME on a and b copied to the GPU against reference.NAME(a, b, ...); returns the
+    reference's. Every element is a sum of products of a's and b's elements, so the reference on
+    |a| and |b| gives the sums of the terms' magnitudes, which the error is measured against
+    where terms cancel."""
+    out = getattr(gpu_cupy, name)(gpu.asarray(a), gpu.asarray(b), *args, **kwargs)
+    expected = getattr(reference, name)(a, b, *args, **kwargs)
+    assert_matches(out, expected, name, terms=getattr(reference, name)(np.abs(a), np.abs(b), *args, **kwargs))
+    return expected
 
 
 # --- every kernel against the reference ---------------------------------------------------------
@@ -72,14 +83,10 @@ def test_im2col_and_col2im_match_reference(gpu, data):
 def test_conv2d_kernels_match_reference(gpu, data):
     p, x, w, rng = draw_case(data)
     args = (p["stride"], p["padding"], p["dilation"])
-    y = gpu_cupy.conv2d_forward(gpu.asarray(x), gpu.asarray(w), *args)
-    expected = reference.conv2d_forward(x, w, *args)
-    assert_matches(y, expected, "forward")
+    expected = assert_like_reference(gpu, "conv2d_forward", x, w, *args)
     g = rng.standard_normal(expected.shape).astype(x.dtype)
-    assert_matches(gpu_cupy.conv2d_backward_input(gpu.asarray(g), gpu.asarray(w), x.shape[2:], *args),
-                   reference.conv2d_backward_input(g, w, x.shape[2:], *args), "backward input")
-    assert_matches(gpu_cupy.conv2d_backward_weight(gpu.asarray(x), gpu.asarray(g), p["kernel"], *args),
-                   reference.conv2d_backward_weight(x, g, p["kernel"], *args), "backward weight")
+    assert_like_reference(gpu, "conv2d_backward_input", g, w, x.shape[2:], *args)
+    assert_like_reference(gpu, "conv2d_backward_weight", x, g, p["kernel"], *args)
 
 
 @settings(max_examples=40)
@@ -87,18 +94,11 @@ def test_conv2d_kernels_match_reference(gpu, data):
 def test_conv_transpose2d_kernels_match_reference(gpu, data):
     p, x, w, rng = draw_case(data, transposed=True)
     stride, padding, dilation, output_padding = p["stride"], p["padding"], p["dilation"], p["output_padding"]
-    xg, wg = gpu.asarray(x), gpu.asarray(w)
-    y = gpu_cupy.conv_transpose2d_forward(xg, wg, stride, padding, output_padding, dilation)
-    expected = reference.conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation)
-    assert_matches(y, expected, "forward")
+    expected = assert_like_reference(gpu, "conv_transpose2d_forward", x, w, stride, padding, output_padding, dilation)
     g = rng.standard_normal(expected.shape).astype(x.dtype)
-    gg, hw = gpu.asarray(g), x.shape[2:]
-    assert_matches(gpu_cupy.conv_transpose2d_backward_input(gg, wg, stride, padding, dilation, input_hw=hw),
-                   reference.conv_transpose2d_backward_input(g, w, stride, padding, dilation, input_hw=hw),
-                   "backward input")
-    assert_matches(gpu_cupy.conv_transpose2d_backward_weight(xg, gg, p["kernel"], stride, padding, dilation),
-                   reference.conv_transpose2d_backward_weight(x, g, p["kernel"], stride, padding, dilation),
-                   "backward weight")
+    assert_like_reference(gpu, "conv_transpose2d_backward_input", g, w, stride, padding, dilation,
+                          input_hw=x.shape[2:])
+    assert_like_reference(gpu, "conv_transpose2d_backward_weight", x, g, p["kernel"], stride, padding, dilation)
 
 
 @pytest.mark.parametrize("layer", sorted(MNIST_LAYERS))
@@ -148,16 +148,20 @@ def test_autograd_on_the_gpu_matches_the_cpu(gpu, transposed, data):
     if transposed:
         kwargs["output_padding"] = p["output_padding"]
     fn = F.conv_transpose2d if transposed else F.conv2d
-    results = {}
-    for device in ("cpu", "cuda"):
-        leaves = [Tensor(a.copy(), requires_grad=True, device=device) for a in (x, w, b)]
+
+    def run(device, magnitudes=False):
+        """[y, grad x, grad w, grad b]; magnitudes=True: on |x|, |w|, |b| with |g|, the sums of
+        the terms' magnitudes (each output is a sum of products)."""
+        f = np.abs if magnitudes else np.asarray
+        leaves = [Tensor(f(a).copy(), requires_grad=True, device=device) for a in (x, w, b)]
         y = fn(*leaves, **kwargs)
-        g = np.random.default_rng(7).standard_normal(y.shape).astype(y.dtype)
-        y.backward(g)
+        y.backward(f(np.random.default_rng(7).standard_normal(y.shape).astype(y.dtype)))
         assert y.device == device and all(t.grad.device == device for t in leaves)
-        results[device] = [y.data] + [t.grad.data for t in leaves]
-    for name, gpu_value, cpu_value in zip(("y", "grad x", "grad w", "grad b"), results["cuda"], results["cpu"]):
-        assert_matches(gpu_value, cpu_value, name)
+        return [y.data] + [t.grad.data for t in leaves]
+
+    names = ("y", "grad x", "grad w", "grad b")
+    for name, gpu_value, cpu_value, terms in zip(names, run("cuda"), run("cpu"), run("cpu", magnitudes=True)):
+        assert_matches(gpu_value, cpu_value, name, terms=terms)
 
 
 # --- dispatch ---------------------------------------------------------------------------------------
