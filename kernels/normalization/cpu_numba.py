@@ -20,7 +20,8 @@ over blocks of the flat array:
   in float32 that exp is our own vectorizable `_exp_neg32`, not libm's scalar expf.
 
 Every array returned comes from `_empty` (the tests poison it with NaN). Compiled with
-``cache=True, fastmath=False`` for float32 and float64, like the conv kernels.
+``cache=True, fastmath=False`` for float32 and float64, like the conv kernels; only the row sums may
+reassociate their adds (`_sum_jit`).
 """
 
 import numpy as np
