@@ -1,6 +1,6 @@
 """tinygen: GANs, VAEs and diffusion models from scratch on a tiny autograd engine."""
 
-import numpy as np
+from numpy import float32, float64, int64  # the dtypes, as torch.float32 etc.
 
 from tinygen.backend import (
     device,
@@ -46,7 +46,3 @@ from tinygen.tensor import (
 from tinygen import nn, optim  # noqa: E402  (after Tensor: both build on it)
 
 __version__ = "0.1.0"
-
-float32 = np.float32
-float64 = np.float64
-int64 = np.int64
