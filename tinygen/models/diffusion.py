@@ -43,6 +43,10 @@ the NumPy and Numba kernels draw the same numbers (to float32 rounding).
 ['grad_norm', 'loss']
 >>> model.sample(2, sampler="ddim", steps=5).shape
 (2, 1, 28, 28)
+>>> rgb = DDPM(Config.for_shape(3, 32, T=50, channels=(8, 16), groups=4, num_classes=2))  # attention at 16x16
+>>> _ = rgb.train_step(tinygen.rand(2, 3, 32, 32), np.array([0, 1]))
+>>> rgb.sample(2, steps=3, labels=[0, 1], guidance=2.0).shape
+(2, 3, 32, 32)
 """
 
 import copy
@@ -63,11 +67,23 @@ from tinygen.tensor import Tensor, cat, no_grad
 class Config:
     """Hyperparameters of the DDPM and its training run.
 
-    The defaults are sized for 2 CPU cores: channels (32, 64, 128) make a UNet of 1,461,953
-    parameters, trained for 4,000 steps of batch 64 with Adam (warm-up, then a cosine decay of
-    the learning rate to 0) and sampled from an EMA of the weights with decay 0.999, which
-    averages over the last ~1,000 steps. The README gives the measured time of this default run
-    and what its samples look like.
+    The defaults are sized for MNIST (1 x 28 x 28) on 2 CPU cores: channels (32, 64, 128) make a
+    UNet of 1,461,953 parameters, trained for 4,000 steps of batch 64 with Adam (warm-up, then a
+    cosine decay of the learning rate to 0) and sampled from an EMA of the weights with decay
+    0.999, which averages over the last ~1,000 steps. The README gives the measured time of this
+    default run and what its samples look like. `Config.for_shape` gives the defaults for other
+    image shapes.
+
+    The UNet's shape: `channels` lists its widths, one per resolution, from the image's down
+    (Ho et al.'s ch * ch_mult, lucidrains' dim * dim_mults: (32, 64, 128) is ch = 32 with
+    ch_mult (1, 2, 4)); their number is the number of resolutions, so image_size must be
+    divisible by 2^(len(channels) - 1) (three widths: 28/14/7 or 32/16/8; four: 32/16/8/4 or
+    64/32/16/8); other sizes are refused. `attn_resolutions` lists
+    the resolutions (side lengths in pixels) that get a self-attention block after each residual
+    block, as Ho et al.'s (16,) at 32 x 32; the middle block gets one when the lowest resolution
+    is listed. The settings added with colour images (image_channels, image_size,
+    attn_resolutions, attn_heads) default to the network of before, so checkpoints written
+    before them rebuild the same UNet.
     """
 
     T: int = 1000  # number of diffusion steps
@@ -75,7 +91,11 @@ class Config:
     beta_start: float = 1e-4  # beta_1 of the linear schedule
     beta_end: float = 0.02  # beta_T of the linear schedule
     cosine_s: float = 0.008  # offset s of the cosine schedule
-    channels: tuple = (32, 64, 128)  # UNet widths at 28x28, 14x14, 7x7
+    image_channels: int = 1  # C of the (C, H, W) images: 1 grey, 3 RGB
+    image_size: int = 28  # H = W
+    channels: tuple = (32, 64, 128)  # UNet widths, one per resolution (28x28, 14x14, 7x7 at image_size 28)
+    attn_resolutions: tuple = ()  # resolutions with self-attention, e.g. (16,) at image_size 32
+    attn_heads: int = 1  # heads of each attention block (Ho et al.: 1); must divide the widths it sees
     groups: int = 8  # GroupNorm groups (must divide every width)
     dropout: float = 0.0
     num_classes: int | None = None  # class-conditional (with a "null" class for guidance) when set
@@ -89,19 +109,71 @@ class Config:
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
         if self.T < 1:
             raise ArgumentError(f"T must be at least 1, got {self.T}")
         if self.schedule not in ("linear", "cosine"):
             raise ArgumentError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
-        if not 1 <= len(self.channels) <= 3 or any(c < 1 or c % self.groups for c in self.channels):
+        if self.image_channels < 1 or self.image_size < 1:
+            raise ArgumentError(f"image_channels and image_size must be positive, got {self.image_channels} and "
+                                f"{self.image_size}")
+        if not self.channels or any(c < 1 or c % self.groups for c in self.channels):
+            raise ArgumentError(f"channels must be one or more widths, each divisible by groups={self.groups}; "
+                                f"got {self.channels}")
+        levels = len(self.channels)
+        if self.image_size % 2 ** (levels - 1):
             raise ArgumentError(
-                f"channels must be 1 to 3 widths (28x28 halves twice at most), each divisible by "
-                f"groups={self.groups}; got {self.channels}"
+                f"image_size {self.image_size} does not halve {levels - 1} times: {levels} resolutions "
+                f"(channels={self.channels}) need a size divisible by {2 ** (levels - 1)}; use fewer widths "
+                f"or another image_size"
             )
+        unknown = sorted(set(self.attn_resolutions) - set(self.resolutions))
+        if unknown:
+            raise ArgumentError(f"attn_resolutions {unknown} are not among the UNet's resolutions "
+                                f"{self.resolutions} (image_size {self.image_size}, {levels} widths)")
+        for r, width in zip(self.resolutions, self.channels):
+            if r in self.attn_resolutions and (self.attn_heads < 1 or width % self.attn_heads):
+                raise ArgumentError(f"attn_heads={self.attn_heads} must divide the width {width} of the "
+                                    f"attention at resolution {r}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ArgumentError(f"num_classes must be None or at least 1, got {self.num_classes}")
         if not 0 <= self.p_uncond <= 1:
             raise ArgumentError(f"p_uncond must be a probability, got {self.p_uncond}")
+
+    @property
+    def resolutions(self):
+        """The side length at each width of `channels`: (28, 14, 7) for the MNIST default."""
+        return tuple(self.image_size // 2**i for i in range(len(self.channels)))
+
+    @property
+    def shape(self):
+        """The (C, H, W) of the images the model trains on and samples."""
+        return (self.image_channels, self.image_size, self.image_size)
+
+    @classmethod
+    def for_shape(cls, image_channels, image_size, **overrides):
+        """The defaults for (image_channels, image_size, image_size) images; `overrides` win.
+
+        Widths 32, 64, 128 (and 128 again at a fourth resolution from 64 pixels up, so that the
+        lowest is 8 x 8 or less), as many as the size halves into (three at 28 or 32, fewer at
+        sizes that do not halve twice), and from 32 pixels up self-attention at 16 x 16 where the
+        UNet has that resolution, as Ho et al.'s CIFAR-10 UNet (whose widths are 128/256/256/256).
+        28 x 28 gives the MNIST defaults.
+
+        >>> c = Config.for_shape(3, 32)
+        >>> c.shape, c.channels, c.resolutions, c.attn_resolutions
+        ((3, 32, 32), (32, 64, 128), (32, 16, 8), (16,))
+        >>> Config.for_shape(3, 64).resolutions
+        (64, 32, 16, 8)
+        >>> Config.for_shape(1, 28) == Config()
+        True
+        """
+        levels = 4 if image_size >= 64 and image_size % 8 == 0 else 3 if image_size % 4 == 0 else \
+            2 if image_size % 2 == 0 else 1
+        fields = {"image_channels": image_channels, "image_size": image_size, "channels": (32, 64, 128, 128)[:levels]}
+        if image_size >= 32 and 16 in [image_size // 2**i for i in range(levels)]:
+            fields["attn_resolutions"] = (16,)
+        return cls(**{**fields, **overrides})
 
 
 class Schedule:
@@ -173,14 +245,47 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+class AttentionBlock(nn.Module):
+    """Self-attention over the H W positions of a feature map, as in Ho et al.'s UNet:
+    GroupNorm -> 1x1 conv to queries, keys and values -> softmax(Q K^T / sqrt(d)) V per head ->
+    1x1 conv, added to the input. `heads` splits the C channels into heads of C / heads (Ho et
+    al. use one head: heads=1). The output conv starts at zero, so the block starts as the identity."""
+
+    def __init__(self, channels, groups, heads=1):
+        super().__init__()
+        if channels % heads:
+            raise ArgumentError(f"heads={heads} must divide the attention block's {channels} channels")
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)  # (B, 3C, H, W) -> (B, 3, h, d, HW)
+        qkv = qkv.transpose(-2, -1)  # (B, 3, h, HW, d): one row of d features per position
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # each (B, h, HW, d)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, h, HW, d): each position a mix of all H W
+        h = h.transpose(-2, -1).reshape(B, C, H, W)  # (B, h, d, HW) -> (B, C, H, W)
+        return x + self.proj(h)
+
+
 class UNet(nn.Module):
-    """eps_theta(x_t, t, c) for (B, 1, 28, 28) images: one residual block per resolution on the
-    way down (28 -> 14 -> 7, stride-2 convs) and up (nearest upsampling + conv), with the down
-    path's outputs concatenated onto the up path's inputs (skip connections)."""
+    """eps_theta(x_t, t, c) for (B, C, H, W) images: one residual block per resolution on the way
+    down (28 -> 14 -> 7 by default, stride-2 convs) and up (nearest upsampling + conv), with the
+    down path's outputs concatenated onto the up path's inputs (skip connections), and a
+    self-attention block after the residual blocks at `config.attn_resolutions`."""
 
     def __init__(self, config):
         super().__init__()
         widths, groups, dropout = config.channels, config.groups, config.dropout
+        attn = [r in config.attn_resolutions for r in config.resolutions]  # per level, from the top
+
+        def attention(level, width):  # nn.Identity holds no weights: a level without attention saves none
+            return AttentionBlock(width, groups, config.attn_heads) if attn[level] else nn.Identity()
+
         self.time_dim = 2 * max(1, widths[0] // 2)  # sinusoids come in (sin, cos) pairs
         emb_dim = 4 * widths[0]
         self.num_classes = config.num_classes
@@ -188,29 +293,32 @@ class UNet(nn.Module):
         if config.num_classes is not None:
             # one extra row: the "null" class index num_classes, for classifier-free guidance
             self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim)
-        self.inc = nn.Conv2d(1, widths[0], 3, padding=1)
-        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        self.inc = nn.Conv2d(config.image_channels, widths[0], 3, padding=1)
+        self.down, self.down_attn, self.downsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         c = widths[0]
         for i, width in enumerate(widths):
             self.down.append(ResBlock(c, width, emb_dim, groups, dropout))
+            self.down_attn.append(attention(i, width))
             if i < len(widths) - 1:
                 self.downsample.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
             c = width
         self.mid = ResBlock(c, c, emb_dim, groups, dropout)
-        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        self.mid_attn = attention(len(widths) - 1, c)
+        self.up, self.up_attn, self.upsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(widths))):
             self.up.append(ResBlock(c + widths[i], widths[i], emb_dim, groups, dropout))
+            self.up_attn.append(attention(i, widths[i]))
             c = widths[i]
             if i > 0:
                 up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, widths[i - 1], 3, padding=1))
                 self.upsample.append(up)
                 c = widths[i - 1]
-        self.out = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, config.image_channels, 3, padding=1))
         nn.init.zeros_(self.out[2].weight)  # the first prediction is eps_theta = 0
         nn.init.zeros_(self.out[2].bias)
 
     def forward(self, x, t, labels=None):
-        """x (B, 1, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, 1, H, W)."""
+        """x (B, C, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, C, H, W)."""
         emb = self.time_mlp(timestep_embedding(t, self.time_dim, x.dtype, x.device))  # (B, emb_dim)
         if self.num_classes is not None:
             if labels is None:
@@ -221,14 +329,14 @@ class UNet(nn.Module):
             raise ArgumentError("labels given to a UNet built without num_classes")
         h = self.inc(x)
         skips = []
-        for i, block in enumerate(self.down):
-            h = block(h, emb)
+        for i, (block, attn) in enumerate(zip(self.down, self.down_attn)):
+            h = attn(block(h, emb))
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
-        h = self.mid(h, emb)
-        for i, block in enumerate(self.up):
-            h = block(cat([h, skips.pop()], dim=1), emb)  # (B, C_up + C_skip, H, W)
+        h = self.mid_attn(self.mid(h, emb))
+        for i, (block, attn) in enumerate(zip(self.up, self.up_attn)):
+            h = attn(block(cat([h, skips.pop()], dim=1), emb))  # (B, C_up + C_skip, H, W)
             if i < len(self.upsample):
                 h = self.upsample[i](h)
         return self.out(h)
@@ -238,7 +346,8 @@ class UNet(nn.Module):
 
 
 class DDPM:
-    """A DDPM on 28x28 digits, following the protocol of `tinygen.models`."""
+    """A DDPM on (C, H, W) images (`Config.shape`; 1 x 28 x 28 digits by default), following the
+    protocol of `tinygen.models`."""
 
     Config = Config
 
@@ -271,8 +380,10 @@ class DDPM:
         x0 = x0 if hasattr(x0, "ndim") else np.asarray(x0)
         if x0.dtype.kind != "f":
             raise DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {x0.dtype}")
-        if x0.ndim != 4 or tuple(x0.shape[1:]) != (1, 28, 28) or x0.shape[0] < 1:
-            raise ShapeError(f"images must have shape (B, 1, 28, 28), the shape the sampler draws, got {tuple(x0.shape)}")
+        shape = self.config.shape
+        if x0.ndim != 4 or tuple(x0.shape[1:]) != shape or x0.shape[0] < 1:
+            raise ShapeError(f"images must have shape (B, {', '.join(map(str, shape))}), the (C, H, W) of the model's "
+                             f"config and the shape the sampler draws, got {tuple(x0.shape)}")
         check_unit_range(x0)
         x0 = backend.to_device(x0, self.device)  # a batch from the host is copied to the network's device
         x0 = 2 * x0.astype(self.net.inc.weight.dtype, copy=False) - 1  # [0, 1] -> [-1, 1], the model's dtype
@@ -316,7 +427,7 @@ class DDPM:
     @no_grad()
     def sample(self, n, sampler="ddim", steps=None, eta=0.0, labels=None, guidance=0.0, use_ema=True,
                variance="beta", clip_x0=True):
-        """n images (n, 1, 28, 28) float32 in [0, 1], from x_T ~ N(0, I) run backwards.
+        """n images (n, C, H, W) float32 in [0, 1] (`Config.shape`), from x_T ~ N(0, I) run backwards.
 
         sampler "ddpm": Algorithm 2 over all T steps, sigma_t^2 = beta_t (variance="beta") or
         beta~_t (variance="posterior"). sampler "ddim": `steps` timesteps (default 50, or T if fewer) with `eta`.
@@ -356,9 +467,9 @@ class DDPM:
         net.eval()  # no dropout while sampling
         dtype = self.net.inc.weight.dtype
         # One counter-based stream per call: x_T is its block 0 and step j's z its block j (j = 1, 2, ...),
-        # each block n*28*28 numbers long.
+        # each block n*C*H*W numbers long.
         seed = int(backend.generator().integers(2**63))
-        x = kernels.normal((n, 1, 28, 28), seed, 0, dtype, device=self.device)  # x_T ~ N(0, I), on the GPU there
+        x = kernels.normal((n, *self.config.shape), seed, 0, dtype, device=self.device)  # x_T ~ N(0, I), on the GPU there
         xp = backend.get_array_module(x)
         if sampler == "ddpm":
             x = self._sample_ddpm(net, x, labels, guidance, variance, clip_x0, seed)
@@ -384,7 +495,7 @@ class DDPM:
         else:
             null = np.full(n, self.config.num_classes)
             both = net(Tensor(xp.concatenate([x, x])), np.concatenate([ts, ts]), np.concatenate([labels, null])).data
-            eps = (1 + guidance) * both[:n] - guidance * both[n:]  # both: (2n, 1, H, W)
+            eps = (1 + guidance) * both[:n] - guidance * both[n:]  # both: (2n, C, H, W)
         if clip_x0:
             a, b = float(self.schedule.sqrt_alpha_bar[i]), float(self.schedule.sqrt_one_minus_alpha_bar[i])
             x0_hat = xp.clip((x - b * eps) / a, -1, 1)

@@ -271,6 +271,80 @@ def logsumexp(input, dim, keepdim=False):
     return input.logsumexp(dim, keepdim)
 
 
+# --- attention -----------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(Q K^T scale + M) V over the last two dimensions (Vaswani et al. 2017, eq. 1), as
+    torch.nn.functional.scaled_dot_product_attention: query (..., L, E), key (..., S, E) and value
+    (..., S, Ev) -> (..., L, Ev), the leading (batch, head) dimensions broadcast.
+
+    scale defaults to 1 / sqrt(E). attn_mask broadcasts to (..., L, S): a boolean mask keeps the
+    scores where it is True (a False one gets weight 0), a float mask is added to the scores.
+    is_causal masks position j > i (the lower-triangular mask, L x S). dropout_p zeroes attention
+    weights with that probability (inverted dropout), always, as PyTorch does: pass 0 in eval.
+    Composed from matmul, softmax and dropout, so its gradient comes from autograd.
+    NOTE: a query whose every key is masked gets the weights 0 and the output 0, as PyTorch (2.5
+    on) gives, not the nan of 0 / 0.
+
+    >>> q = Tensor(np.eye(2, dtype=np.float32)[None])  # (1, L=2, E=2)
+    >>> v = Tensor(np.array([[[1.0], [3.0]]], np.float32))  # (1, S=2, Ev=1)
+    >>> scaled_dot_product_attention(q, q, v, is_causal=True).numpy().ravel().tolist()  # doctest: +ELLIPSIS
+    [1.0, 2.3395...]
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(t, name)
+        if t.ndim < 2:
+            raise ShapeError(f"scaled_dot_product_attention: {name} must have at least 2 dimensions (..., length, "
+                             f"features), got shape {tuple(t.shape)}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ShapeError(f"scaled_dot_product_attention: query {tuple(query.shape)} and key {tuple(key.shape)} "
+                         f"must have the same feature size E (last dimension)")
+    if key.shape[-2] != value.shape[-2]:
+        raise ShapeError(f"scaled_dot_product_attention: key {tuple(key.shape)} and value {tuple(value.shape)} "
+                         f"must have the same length S (second-to-last dimension)")
+    if not 0 <= dropout_p <= 1:
+        raise ArgumentError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    if is_causal and attn_mask is not None:
+        raise ArgumentError("scaled_dot_product_attention: pass attn_mask or is_causal=True, not both")
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    if is_causal:
+        attn_mask = np.tril(np.ones((L, S), dtype=bool))
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+        mask = mask if hasattr(mask, "dtype") else np.asarray(mask)
+        try:
+            np.broadcast_shapes(tuple(mask.shape), tuple(scores.shape))
+        except ValueError:
+            raise ShapeError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not "
+                             f"broadcast to the scores' shape {tuple(scores.shape)} (..., L, S)") from None
+        if mask.dtype == bool:  # True: take part; False: -inf before the softmax, weight 0 after it
+            xp = backend.get_array_module(scores.data)
+            mask = xp.where(backend.to_device(mask, scores.device), 0.0, -math.inf).astype(scores.dtype)
+            scores = scores + Tensor(mask, device=scores.device)
+        elif mask.dtype.kind == "f":
+            scores = scores + (attn_mask if isinstance(attn_mask, Tensor) else Tensor(mask, device=scores.device))
+        else:
+            raise DTypeError(f"scaled_dot_product_attention: attn_mask must be boolean or floating, got dtype "
+                             f"{mask.dtype}")
+    weights = scores.softmax(-1) if attn_mask is None else _masked_softmax(scores)  # (..., L, S), rows sum to 1
+    if dropout_p:
+        weights = dropout(weights, dropout_p, training=True)
+    return weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+
+
+def _masked_softmax(scores):
+    """softmax over the last axis of scores that may hold -inf (masked), 0 on a row that is all -inf."""
+    xp = backend.get_array_module(scores.data)
+    top = scores.data.max(-1, keepdims=True)
+    dead = top == -math.inf  # a row with nothing to attend to
+    shift = xp.where(dead, 0, top).astype(scores.dtype)  # as softmax's shift by the row's max, 0 on a dead row
+    e = (scores - Tensor(shift, device=scores.device)).exp()  # exp(-inf) = 0: the masked weights
+    return e / (e.sum(-1, keepdim=True) + Tensor(dead.astype(scores.dtype), device=scores.device))  # 0 / 1 on a dead row
+
+
 # --- normalisation and regularisation -------------------------------------------------------
 
 
