@@ -306,15 +306,26 @@ def test_terms_use_each_images_own_noise_in_order_of_t():
     assert model.net.training  # the mode is restored after evaluation
 
 
-def test_untrained_network_matches_the_closed_form_expectation():
+def colour_images(n, shape, seed=0):
+    """uint8 (n, C, H, W) images, smooth enough to look like pictures: a random colour per image
+    plus a gradient across it."""
+    rng = np.random.default_rng(seed)
+    c, h, w = shape
+    ramp = np.linspace(0, 1, h)[:, None] * np.linspace(0, 1, w)[None, :]
+    base = rng.random((n, c, 1, 1)) * 0.6 + 0.4 * ramp
+    return np.round(255 * base).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 8, 8), (3, 16, 16)])
+def test_untrained_network_matches_the_closed_form_expectation(shape):
     # The initial UNet outputs eps_theta = 0, so x0_hat = x_t / sqrt(abar_t) and, unclipped,
     # mu_theta - mu~_t = c_t sqrt(1 - abar_t) / sqrt(abar_t) eps with c_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t):
     #   E[L_{t-1}] = D/2 (log(s2 / beta~) + beta~/s2 - 1 + c_t^2 (1 - abar_t) / abar_t / s2),  s2 = sigma_t^2,
-    # and L_T = D/2 (-log(1 - abar_T) + (1 - abar_T) - 1) + abar_T/2 sum x_0^2 exactly.
-    model = tiny_ddpm(randomize=False)
-    s, n = model.schedule, 16
-    u, _ = mnist_test_digits(n)
-    x0 = u[:, None] / 127.5 - 1
+    # and L_T = D/2 (-log(1 - abar_T) + (1 - abar_T) - 1) + abar_T/2 sum x_0^2 exactly, D = C H W sub-pixels.
+    model = tiny_ddpm(randomize=False, image_channels=shape[0], image_size=shape[1])
+    s, n, D = model.schedule, 16, math.prod(shape)
+    u = mnist_test_digits(n)[0] if shape == (1, 28, 28) else colour_images(n, shape)
+    x0 = u.reshape(n, *shape) / 127.5 - 1
     for variance in ("beta", "posterior"):
         terms = L.ddpm_vb_terms(model, u, seed=0, variance=variance, clip_x0=False)
         s2 = L.model_variance(s, variance)
@@ -322,7 +333,7 @@ def test_untrained_network_matches_the_closed_form_expectation():
             i = t - 1
             ab, var_q = s.alpha_bar[i], s.posterior_variance[i]
             c = math.sqrt(s.alpha_bar[i - 1]) * s.betas[i] / (1 - ab)
-            quad = c**2 * (1 - ab) / ab / s2[i]  # per pixel, times eps^2
+            quad = c**2 * (1 - ab) / ab / s2[i]  # per sub-pixel, times eps^2
             expected = D / 2 * (math.log(s2[i] / var_q) + var_q / s2[i] - 1 + quad)
             stderr = quad / 2 * math.sqrt(2 * D) / math.sqrt(n)  # Var(sum eps^2) = 2 D
             assert abs(terms[:, i].mean() - expected) < 5 * stderr + 1e-9, (variance, t)
@@ -330,7 +341,24 @@ def test_untrained_network_matches_the_closed_form_expectation():
         prior = D / 2 * (-math.log(1 - ab) + (1 - ab) - 1) + ab / 2 * (x0**2).reshape(n, -1).sum(1)
         np.testing.assert_allclose(terms[:, -1], prior, rtol=1e-12)
     bpd = L.ddpm_bits_per_dim(model, u)
+    np.testing.assert_allclose(bpd, L.ddpm_vb_terms(model, u).sum(1) / (D * math.log(2)), rtol=1e-12)
     assert ((1 < bpd) & (bpd < 20)).all()  # about 6.8: near the 8 bits/dim of a uniform model
+
+
+def test_decoder_term_is_discretised_over_every_sub_pixel():
+    # L_0 = -sum over the C H W sub-pixels of log P(x_0 | x_1): with eps_theta = 0 and x_1 drawn from
+    # image i's first normal draws, each colour channel of each pixel has its own bin
+    model = tiny_ddpm(randomize=False, image_channels=3, image_size=8)
+    u = colour_images(3, (3, 8, 8), seed=1)
+    x0 = u / 127.5 - 1
+    s = model.schedule
+    noise = np.stack([np.random.default_rng([4, i]).standard_normal((3, 8, 8)) for i in range(3)])
+    x1 = s.sqrt_alpha_bar[0] * x0 + s.sqrt_one_minus_alpha_bar[0] * noise
+    mean = np.clip(x1 / s.sqrt_alpha_bar[0], -1, 1)  # mu~_1(x_1, x0_hat) = x0_hat: abar_0 = 1
+    std = math.sqrt(L.model_variance(s, "beta")[0])
+    expected = -L.discretized_gaussian_log_likelihood(x0, mean, std).reshape(3, -1).sum(1)
+    assert expected.shape == (3,)
+    np.testing.assert_allclose(L.ddpm_vb_terms(model, u, seed=4)[:, 0], expected, rtol=1e-9)
 
 
 def test_t_subsample_is_an_unbiased_estimate_of_the_full_sum():
@@ -373,8 +401,13 @@ def test_ddpm_functions_check_their_arguments():
         L.ddpm_bits_per_dim(model, u, variance="large")
     with pytest.raises(DTypeError, match="uint8"):
         L.ddpm_bits_per_dim(model, x)
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError, match=r"\(N, 28, 28\) or \(N, 1, 28, 28\).*got \(2, 14, 28\)"):
         L.ddpm_bits_per_dim(model, u[:, :14])
+    with pytest.raises(ShapeError, match=r"\(N, 1, 28, 28\).*got \(2, 3, 28, 28\)"):
+        L.ddpm_bits_per_dim(model, np.repeat(u[:, None], 3, axis=1))
+    rgb = tiny_ddpm(randomize=False, image_channels=3, image_size=8)
+    with pytest.raises(ShapeError, match=r"must have shape \(N, 3, 8, 8\), the \(C, H, W\) of the model, got \(2, 8, 8\)"):
+        L.ddpm_bits_per_dim(rgb, colour_images(2, (3, 8, 8))[:, 0])  # no (N, H, W) shorthand for colour
     with pytest.raises(TypeError, match="DDPM"):
         L.ddpm_bits_per_dim(VAE(), u)
     assert model.net.training and model.ema_net.training  # untouched by the failed calls

@@ -17,11 +17,12 @@ bounds on log p(x) (of upper bounds on -log p(x)); larger ELBO/IWAE and smaller 
       L_T     = KL(q(x_T | x_0) || N(0, I)),
       L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)),   x_t ~ q(x_t | x_0),
       L_0     = -log p_theta(x_0 | x_1)  (the discretised Gaussian decoder of their section 3.3),
-  and bits/dim = L / (D ln 2), D = 784 pixels. -log p(x_0) <= E[L], so this is an upper bound
-  on the negative log-likelihood of the discrete data (a valid probability over the 256^784
-  images: no density on [0, 1] and no dequantisation correction). p_theta's mean comes from
-  eps_theta (eq. 11, optionally with x0_hat clipped, `model_mean`), its variance is beta_t or
-  beta~_t (`model_variance`). Every term costs one network call on x_t ~ q(x_t | x_0), so the
+  and bits/dim = L / (D ln 2), D = C H W sub-pixels (784 for MNIST; 3072 for 3 x 32 x 32, each
+  colour channel of each pixel a dimension with its own decoder bin, as in Ho et al.'s CIFAR-10
+  bits/dim). -log p(x_0) <= E[L], so this is an upper bound on the negative log-likelihood of
+  the discrete data (a valid probability over the 256^D images: no density on [0, 1] and no
+  dequantisation correction). p_theta's mean comes from eps_theta (eq. 11, optionally with
+  x0_hat clipped, `model_mean`), its variance is beta_t or beta~_t (`model_variance`). Every term costs one network call on x_t ~ q(x_t | x_0), so the
   full bound costs T calls per batch; `t_subsample` gives an unbiased estimate from fewer.
 
 NOTE: every image draws its own random numbers from np.random.default_rng([seed, i]), i its index
@@ -335,7 +336,7 @@ def prior_term(schedule, x0):
 def vb_term(net, schedule, x0, t, noise, variance="beta", clip_x0=True):
     """One term of eq. 5 per image (B,) in nats, from one network call: L_{t-1} at timesteps t (B,).
 
-    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (x0 and noise float64 (B, 1, H, W), x0 in
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise (x0 and noise float64 (B, C, H, W), x0 in
     [-1, 1] on the 8-bit grid). Where t = 1 the term is the decoder's L_0 = -log p_theta(x_0 | x_1),
     a discretised Gaussian with mean mu_theta(x_1, 1) = x0_hat and variance sigma_1^2 (see
     `model_variance`); where t >= 2 it is KL(N(mu~_t, beta~_t) || N(mu_theta, sigma_t^2)) summed
@@ -366,7 +367,8 @@ def ddpm_vb_terms(model, images_uint8, batch_size=100, seed=0, use_ema=True, var
     sum of a row is the bound L on -log p(x_0) (`ddpm_bits_per_dim` divides it by D ln 2). Image i
     draws the noise of x_1, ..., x_T in that order from np.random.default_rng([seed, i]).
     """
-    model, x0 = _check_ddpm(model), _scale_uint8(images_uint8)
+    model = _check_ddpm(model)
+    x0 = _scale_uint8(images_uint8, model.config.shape)
     batch_size = _check_positive_int(batch_size, "batch_size")
     model_variance(model.schedule, variance)  # checks `variance` before any network call
     T = model.schedule.T
@@ -376,7 +378,7 @@ def ddpm_vb_terms(model, images_uint8, batch_size=100, seed=0, use_ema=True, var
             xb = x0[start:start + batch_size]
             gens = _image_generators(seed, start, len(xb))
             for t in range(1, T + 1):
-                noise = np.stack([g.standard_normal(xb.shape[1:]) for g in gens])  # (B, 1, H, W)
+                noise = np.stack([g.standard_normal(xb.shape[1:]) for g in gens])  # (B, C, H, W)
                 ts = np.full(len(xb), t)
                 terms[start:start + len(xb), t - 1] = vb_term(net, model.schedule, xb, ts, noise, variance, clip_x0)
             terms[start:start + len(xb), T] = prior_term(model.schedule, xb)
@@ -386,7 +388,7 @@ def ddpm_vb_terms(model, images_uint8, batch_size=100, seed=0, use_ema=True, var
 @no_grad()
 def ddpm_bits_per_dim(model, images_uint8, batch_size=100, seed=0, use_ema=True, t_subsample=None,
                       variance="beta", clip_x0=True):
-    """The bound of eq. 5 in bits per dimension per image, float64 (N,): L / (D ln 2), D = H W = 784.
+    """The bound of eq. 5 in bits per dimension per image, float64 (N,): L / (D ln 2), D = C H W.
 
     t_subsample=None sums all T terms (T network calls per batch; see `ddpm_vb_terms`). An int
     n in 1..T-1 gives an unbiased Monte-Carlo ESTIMATE instead, n + 1 network calls per batch:
@@ -399,11 +401,11 @@ def ddpm_bits_per_dim(model, images_uint8, batch_size=100, seed=0, use_ema=True,
     T = model.schedule.T
     if t_subsample is None:
         terms = ddpm_vb_terms(model, images_uint8, batch_size, seed, use_ema, variance, clip_x0)
-        return terms.sum(1) / (_dims(images_uint8) * math.log(2))
+        return terms.sum(1) / (_dims(model) * math.log(2))
     n = _check_positive_int(t_subsample, "t_subsample")
     if n > T - 1:
         raise ArgumentError(f"t_subsample must be in 1..T-1 = 1..{T - 1} (None sums all T terms), got {n}")
-    x0, batch_size = _scale_uint8(images_uint8), _check_positive_int(batch_size, "batch_size")
+    x0, batch_size = _scale_uint8(images_uint8, model.config.shape), _check_positive_int(batch_size, "batch_size")
     model_variance(model.schedule, variance)
     total = np.empty(len(x0))
     with _sampling_net(model, use_ema) as net:
@@ -414,11 +416,11 @@ def ddpm_bits_per_dim(model, images_uint8, batch_size=100, seed=0, use_ema=True,
             est = prior_term(model.schedule, xb)
             for j in range(-1, n):  # j = -1: L_0 at t = 1 for every image
                 t = np.ones(B, np.int64) if j < 0 else ts[:, j]
-                noise = np.stack([g.standard_normal(xb.shape[1:]) for g in gens])  # (B, 1, H, W)
+                noise = np.stack([g.standard_normal(xb.shape[1:]) for g in gens])  # (B, C, H, W)
                 term = vb_term(net, model.schedule, xb, t, noise, variance, clip_x0)
                 est += term if j < 0 else (T - 1) / n * term
             total[start:start + B] = est
-    return total / (_dims(images_uint8) * math.log(2))
+    return total / (_dims(model) * math.log(2))
 
 
 @contextlib.contextmanager
@@ -466,21 +468,24 @@ def _sum_pixels(a):
     return a.reshape(len(a), -1).sum(1)
 
 
-def _dims(images_uint8):
-    shape = np.shape(images_uint8)
-    return int(np.prod(shape[1:]))
+def _dims(model):
+    """D = C H W, the dimensions (sub-pixels) of one image of the DDPM's shape."""
+    return math.prod(model.config.shape)
 
 
-def _scale_uint8(images):
-    """uint8 (N, 28, 28) or (N, 1, 28, 28) -> float64 (N, 1, 28, 28) in [-1, 1]: 2 (k / 255) - 1,
-    the scaling DDPM.train_step applies to the loader's k / 255."""
+def _scale_uint8(images, shape):
+    """uint8 (N, C, H, W), or (N, H, W) when C = 1, for the model's (C, H, W) `shape` -> float64
+    (N, C, H, W) in [-1, 1]: 2 (k / 255) - 1, the scaling DDPM.train_step applies to the loader's k / 255."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise DTypeError(f"images_uint8 must be uint8 grey levels 0..255, got dtype {images.dtype}")
-    if images.ndim == 3:
+        raise DTypeError(f"images_uint8 must be uint8 levels 0..255, got dtype {images.dtype}")
+    given = images.shape
+    if images.ndim == 3 and shape[0] == 1:
         images = images[:, None]  # (N, H, W) -> (N, 1, H, W)
-    if images.ndim != 4 or images.shape[1:] != (1, 28, 28) or len(images) < 1:
-        raise ShapeError(f"images_uint8 must have shape (N, 28, 28) or (N, 1, 28, 28), got {images.shape}")
+    if images.ndim != 4 or images.shape[1:] != tuple(shape) or len(images) < 1:
+        grey = f"(N, {shape[1]}, {shape[2]}) or " if shape[0] == 1 else ""
+        raise ShapeError(f"images_uint8 must have shape {grey}(N, {', '.join(map(str, shape))}), the (C, H, W) of "
+                         f"the model, got {given}")
     return 2 * (images.astype(np.float64) / 255) - 1
 
 
