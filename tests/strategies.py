@@ -226,3 +226,15 @@ def adam_problem(data):
     args = (data.draw(st.integers(1, 1000)), data.draw(st.sampled_from([1e-3, 0.1])), 0.9, 0.999, 1e-8,
             data.draw(st.sampled_from([0.0, 1e-2])), data.draw(st.booleans()))
     return p, g, m, v, args
+
+
+@st.composite
+def attention_shapes(draw):
+    """(query, key, value, mask) shapes for scaled_dot_product_attention: (..., L, E), (..., S, E),
+    (..., S, Ev) with 0-2 leading (batch, head) dimensions that broadcast, and a mask shape that
+    broadcasts to (..., L, S) (trailing dimensions only, or with the batch dimensions)."""
+    batch = draw(broadcastable_shapes(num_shapes=3, max_dims=2, max_side=3))
+    L, S, E, Ev = (draw(st.integers(1, 5)) for _ in range(4))
+    (bq, bk, bv), full = batch.input_shapes, batch.result_shape
+    mask = draw(st.sampled_from([(L, S), (1, S), (L, 1), (*full, L, S)]))
+    return (*bq, L, E), (*bk, S, E), (*bv, S, Ev), mask

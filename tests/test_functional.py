@@ -14,7 +14,7 @@ from tinygen import ArgumentError, DTypeError, ShapeError
 from tinygen.nn import functional as F
 
 from helpers import check_op, gradcheck, requires_torch, torch
-from strategies import arrays, conv_params, make_array, pool_params, shapes
+from strategies import arrays, attention_shapes, conv_params, make_array, pool_params, shapes
 
 # Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("device")
@@ -211,6 +211,70 @@ def test_logsumexp():
     x = make_array(np.random.default_rng(0), (3, 4), dtype=f32)
     check_op(lambda t: F.logsumexp(t, 1), lambda t: torch.logsumexp(t, 1), x)
     check_op(lambda t: F.logsumexp(t, 0, keepdim=True), lambda t: torch.logsumexp(t, 0, keepdim=True), x)
+
+
+# --- attention -----------------------------------------------------------------------------
+
+
+@given(data=st.data(), mask=st.sampled_from(["none", "bool", "float", "causal"]), scaled=st.booleans())
+def test_scaled_dot_product_attention(data, mask, scaled):
+    """Values and gradients of query, key, value (and of a float mask) in float64, against
+    torch's scaled_dot_product_attention: a bool mask may leave a query nothing to attend to."""
+    q_shape, k_shape, v_shape, mask_shape = data.draw(attention_shapes())
+    q, k, v = (draw_array(data, s, dtype=np.float64) for s in (q_shape, k_shape, v_shape))
+    scale = data.draw(st.floats(0.1, 2.0)) if scaled else None
+    if mask == "bool":
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        m = rng.random(mask_shape) < 0.7
+        extra, fixed = (), dict(attn_mask=m)
+        fixed_torch = dict(attn_mask=torch.from_numpy(m)) if torch else {}
+    elif mask == "float":
+        extra, fixed, fixed_torch = (draw_array(data, mask_shape, dtype=np.float64),), {}, {}
+    else:
+        extra, fixed = (), dict(is_causal=mask == "causal")
+        fixed_torch = fixed
+    check_op(lambda *t: F.scaled_dot_product_attention(*t[:3], *t[3:], scale=scale, **fixed),
+             lambda *t: TF.scaled_dot_product_attention(*t[:3], *t[3:], scale=scale, **fixed_torch), q, k, v, *extra)
+
+
+def test_attention_without_a_mask_is_the_softmax_of_scaled_scores():
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 6))
+    s = q @ k.transpose(0, 2, 1) / np.sqrt(3)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    expected = (w / w.sum(-1, keepdims=True)) @ v
+    out = F.scaled_dot_product_attention(tg.tensor(q), tg.tensor(k), tg.tensor(v))
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+
+
+def test_attention_dropout_is_unbiased():
+    # inverted dropout on the weights: E[output] is the output without dropout; p = 1 drops everything
+    rng = np.random.default_rng(1)
+    q, k, v = (tg.tensor(rng.standard_normal((1, 3, 2))) for _ in range(3))
+    plain = F.scaled_dot_product_attention(q, k, v).numpy()
+    tg.manual_seed(0)
+    draws = np.stack([F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).numpy() for _ in range(4000)])
+    assert not np.allclose(draws[0], plain)
+    np.testing.assert_allclose(draws.mean(0), plain, atol=6 * draws.std(0).max() / np.sqrt(len(draws)))
+    assert not F.scaled_dot_product_attention(q, k, v, dropout_p=1.0).numpy().any()
+
+
+def test_attention_arguments_are_checked():
+    q, k, v = tg.randn(2, 4, 3), tg.randn(2, 5, 3), tg.randn(2, 5, 6)
+    with pytest.raises(ShapeError, match=r"query \(2, 4, 3\) and key \(2, 5, 2\).*feature size"):
+        F.scaled_dot_product_attention(q, tg.randn(2, 5, 2), v)
+    with pytest.raises(ShapeError, match=r"key \(2, 5, 3\) and value \(2, 4, 6\).*length S"):
+        F.scaled_dot_product_attention(q, k, tg.randn(2, 4, 6))
+    with pytest.raises(ShapeError, match="at least 2 dimensions"):
+        F.scaled_dot_product_attention(tg.randn(3), k, v)
+    with pytest.raises(ShapeError, match=r"attn_mask of shape \(5, 4\)"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((5, 4), bool))
+    with pytest.raises(DTypeError, match="int64"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((4, 5), np.int64))
+    with pytest.raises(ArgumentError, match="not both"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((4, 5), bool), is_causal=True)
+    with pytest.raises(ArgumentError, match="dropout_p"):
+        F.scaled_dot_product_attention(q, k, v, dropout_p=1.5)
 
 
 # --- normalisation --------------------------------------------------------------------------
