@@ -52,6 +52,8 @@ EMBEDDED_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_
 class MNIST(Dataset):
     """The MNIST digits: the embedded subset (`root` None) or the IDX files in `root`."""
 
+    classes = [str(digit) for digit in range(10)]  # label i is the digit i
+
     def __init__(self, root=None, train=True, download=False):
         self.root, self.train = root, bool(train)
         if root is None:
