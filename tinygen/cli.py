@@ -85,17 +85,26 @@ def build_parser():
 
     p = commands.add_parser("eval", help="FD, precision/recall/coverage and more for samples, beside real data's floor")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--samples", help="an .npz holding 'samples' (n, 1, 28, 28), as tinygen sample --npz writes")
+    source.add_argument("--samples", help="an .npz holding 'samples' (n, C, H, W) of the --data images' shape, "
+                        "as tinygen sample --npz writes")
     source.add_argument("--checkpoint", help="draw --n samples from this checkpoint and evaluate them")
     p.add_argument("--n", type=int,
-                   help=f"samples to evaluate (default: all in --samples; {PROTOCOL_N:,} from --checkpoint)")
+                   help=f"samples to evaluate (default: all in --samples; from --checkpoint the protocol's n: "
+                        f"{PROTOCOL_N:,} for MNIST, the held-out images' number for other data)")
     p.add_argument("--batch-size", type=int, default=500, help="--checkpoint: images sampled per call")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
     p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
-    p.add_argument("--data", choices=["embedded", "mnist"],
-                   help="reference images: embedded (the subset in the package; default) or mnist (--data-dir)")
-    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (implies --data mnist)")
+    p.add_argument("--data", choices=["embedded", "mnist", "emoji", "cifar10", "folder", "npz"],
+                   help="the dataset whose held-out images are the reference: embedded (the MNIST subset in the "
+                        "package; default), mnist (--data-dir), emoji (in the package), cifar10, folder, npz (--data-dir)")
+    p.add_argument("--data-dir", help="what --data reads (without --data: the MNIST IDX files, --data mnist)")
+    p.add_argument("--test-dir", help="folder, npz (which have no split): the held-out images, a folder or an .npz "
+                   "of images the model did not train on (--data-dir holds the training images)")
+    p.add_argument("--image-size", type=int, help="cifar10, folder, npz: resize the reference images to SxS")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="cifar10, folder, npz: convert them to grey or RGB")
+    p.add_argument("--feature-net", help="the feature network's file for data other than MNIST and emoji "
+                   "(python -m tinygen.evaluation.train_feature_net --data ... --out FILE); default: the shipped one")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling, the floor's images and the bounds")
     p.add_argument("--device", help="--checkpoint: sample and run the likelihood bounds' networks on cpu, cuda or cuda:N "
                    "(default: TINYGEN_DEVICE, else cpu)")
@@ -179,25 +188,35 @@ def run_eval(args):
         value, least = getattr(args, name), 0 if name in ("likelihood_n", "t_subsample") else 1
         if value is not None and value < least:
             raise tinygen.ArgumentError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
-    net = evaluation.load_feature_net()  # checks the shipped weights' SHA-256 first
+    if (args.test_dir is None) == (data in ("folder", "npz")):
+        raise tinygen.ArgumentError(f"--data {data} has no split: give --test-dir, held-out images the model did not "
+                                    "train on" if args.test_dir is None else "--test-dir is for --data folder and npz")
+    if data in ("embedded", "mnist") and (args.feature_net, args.image_size, args.channels) != (None, None, None):
+        raise tinygen.ArgumentError("--feature-net, --image-size and --channels do not apply to MNIST: its protocol "
+                                    "uses the shipped LeNet on the 28x28 grey digits")
+    # the shipped network checks its SHA-256 first; one you trained is not pinned
+    net = (evaluation.load_feature_net(args.feature_net, sha256=None) if args.feature_net is not None
+           else evaluation.shipped_feature_net(data))
     extra = {}
     if args.samples:
         if any(v is not None for v in (args.sampler, args.steps, args.eta)):
             raise tinygen.ArgumentError("--sampler, --steps and --eta apply to --checkpoint only")
-        samples, source = evaluation.load_samples(args.samples), args.samples
+        ref = evaluation.reference(args.data_dir, net=net, data=data, image_size=args.image_size,
+                                   channels=args.channels, test_dir=args.test_dir)
+        samples, source = evaluation.load_samples(args.samples, shape=ref.shape), args.samples
         if args.n is not None:
             if args.n > len(samples):
                 raise tinygen.ArgumentError(f"--n {args.n}: {args.samples} holds only {len(samples)} samples")
             samples = samples[: args.n]
-        ref = evaluation.reference(args.data_dir, net=net)
     else:
         model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
         options = _sampling_options(args, run)
         if run["model"] == "ddpm" and args.likelihood_n and args.t_subsample >= model.schedule.T:
             raise tinygen.ArgumentError(f"--t-subsample {args.t_subsample}: this DDPM has T = {model.schedule.T} "
                                         f"timesteps; give 1..{model.schedule.T - 1}, or 0 for all T")
-        ref = evaluation.reference(args.data_dir, net=net)
-        n = PROTOCOL_N if args.n is None else args.n
+        ref = evaluation.reference(args.data_dir, net=net, data=data, image_size=args.image_size,
+                                   channels=args.channels, test_dir=args.test_dir)
+        n = ref.protocol_n if args.n is None else args.n
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
         source = f"{args.checkpoint} (step {step}, {settings})"
@@ -212,13 +231,15 @@ def run_eval(args):
     for part, what in ref.description.items():
         print(f"reference ({part}): {what}")
     print(f"floor: {floor_n:,} real training images (seed {args.seed}) measured the same way")
-    print(f"feature network: LeNet, SHA-256 {evaluation.WEIGHTS_SHA256[:16]}...")
+    print(f"feature network: {type(net).__name__}, "
+          + (f"SHA-256 {ref.feature_net_sha256[:16]}..." if args.feature_net is None else
+             f"{args.feature_net} (SHA-256 {ref.feature_net_sha256[:16]}..., not pinned)"))
     if extra:
         print(f"likelihood bounds: the first {min(args.likelihood_n, len(ref.test_images)):,} of those test images "
               f"(seed {args.seed}); no floor")
-    if len(samples) != PROTOCOL_N:
-        print(f"NOTE: n = {len(samples):,}, not the protocol's {PROTOCOL_N:,}: FD grows as n shrinks, "
-              "so compare it only with numbers at the same n")
+    if len(samples) != ref.protocol_n:
+        print(f"NOTE: n = {len(samples):,}, not the protocol's {ref.protocol_n:,}: FD grows as n shrinks, "
+              "so compare it only with numbers at the same n (KID is unbiased)")
     print()
     print(evaluation.format_table(rows))
     if args.json:

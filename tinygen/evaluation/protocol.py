@@ -1,15 +1,21 @@
 """The evaluation protocol behind `tinygen eval`: samples in, a table of metrics beside the floor out.
 
-1. Samples: an .npz with an array "samples" of shape (n, 1, 28, 28), uint8 in 0..255 or float in
-   [0, 1] (what `tinygen sample --npz` writes; plain `np.savez(path, samples=x)` works too), or n
-   images drawn from a checkpoint. The protocol's n is 10,000.
-2. Reference (`Reference`): with the full MNIST files, the 10,000 test images (FD and the k-NN
+1. Samples: an .npz with an array "samples" of shape (n, C, H, W), the reference's shape, uint8 in
+   0..255 or float in [0, 1] (what `tinygen sample --npz` writes; plain `np.savez(path, samples=x)`
+   works too), or n images drawn from a checkpoint. The protocol's n (`Reference.protocol_n`) is
+   10,000 for MNIST; for any other dataset it is the size of its held-out split, all there is
+   (emoji: the test split).
+2. Reference (`reference`): MNIST with the full files: the 10,000 test images (FD, KID and the k-NN
    metrics) and the 60,000 training images (nearest-training-image distances). Without them, the
-   embedded subset: FD against the shipped statistics of the full test set, the k-NN metrics
-   against the 1,000 embedded test images, the 15,000 embedded training images for the distances.
-3. Metrics (`evaluate`): FD; precision, recall, coverage (k = 3); the class histogram
-   under the feature network; the median pixel distance to the nearest training image.
-   Samples from a checkpoint are drawn by `sample_in_batches`.
+   embedded subset: FD against the shipped statistics of the full test set, KID and the k-NN
+   metrics against the 1,000 embedded test images, the 15,000 embedded training images for the
+   distances. Any other dataset (`tinygen.data.load_dataset`: emoji, cifar10, folder, npz): its
+   held-out images for FD, KID and the k-NN metrics, its training images for the distances.
+   The features are the dataset's feature network's: the shipped LeNet for MNIST, the shipped
+   ConvFeatureNet for emoji, one you trained (`train_feature_net --data ...`) for the others.
+3. Metrics (`evaluate`): FD; KID (unbiased, so comparable across n where FD is not); precision,
+   recall, coverage (k = 3); the class histogram under the feature network; the median pixel
+   distance to the nearest training image. Samples from a checkpoint are drawn by `sample_in_batches`.
 4. Floor (`floor`): the same metrics for as many real training images as samples (drawn with the
    seed), against the same reference: what a perfect generator would score at this n. Their
    nearest-training-image distance leaves the image itself out.
@@ -27,28 +33,34 @@ from tinygen import backend
 from tinygen.data import MNIST
 from tinygen.errors import ArgumentError, DatasetFormatError
 from tinygen.evaluation.features import (
+    IMAGE_SHAPE,
     WEIGHTS_SHA256,
     as_images,
     features_and_logits,
     load_feature_net,
     load_test_statistics,
+    shipped_feature_net,
 )
 from tinygen.evaluation.frechet import frechet_distance, statistics
+from tinygen.evaluation.kid import SUBSET_SIZE, SUBSETS, kernel_distance
 from tinygen.evaluation.manifold import NEAREST_K, class_histogram, nearest_distances, precision_recall_coverage
 from tinygen.serialization import _CORRUPT_ERRORS, load, save
 
-PROTOCOL_N = 10_000
+PROTOCOL_N = 10_000  # MNIST's; `Reference.protocol_n` is each dataset's
 SAMPLES_KEY = "samples"
+MNIST_DATA = ("embedded", "mnist")
 
 # metric name -> what it means: the last column of `tinygen eval`'s table, "meaning" in its JSON.
 METRICS = {
-    "fd": "Fréchet distance to the test set in LeNet features (lower is better)",
+    "fd": "Fréchet distance to the test set in the feature network's features (lower is better)",
+    "kid": f"kernel inception distance (unbiased MMD^2, cubic kernel; subsets of {SUBSET_SIZE}) to the test set "
+           "(lower is better; about 0, either sign, for real images)",
     "precision": f"share of samples inside the test images' {NEAREST_K}-NN manifold (realism)",
     "recall": f"share of test images inside the samples' {NEAREST_K}-NN manifold (variety)",
     "coverage": f"share of test images whose {NEAREST_K}-NN ball holds a sample",
-    "classes_present": "digits predicted for at least 1% of the samples (of 10)",
-    "largest_class_share": "share of the most frequent predicted digit (0.1 when balanced)",
-    "smallest_class_share": "share of the least frequent predicted digit (0.1 when balanced)",
+    "classes_present": "classes the feature network predicts for at least 1% of the samples",
+    "largest_class_share": "share of the most frequent predicted class",
+    "smallest_class_share": "share of the least frequent predicted class",
     "nearest_train_l2_median": "median pixel L2 distance to the nearest training image (0: copies)",
 }
 
@@ -78,12 +90,12 @@ def meaning(name):
     raise KeyError(f"no meaning for the metric {name!r}: add it to METRICS or LIKELIHOOD_METRICS")
 
 
-def load_samples(path):
-    """The images in the .npz `path`, as float32 (n, 1, 28, 28) in [0, 1].
+def load_samples(path, shape=IMAGE_SHAPE):
+    """The images in the .npz `path`, as float32 (n, C, H, W) in [0, 1], (C, H, W) = `shape` (the reference's).
 
     A missing or unreadable file, or one without a "samples" array, raises `DatasetFormatError`;
-    a wrong dtype `DTypeError`, a wrong shape `ShapeError`, values outside [0, 1] `ArgumentError`;
-    every message names the file.
+    a wrong dtype `DTypeError`, a shape other than (n, *shape) `ShapeError` naming both shapes,
+    values outside [0, 1] `ArgumentError`; every message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -113,7 +125,7 @@ def load_samples(path):
             raise
         except (TypeError, *_CORRUPT_ERRORS) as err:
             raise DatasetFormatError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from err
-    return as_images(samples, where=f"{path}: {SAMPLES_KEY!r}")
+    return as_images(samples, where=f"{path}: {SAMPLES_KEY!r}", shape=shape)
 
 
 @dataclasses.dataclass
@@ -122,13 +134,52 @@ class Reference:
 
     description: dict  # what each part is, for the table and the JSON
     test_stats: tuple  # (mu (128,), sigma (128, 128), n) of the test features, for FD
-    test_features: np.ndarray  # (m, 128) float64, for the k-NN metrics (precision, recall, coverage)
-    test_images: np.ndarray  # (m, 1, 28, 28) uint8, for the likelihood bounds
-    train_images: np.ndarray  # (N, 1, 28, 28) float32 in [0, 1], for the floor and nearest images
+    test_features: np.ndarray  # (m, 128) float64, for KID and the k-NN metrics (precision, recall, coverage)
+    test_images: np.ndarray  # (m, C, H, W) uint8, for the likelihood bounds
+    train_images: np.ndarray  # (N, C, H, W) float32 in [0, 1], for the floor and nearest images
+    data: str = "embedded"  # the dataset's name (tinygen.data.load_dataset)
+    protocol_n: int = PROTOCOL_N  # the samples the protocol scores: MNIST 10,000, else the held-out images
+    feature_net_sha256: str = WEIGHTS_SHA256  # of the network whose features these are
+
+    @property
+    def shape(self):
+        """(C, H, W) of the images."""
+        return self.train_images.shape[1:]
 
 
-def reference(data_dir=None, net=None):
-    """The full MNIST reference (`data_dir`, the IDX files) or the embedded one (`data_dir` None)."""
+def load_split(data, root=None, train=True, image_size=None, channels=None):
+    """One split of a dataset (`tinygen.data.load_dataset`): uint8 images (N, C, H, W), labels (N,) or None, classes or None."""
+    from tinygen.data import load_dataset  # NOTE: here, not at the top: MNIST's protocol does not need it
+
+    dataset = load_dataset(data, root=root, train=train, image_size=image_size, channels=channels)
+    images = dataset.images
+    if images.ndim == 3:
+        images = images[:, None]  # MNIST keeps (N, 28, 28): -> (N, 1, 28, 28)
+    labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)
+    return images, labels, getattr(dataset, "classes", None)
+
+
+def reference(data_dir=None, net=None, data=None, image_size=None, channels=None, test_dir=None):
+    """The reference of dataset `data` (default: mnist when `data_dir` is given, else embedded).
+
+    MNIST: the full files in `data_dir` or the embedded subset (module docstring, item 2), in the
+    features of `net` (default: the shipped LeNet). Any other dataset: its held-out and training
+    splits, read with `image_size` and `channels` by `tinygen.data.load_dataset(data, data_dir)`,
+    in the features of `net` (default: the network that ships for it; for data without one, give
+    yours). The network's input shape must be the images'. `folder` and `npz` have no split:
+    `data_dir` holds the training images, and `test_dir` (a folder, or an .npz file) the held-out
+    ones, read the same way.
+    """
+    data = data or ("mnist" if data_dir is not None else "embedded")
+    if (test_dir is None) == (data in ("folder", "npz")):
+        raise ArgumentError(f"a {data} reference needs a test_dir of held-out images (folder and npz have no split)"
+                            if test_dir is None else f"test_dir is for folder and npz data, which have no split, not {data}")
+    if data not in MNIST_DATA:
+        return _dataset_reference(data, data_dir, net, image_size, channels, test_dir)
+    if data == "mnist" and data_dir is None:
+        raise ArgumentError("the mnist reference needs data_dir, the folder holding the MNIST IDX files")
+    if data == "embedded" and data_dir is not None:
+        raise ArgumentError("the embedded reference takes no data_dir")
     net = load_feature_net() if net is None else net
     test, train = MNIST(root=data_dir, train=False), MNIST(root=data_dir, train=True)
     test_features, _ = features_and_logits(test.images[:, None], net=net)  # (m, 28, 28) -> (m, 1, 28, 28)
@@ -150,24 +201,55 @@ def reference(data_dir=None, net=None):
         }
     train_images = train.images[:, None].astype(np.float32) / 255  # (N, 28, 28) -> (N, 1, 28, 28)
     test_images = test.images[:, None]  # (m, 28, 28) -> (m, 1, 28, 28) uint8
-    return Reference(description, (mu, sigma, n), test_features, test_images, train_images)
+    return Reference(description, (mu, sigma, n), test_features, test_images, train_images, data=data,
+                     feature_net_sha256=getattr(net, "sha256", WEIGHTS_SHA256))
+
+
+def _dataset_reference(data, data_dir, net, image_size, channels, test_dir):
+    """`reference` for every dataset but MNIST: the held-out split is the test set, and its size the protocol's n."""
+    net = shipped_feature_net(data) if net is None else net
+    if test_dir is None:
+        test_images, _, _ = load_split(data, data_dir, False, image_size, channels)
+    else:  # folder, npz: the held-out images are a second folder or file
+        test_images, _, _ = load_split(data, test_dir, True, image_size, channels)
+    train_images, _, _ = load_split(data, data_dir, True, image_size, channels)
+    if tuple(test_images.shape[1:]) != tuple(net.image_shape):
+        raise ArgumentError(f"the feature network takes images of shape {tuple(net.image_shape)}, but the {data} images "
+                            f"have shape {tuple(test_images.shape[1:])}: train one for them (train_feature_net --data {data})")
+    test_features, _ = features_and_logits(test_images, net=net)
+    where = data if data_dir is None else f"{data} {data_dir}"
+    held_out = f"the {len(test_images):,} held-out " + (f"{where} images" if test_dir is None else f"{data} images in {test_dir}")
+    description = {
+        "fd": held_out,
+        "precision_recall": f"{held_out} (KID too)",
+        "nearest_train": f"the {len(train_images):,} {where} training images",
+    }
+    return Reference(description, (*statistics(test_features), len(test_images)), test_features, test_images,
+                     train_images.astype(np.float32) / 255, data=data, protocol_n=len(test_images),
+                     feature_net_sha256=getattr(net, "sha256", None))
 
 
 def evaluate(images, ref, net=None, exclude=None):
-    """The metrics of `images` (n, 1, 28, 28) against `ref`: {name: value}, names as in `METRICS`.
+    """The metrics of `images` (n, C, H, W) against `ref`: {name: value}, names as in `METRICS`.
 
-    `exclude` (n,) optional: the index in `ref.train_images` of each image, when the images are
-    training images (the floor), so that an image is not its own nearest training image.
+    `net` is the feature network of `ref` (default: the shipped LeNet). `exclude` (n,) optional:
+    the index in `ref.train_images` of each image, when the images are training images (the
+    floor), so that an image is not its own nearest training image.
     """
-    images = as_images(images)
+    net = load_feature_net() if net is None else net
+    if tuple(net.image_shape) != tuple(ref.shape):
+        raise ArgumentError(f"the feature network takes images of shape {tuple(net.image_shape)}, "
+                            f"the reference's are {tuple(ref.shape)}")
+    images = as_images(images, shape=ref.shape)
     if len(images) < NEAREST_K + 1:
         raise ArgumentError(f"{len(images)} images are too few: k-NN precision/recall with k = {NEAREST_K} "
-                            f"need at least {NEAREST_K + 1} (the protocol uses {PROTOCOL_N:,})")
+                            f"need at least {NEAREST_K + 1} (the protocol uses {ref.protocol_n:,})")
     feats, logits = features_and_logits(images, net=net)
     mu, sigma = statistics(feats)
     metrics = {"fd": frechet_distance(mu, sigma, *ref.test_stats[:2])}
+    metrics["kid"] = kernel_distance(ref.test_features, feats, SUBSET_SIZE, SUBSETS)
     metrics.update(precision_recall_coverage(ref.test_features, feats))
-    hist = class_histogram(logits.argmax(1))
+    hist = class_histogram(logits.argmax(1), num_classes=len(net.classes))
     metrics["classes_present"] = hist["classes_present"]
     metrics["largest_class_share"] = hist["largest_share"]
     metrics["smallest_class_share"] = hist["smallest_share"]
@@ -220,7 +302,7 @@ def floor(ref, n, seed=0, net=None):
 
 
 def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_subsample=50):
-    """Likelihood bounds on `test_images` (m, 1, 28, 28) uint8: {name: (mean, m)}; {} for a GAN.
+    """Likelihood bounds on `test_images` (m, C, H, W) uint8: {name: (mean, m)}; {} for a GAN.
 
     VAE / ConvVAE: the ELBO and the IWAE bound with K = `iwae_k` samples, on the test images
     binarised once with `seed` (the Bernoulli decoder is a normalised likelihood on binary images
@@ -256,15 +338,20 @@ def report(metrics, n, floor_metrics, floor_n, extra=None):
 
 
 def format_table(rows):
-    """The rows as an aligned text table: metric, value, n, floor (real training images), its n, meaning."""
-    def fmt(value):
+    """The rows as an aligned text table: metric, value, n, floor (real training images), its n, meaning.
+
+    KID is printed with 3 significant digits (real images give values near 0, of either sign).
+    """
+    def fmt(value, metric=None):
         if value is None:
             return "-"
-        return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+        if isinstance(value, int):
+            return f"{value:d}"
+        return f"{value:.3g}" if metric == "kid" else f"{value:.4f}"
 
     lines = [("metric", "value", "n", "floor (real)", "n", "meaning")]
-    lines += [(r["metric"], fmt(r["value"]), fmt(r["n"]), fmt(r["floor"]), fmt(r["floor_n"]), r["meaning"])
-              for r in rows]
+    lines += [(r["metric"], fmt(r["value"], r["metric"]), fmt(r["n"]), fmt(r["floor"], r["metric"]), fmt(r["floor_n"]),
+               r["meaning"]) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(6)]
     left = (0, 5)  # the names and meanings are text, the rest numbers
     return "\n".join(
@@ -278,8 +365,8 @@ def summary(source, rows, ref, seed):
     return {
         "source": source,
         "seed": seed,
-        "feature_net_sha256": WEIGHTS_SHA256,
-        "protocol_n": PROTOCOL_N,
+        "feature_net_sha256": ref.feature_net_sha256,
+        "protocol_n": ref.protocol_n,
         "reference": ref.description,
         "metrics": rows,
     }
