@@ -6,15 +6,17 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import tinygen
-from helpers import gradcheck
+from helpers import gradcheck, requires_torch, torch
 from tinygen import backend
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
 from tinygen.kernels.diffusion.reference import normal
-from tinygen.models.diffusion import DDPM, Config, Schedule, UNet
-from tinygen.tensor import Tensor
+from tinygen.models.diffusion import DDPM, AttentionBlock, Config, Schedule, UNet
+from tinygen.serialization import load
+from tinygen.tensor import Tensor, no_grad
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 TINY = dict(channels=(8, 16), groups=4)  # a UNet of a few thousand parameters
@@ -200,6 +202,32 @@ def test_sampling_arguments_are_checked():
         Config(channels=(8, 12), groups=8)
 
 
+def test_config_refuses_shapes_the_unet_cannot_halve_and_unknown_attention():
+    with pytest.raises(ArgumentError, match=r"image_size 30 does not halve 2 times: 3 resolutions .* divisible by 4"):
+        Config(image_size=30)
+    with pytest.raises(ArgumentError, match=r"image_size 28 does not halve 3 times: 4 resolutions .* divisible by 8"):
+        Config(channels=(8, 8, 8, 8))
+    with pytest.raises(ArgumentError, match=r"attn_resolutions \[16\] are not among the UNet's resolutions \(28, 14, 7\)"):
+        Config(attn_resolutions=(16,))
+    with pytest.raises(ArgumentError, match="attn_heads=3 must divide the width 64"):
+        Config(image_size=32, attn_resolutions=(16,), attn_heads=3)
+    with pytest.raises(ArgumentError, match="image_channels and image_size must be positive"):
+        Config(image_channels=0)
+    assert Config(image_size=32, channels=(8, 8, 8, 8), groups=4).resolutions == (32, 16, 8, 4)
+    assert Config(image_size=5, channels=(8,), groups=4).resolutions == (5,)  # one level: any size
+
+
+def test_for_shape_defaults():
+    assert Config.for_shape(1, 28) == Config()  # the MNIST defaults, untouched
+    rgb = Config.for_shape(3, 32, num_classes=5)
+    assert (rgb.shape, rgb.channels, rgb.attn_resolutions, rgb.num_classes) == ((3, 32, 32), (32, 64, 128), (16,), 5)
+    assert Config.for_shape(3, 64).channels == (32, 64, 128, 128) and Config.for_shape(3, 64).attn_resolutions == (16,)
+    assert Config.for_shape(3, 32, attn_resolutions=()).attn_resolutions == ()  # overrides win
+    assert Config.for_shape(3, 32, channels=(8, 16), groups=4).attn_resolutions == (16,)  # 32/16: still at 16
+    assert Config.for_shape(3, 64, channels=(8, 16), groups=4).attn_resolutions == ()  # 64/32: no 16x16 level
+    assert Config.for_shape(1, 30).resolutions == (30, 15) and Config.for_shape(1, 15).resolutions == (15,)
+
+
 # --- the UNet -------------------------------------------------------------------------------
 
 
@@ -213,21 +241,121 @@ def test_unet_output_has_the_input_shape(num_classes, channels, batch):
     assert out.shape == (batch, 1, 28, 28) and out.dtype == np.float32
 
 
-def test_unet_is_differentiable_end_to_end():
+@pytest.mark.parametrize("shape, attn", [((1, 8), ()), ((3, 8), (4,)), ((2, 8), (8, 4))])
+def test_unet_is_differentiable_end_to_end(shape, attn):
     tinygen.set_default_dtype(np.float64)  # restored by conftest
     tinygen.manual_seed(0)
-    net = UNet(Config(channels=(4, 8), groups=2, num_classes=3))
+    (c, size) = shape
+    net = UNet(Config(channels=(4, 8), groups=2, num_classes=3, image_channels=c, image_size=size,
+                      attn_resolutions=attn, attn_heads=2))
     rng = np.random.default_rng(0)
     for p in net.parameters():
         if not p.data.any():
             p.data[...] = 0.3 * rng.standard_normal(p.shape)  # zero-initialised convs would hide paths
     t, labels = np.array([3, 500]), np.array([1, 3])
-    x = rng.standard_normal((2, 1, 8, 8))
+    x = rng.standard_normal((2, c, size, size))
     gradcheck(lambda x: net(x, t, labels), x)
     # and every parameter gets a gradient
     net(Tensor(x), t, labels).sum().backward()
     missing = [name for name, p in net.named_parameters() if p.grad is None or not np.abs(p.grad.numpy()).sum() > 0]
     assert missing == []
+
+
+def test_unet_places_attention_at_the_chosen_resolutions():
+    net = UNet(Config(image_size=32, channels=(8, 16, 16), groups=4, attn_resolutions=(16, 8)))
+    kinds = [type(m).__name__ for m in (*net.down_attn, net.mid_attn, *net.up_attn)]
+    assert kinds == ["Identity", "AttentionBlock", "AttentionBlock",  # down: 32, 16, 8
+                     "AttentionBlock",  # middle, at 8
+                     "AttentionBlock", "AttentionBlock", "Identity"]  # up: 8, 16, 32
+
+
+@requires_torch
+@pytest.mark.parametrize("heads", [1, 2])
+def test_attention_block_matches_a_torch_twin(heads):
+    # Ho et al.'s block written in torch: GroupNorm, 1x1 qkv, softmax(q k^T / sqrt(d)) v per head, 1x1 proj, residual
+    tinygen.set_default_dtype(np.float64)  # restored by conftest
+    block = AttentionBlock(8, groups=4, heads=heads)
+    rng = np.random.default_rng(heads)
+    for p in block.parameters():
+        p.data[...] = rng.standard_normal(p.shape)
+    x = rng.standard_normal((2, 8, 3, 5))
+    w = {name: torch.from_numpy(p.numpy()) for name, p in block.named_parameters()}
+    tx = torch.from_numpy(x)
+    h = torch.nn.functional.group_norm(tx, 4, w["norm.weight"], w["norm.bias"], eps=1e-5)
+    qkv = torch.nn.functional.conv2d(h, w["qkv.weight"], w["qkv.bias"]).reshape(2, 3, heads, 8 // heads, 15)
+    q, k, v = (qkv[:, i].transpose(-2, -1) for i in range(3))  # (B, heads, HW, d)
+    a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8 // heads), -1) @ v
+    expected = tx + torch.nn.functional.conv2d(a.transpose(-2, -1).reshape(2, 8, 3, 5), w["proj.weight"], w["proj.bias"])
+    out = block(Tensor(x))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+    gradcheck(lambda t: block(t), x)
+
+
+# --- any image shape ------------------------------------------------------------------------
+
+
+@settings(deadline=None, max_examples=10)
+@given(c=st.sampled_from([1, 3]), size=st.sampled_from([28, 32, 64]), data=st.data())
+def test_build_train_and_sample_at_any_shape(c, size, data):
+    """Two training steps and a few DDIM steps (guided when class-conditional) at (c, size, size),
+    with widths and attention placements drawn; the samples have the config's shape and range."""
+    widths = data.draw(st.sampled_from([(4,), (4, 8), (4, 8, 8)]), label="channels")
+    resolutions = [size // 2**i for i in range(len(widths))]
+    attn = data.draw(st.lists(st.sampled_from([r for r in resolutions if r <= 32] or [None]), unique=True, max_size=2)
+                     .map(lambda rs: tuple(r for r in rs if r is not None)), label="attn_resolutions")
+    num_classes = data.draw(st.sampled_from([None, 3]), label="num_classes")
+    tinygen.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
+    model = DDPM(Config(T=20, image_channels=c, image_size=size, channels=widths, groups=2, attn_resolutions=attn,
+                        attn_heads=data.draw(st.sampled_from([1, 2]), label="heads"), num_classes=num_classes))
+    labels = None if num_classes is None else np.array([0, 2])
+    for _ in range(2):
+        out = model.train_step(tinygen.rand(2, c, size, size), labels)
+        assert np.isfinite(out["loss"]) and out["loss"] > 0
+    guided = {} if num_classes is None else dict(labels=[1, 2], guidance=1.5)
+    x = model.sample(2, sampler="ddim", steps=3, **guided)
+    assert x.shape == (2, c, size, size) and x.dtype == np.float32
+    assert np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
+    with pytest.raises(ShapeError, match=rf"\(B, {c}, {size}, {size}\), the \(C, H, W\) of the model's config"):
+        model.train_step(tinygen.rand(2, 4 - c, size, size), labels)
+
+
+def test_colour_sampling_draws_every_channel_from_its_own_noise():
+    # ancestral sampling at (3, 8, 8): the channels differ, and the stream covers n C H W numbers per step
+    model = tiny_model(T=5, image_channels=3, image_size=8, attn_resolutions=(4,))
+    tinygen.manual_seed(0)
+    x = model.sample(2, sampler="ddpm")
+    assert x.shape == (2, 3, 8, 8)
+    assert not np.allclose(x[:, 0], x[:, 1]) and not np.allclose(x[0], x[1])
+
+
+def test_a_checkpoint_written_before_colour_images_loads_and_computes_the_same():
+    """tests/models/data/ddpm_before_issue23.ckpt was written by the DDPM before image_channels,
+    image_size and attn_resolutions existed (commit 1301d87; a conditional UNet of widths (2, 4)
+    trained 2 steps), with its eps_theta on a probe input: today's code rebuilds the same network
+    from the run's settings and computes the same eps_theta."""
+    path = os.path.join(os.path.dirname(__file__), "data", "ddpm_before_issue23.ckpt")
+    state = load(path)
+    assert "image_channels" not in state["run"]["config"] and "attn_resolutions" not in state["run"]["config"]
+    model = DDPM(Config(**state["run"]["overrides"]))  # as trainer.load_checkpoint builds it
+    model.load_state_dict(state["model"])
+    assert model.config.shape == (1, 28, 28) and model.config.attn_resolutions == ()
+    probe = state["probe"]
+    with no_grad():
+        eps = model.net(Tensor(probe["x"]), probe["t"], probe["labels"]).numpy()
+    np.testing.assert_array_equal(eps, probe["eps"])
+    assert model.sample(1, steps=2, labels=[1], guidance=1.0).shape == (1, 1, 28, 28)
+    # the MNIST default: the 1,461,953 parameters of the README's network
+    assert DDPM().net.num_parameters() == 1_461_953
+
+
+def test_trainer_loads_a_checkpoint_written_before_colour_images():
+    from tinygen import trainer  # _saved_overrides: the run's settings, and Config.LEGACY where a default changed
+    model, run, step = trainer.load_checkpoint(os.path.join(os.path.dirname(__file__), "data", "ddpm_before_issue23.ckpt"))
+    assert step == 2 and model.config.shape == (1, 28, 28) and model.config.channels == (2, 4)
+    probe = load(os.path.join(os.path.dirname(__file__), "data", "ddpm_before_issue23.ckpt"))["probe"]
+    with no_grad():
+        eps = model.net(Tensor(probe["x"]), probe["t"], probe["labels"]).numpy()
+    np.testing.assert_array_equal(eps, probe["eps"])
 
 
 # --- training -------------------------------------------------------------------------------

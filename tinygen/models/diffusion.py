@@ -170,10 +170,12 @@ class Config:
         """
         levels = 4 if image_size >= 64 and image_size % 8 == 0 else 3 if image_size % 4 == 0 else \
             2 if image_size % 2 == 0 else 1
-        fields = {"image_channels": image_channels, "image_size": image_size, "channels": (32, 64, 128, 128)[:levels]}
-        if image_size >= 32 and 16 in [image_size // 2**i for i in range(levels)]:
+        fields = {"image_channels": image_channels, "image_size": image_size, "channels": (32, 64, 128, 128)[:levels],
+                  **overrides}
+        resolutions = [image_size // 2**i for i in range(len(fields["channels"]))]  # of the widths given, if any
+        if "attn_resolutions" not in overrides and image_size >= 32 and 16 in resolutions:
             fields["attn_resolutions"] = (16,)
-        return cls(**{**fields, **overrides})
+        return cls(**fields)
 
 
 class Schedule:
