@@ -1,4 +1,4 @@
-"""Generative adversarial networks (Goodfellow et al. 2014): an MLP GAN and a DCGAN for 28×28 digits.
+"""Generative adversarial networks (Goodfellow et al. 2014): an MLP GAN and a DCGAN.
 
 A generator G maps noise z ~ p_z = N(0, I) to an image; a discriminator D maps an image to the
 logit of the probability that it came from the data rather than from G. They play the minimax game
@@ -26,6 +26,10 @@ except G's output and D's input, ReLU in G, LeakyReLU in D, weights from N(0, 0.
 is Algorithm 1 of Goodfellow et al. with k = 1 discriminator step per generator step, and Adam
 (lr 2e-4, β₁ 0.5) as in the DCGAN paper.
 
+Images are (C, H, W) = (`image_channels`, `image_size`, `image_size`) from the config, 1×28×28
+(MNIST) by default: the MLP GAN takes any shape (it sees C·H·W numbers), the DCGAN 28, 32 or 64
+pixels (`DCGAN` gives the layout of each).
+
 >>> import tinygen
 >>> _ = tinygen.manual_seed(0)
 >>> gan = MLPGAN(GANConfig(batch_size=8))
@@ -44,11 +48,10 @@ import numpy as np
 import tinygen
 from tinygen import nn, optim
 from tinygen.errors import ArgumentError, ShapeError
-from tinygen.models.checks import check_count, check_unit_range
+from tinygen.models.checks import CONV_STAGES, check_count, check_image_config, check_images, image_shape
 from tinygen.nn import functional as F
 from tinygen.tensor import Tensor, no_grad
 
-IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of an MNIST digit
 BN_RECALIBRATION = (20, 500)  # batches x images of noise that set the averaged G's BatchNorm statistics
 
 
@@ -56,6 +59,8 @@ BN_RECALIBRATION = (20, 500)  # batches x images of noise that set the averaged 
 class GANConfig:
     """Hyperparameters of `MLPGAN`; `steps` × `batch_size` is the default `tinygen train gan` run."""
 
+    image_channels: int = 1  # C: 1 grey, 3 RGB (any C >= 1)
+    image_size: int = 28  # H = W (any size >= 1)
     latent_dim: int = 100  # dim of z ~ N(0, I)
     # NOTE: the Keras example's generator is 256 → 512 → 1024; this project's specification (and
     # PyTorch-GAN's first three blocks) uses 128 → 256 → 512, a third of the parameters.
@@ -80,13 +85,18 @@ class GANConfig:
     # A checkpoint written before a field existed is rebuilt with the field's value of that time.
     LEGACY = {"minibatch_std": False, "ema_decay": None}
 
+    def __post_init__(self):
+        check_image_config(self)
+
 
 @dataclass
 class DCGANConfig:
     """Hyperparameters of `DCGAN`; `width` is the channel count of G's last and D's first layer."""
 
+    image_channels: int = 1  # C: 1 grey, 3 RGB (any C >= 1)
+    image_size: int = 28  # H = W: 28, 32 or 64 (see `DCGAN`)
     latent_dim: int = 100
-    width: int = 64  # G: 2w x 7 x 7 -> w x 14 x 14 -> 1 x 28 x 28; D: 1 -> w -> 2w channels
+    width: int = 64  # w; at 28 pixels G: 2w x 7 x 7 -> w x 14 x 14 -> C x 28 x 28; D: C -> w -> 2w channels
     negative_slope: float = 0.2
     init_std: float = 0.02  # Radford et al.: all weights from N(0, 0.02^2)
     # NOTE: not in Radford et al.'s MNIST-sized layout: G refines each of its 7×7 and 14×14 stages with
@@ -103,6 +113,9 @@ class DCGANConfig:
     steps: int = 4000
     # A checkpoint written before a field existed is rebuilt with the field's value of that time.
     LEGACY = {"refine": False, "minibatch_std": False}
+
+    def __post_init__(self):
+        check_image_config(self, CONV_STAGES)
 
 
 # --- the two losses ---------------------------------------------------------------------------
@@ -170,8 +183,8 @@ class GAN:
     """What MLPGAN and DCGAN share: the alternating updates, sampling and the state dict.
 
     A subclass sets `Config` and builds `self.generator` (z (B, latent_dim) -> images
-    (B, 1, 28, 28) in [0, 1]) and `self.discriminator` (images -> logits (B, 1)) in
-    `_build_networks`.
+    (B, C, H, W) in [0, 1]) and `self.discriminator` (images -> logits (B, 1)) in
+    `_build_networks`. `self.image_shape` is (C, H, W), from the config.
     """
 
     Config = None
@@ -180,6 +193,7 @@ class GAN:
         self.config = self.Config() if config is None else config
         if not isinstance(self.config, self.Config):
             raise ArgumentError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.image_shape = image_shape(self.config)  # (C, H, W)
         self.generator, self.discriminator = self._build_networks(self.config)
         c = self.config
         self.opt_g = optim.Adam(self.generator.parameters(), lr=c.lr, betas=tuple(c.betas))
@@ -214,13 +228,14 @@ class GAN:
     #           ∇_θg −(1/m) Σᵢ log D(G(z⁽ⁱ⁾))
     # "Ascending"/"descending" are both Adam steps on the BCE losses above.
     def train_step(self, images, labels=None):
-        """One D update then one G update on a batch of real images (B, 1, 28, 28) in [0, 1].
+        """One D update then one G update on a batch of real images (B, C, H, W) in [0, 1].
 
         Returns {"loss_d", "loss_g", "d_real": mean D(x), "d_fake": mean D(G(z))}, the
         probabilities seen by the discriminator step (before its update). `labels` is ignored:
         these GANs are unconditional.
         """
-        x = _check_images(images).to(self.device)  # a batch from the host is copied to the networks' device
+        # B >= 2: BatchNorm needs two values per channel; a batch from the host is copied to the networks' device
+        x = check_images(images, self.image_shape, min_batch=2).to(self.device)
         m = x.shape[0]
         G, D = self.generator, self.discriminator
         G.train()
@@ -257,7 +272,7 @@ class GAN:
 
     @no_grad()
     def sample(self, n, use_ema=True):
-        """n images G(z), z ~ N(0, I): a float32 array (n, 1, 28, 28) in [0, 1].
+        """n images G(z), z ~ N(0, I): a float32 array (n, C, H, W) in [0, 1].
 
         The generator runs in eval mode, so its BatchNorm layers normalise with their running
         statistics, not with this batch's: a sample does not depend on the others drawn with it.
@@ -340,10 +355,11 @@ class GAN:
 
 
 class MLPGAN(GAN):
-    """The fully connected GAN of the Keras MNIST example.
+    """The fully connected GAN of the Keras MNIST example, on images of D = C·H·W numbers (784 for MNIST).
 
-    G: z (100) -> [Linear -> LeakyReLU(0.2) -> BatchNorm] x 3 (128, 256, 512) -> Linear(784) -> sigmoid
-    D: image -> Flatten (784) -> [Linear -> LeakyReLU(0.2)] x 2 (512, 256) -> MinibatchStdDev (257)
+    G: z (100) -> [Linear -> LeakyReLU(0.2) -> BatchNorm] x 3 (128, 256, 512) -> Linear(D) -> sigmoid
+         -> (C, H, W)
+    D: image -> Flatten (D) -> [Linear -> LeakyReLU(0.2)] x 2 (512, 256) -> MinibatchStdDev (257)
          -> Linear(1): a logit   (without the MinibatchStdDev when config.minibatch_std is False)
 
     NOTE: the Keras example ends G with tanh on images scaled to [-1, 1]; here images are in
@@ -356,14 +372,15 @@ class MLPGAN(GAN):
     Config = GANConfig
 
     def _build_networks(self, c):
+        n_pixels = int(np.prod(self.image_shape))  # D = C·H·W
         g_layers, width = [], c.latent_dim
         for hidden in c.g_hidden:
             g_layers += [nn.Linear(width, hidden), nn.LeakyReLU(c.negative_slope),
                          nn.BatchNorm1d(hidden, eps=c.bn_eps, momentum=c.bn_momentum)]
             width = hidden
-        g_layers += [nn.Linear(width, int(np.prod(IMAGE_SHAPE))), nn.Sigmoid(),
-                     nn.Unflatten(1, IMAGE_SHAPE)]  # (B, 784) -> (B, 1, 28, 28)
-        d_layers, width = [nn.Flatten()], int(np.prod(IMAGE_SHAPE))  # (B, 1, 28, 28) -> (B, 784)
+        g_layers += [nn.Linear(width, n_pixels), nn.Sigmoid(),
+                     nn.Unflatten(1, self.image_shape)]  # (B, D) -> (B, C, H, W)
+        d_layers, width = [nn.Flatten()], n_pixels  # (B, C, H, W) -> (B, D)
         for hidden in c.d_hidden:
             d_layers += [nn.Linear(width, hidden), nn.LeakyReLU(c.negative_slope)]
             width = hidden
@@ -375,19 +392,31 @@ class MLPGAN(GAN):
 
 
 class DCGAN(GAN):
-    """A deep convolutional GAN for 28×28 (Radford et al. 2016), w = `width` (64):
+    """A deep convolutional GAN (Radford et al. 2016) for C×S×S images, S = 28, 32 or 64, w = `width` (64).
 
-    G: z -> Linear -> (2w, 7, 7) -> BN -> ReLU -> [Conv(2w->2w, k3 p1) -> BN -> ReLU]
-         -> ConvT(2w->w, k4 s2 p1) -> (w, 14, 14) -> BN -> ReLU -> [Conv(w->w, k3 p1) -> BN -> ReLU]
-         -> ConvT(w->1, k4 s2 p1) -> (1, 28, 28) -> sigmoid
-    D: (1, 28, 28) -> Conv(1->w, k4 s2 p1) -> (w, 14, 14) -> LeakyReLU(0.2)
-         -> Conv(w->2w, k4 s2 p1) -> (2w, 7, 7) -> BN -> LeakyReLU(0.2) -> Flatten (2w*49)
-         -> [MinibatchStdDev] (2w*49 + 1) -> Linear -> 1 logit
+    G starts from a b×b map and doubles it n times with stride-2 transposed convolutions; D mirrors
+    it with stride-2 convolutions. Going away from the image, each stage doubles the channels:
 
-    The paper's guidelines: strided convolutions learn their own up- and downsampling (no pooling);
-    BatchNorm everywhere except G's output and D's input layer; ReLU in G, LeakyReLU in D. A layer
-    followed by BatchNorm has no bias (BN's shift replaces it). Weights are drawn from N(0, 0.02²)
-    and BatchNorm scales from N(1, 0.02²), as in the PyTorch DCGAN example; biases start at 0.
+        S = 28: b = 7, n = 2   G: 2w×7×7 -> w×14×14 -> C×28×28          (the MNIST layout)
+        S = 32: b = 4, n = 3   G: 4w×4×4 -> 2w×8×8 -> w×16×16 -> C×32×32
+        S = 64: b = 4, n = 4   G: 8w×4×4 -> 4w×8×8 -> 2w×16×16 -> w×32×32 -> C×64×64
+                               (Radford et al.'s 64×64 generator, there with w = 128)
+
+    with widths m_1 > ... > m_n = w, m_i = 2^(n−i) w (the feature maps from b×b up to S/2):
+
+    G: z -> Linear -> (m_1, b, b) -> BN -> ReLU -> [Conv(m_1->m_1, k3 p1) -> BN -> ReLU]
+         -> for each next width m: ConvT(k4 s2 p1) -> (m, 2×size) -> BN -> ReLU -> [Conv(m->m, k3 p1) -> BN -> ReLU]
+         -> ConvT(w->C, k4 s2 p1) -> (C, S, S) -> sigmoid
+    D: (C, S, S) -> Conv(C->w, k4 s2 p1) -> (w, S/2, S/2) -> LeakyReLU(0.2)
+         -> for each next width m (2w, 4w, ...): Conv(k4 s2 p1) -> (m, ½×size) -> BN -> LeakyReLU(0.2)
+         -> (m_1, b, b) -> Flatten (m_1 b²) -> [MinibatchStdDev] (m_1 b² + 1) -> Linear -> 1 logit
+
+    At 1×28×28 these are the layers, names and shapes of the DCGAN before colour images, so its
+    checkpoints load unchanged. The paper's guidelines: strided convolutions learn their own up-
+    and downsampling (no pooling); BatchNorm everywhere except G's output and D's input layer; ReLU
+    in G, LeakyReLU in D. A layer followed by BatchNorm has no bias (BN's shift replaces it). Weights
+    are drawn from N(0, 0.02²) and BatchNorm scales from N(1, 0.02²), as in the PyTorch DCGAN
+    example; biases start at 0.
 
     NOTE: the bracketed layers are this project's additions (`DCGANConfig.refine`, `minibatch_std`;
     both False give the plain layout of earlier checkpoints). The README's DCGAN curve gives the FD
@@ -397,37 +426,50 @@ class DCGAN(GAN):
     Config = DCGANConfig
 
     def _build_networks(self, c):
-        w = c.width
+        C, S = c.image_channels, c.image_size
+        b, n = CONV_STAGES[S]  # the smallest map b×b and the number of stride-2 stages
+        widths = [c.width * 2 ** (n - 1 - i) for i in range(n)]  # m_1..m_n: [2w, w] at 28, [4w, 2w, w] at 32
 
-        def refine(channels):  # a 3×3 convolution that keeps the size: (B, C, H, W) -> (B, C, H, W)
+        def refine(channels):  # a 3×3 convolution that keeps the size: (B, m, h, h) -> (B, m, h, h)
             if not c.refine:
                 return []
             return [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
 
-        generator = nn.Sequential(
-            nn.Linear(c.latent_dim, 2 * w * 7 * 7, bias=False),
-            nn.Unflatten(1, (2 * w, 7, 7)),  # (B, 2w*7*7) -> (B, 2w, 7, 7)
-            nn.BatchNorm2d(2 * w),
+        g_layers = [
+            nn.Linear(c.latent_dim, widths[0] * b * b, bias=False),
+            nn.Unflatten(1, (widths[0], b, b)),  # (B, m_1*b*b) -> (B, m_1, b, b)
+            nn.BatchNorm2d(widths[0]),
             nn.ReLU(),
-            *refine(2 * w),
-            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False),  # -> (B, w, 14, 14)
-            nn.BatchNorm2d(w),
-            nn.ReLU(),
-            *refine(w),
-            nn.ConvTranspose2d(w, 1, 4, stride=2, padding=1),  # -> (B, 1, 28, 28)
+            *refine(widths[0]),
+        ]
+        for m_in, m_out in zip(widths, widths[1:]):
+            g_layers += [
+                nn.ConvTranspose2d(m_in, m_out, 4, stride=2, padding=1, bias=False),  # (B, m_in, h, h) -> (B, m_out, 2h, 2h)
+                nn.BatchNorm2d(m_out),
+                nn.ReLU(),
+                *refine(m_out),
+            ]
+        g_layers += [
+            nn.ConvTranspose2d(widths[-1], C, 4, stride=2, padding=1),  # (B, w, S/2, S/2) -> (B, C, S, S)
             nn.Sigmoid(),
-        )
-        features = 2 * w * 7 * 7
-        discriminator = nn.Sequential(
-            nn.Conv2d(1, w, 4, stride=2, padding=1),  # (B, 1, 28, 28) -> (B, w, 14, 14)
+        ]
+        d_layers = [
+            nn.Conv2d(C, widths[-1], 4, stride=2, padding=1),  # (B, C, S, S) -> (B, w, S/2, S/2)
             nn.LeakyReLU(c.negative_slope),
-            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False),  # -> (B, 2w, 7, 7)
-            nn.BatchNorm2d(2 * w),
-            nn.LeakyReLU(c.negative_slope),
-            nn.Flatten(),  # (B, 2w, 7, 7) -> (B, 2w*7*7)
-            *([MinibatchStdDev()] if c.minibatch_std else []),  # -> (B, 2w*7*7 + 1)
+        ]
+        for m_in, m_out in zip(widths[::-1], widths[-2::-1]):
+            d_layers += [
+                nn.Conv2d(m_in, m_out, 4, stride=2, padding=1, bias=False),  # (B, m_in, h, h) -> (B, m_out, h/2, h/2)
+                nn.BatchNorm2d(m_out),
+                nn.LeakyReLU(c.negative_slope),
+            ]
+        features = widths[0] * b * b
+        d_layers += [
+            nn.Flatten(),  # (B, m_1, b, b) -> (B, m_1*b*b)
+            *([MinibatchStdDev()] if c.minibatch_std else []),  # -> (B, m_1*b*b + 1)
             nn.Linear(features + int(c.minibatch_std), 1),
-        )
+        ]
+        generator, discriminator = nn.Sequential(*g_layers), nn.Sequential(*d_layers)
         for module in list(generator.modules()) + list(discriminator.modules()):
             _dcgan_init_(module, c.init_std)
         return generator, discriminator
@@ -443,19 +485,3 @@ def _dcgan_init_(module, std):
         nn.init.normal_(module.weight, 1.0, std)
         nn.init.zeros_(module.bias)
 
-
-# --- argument checks --------------------------------------------------------------------------
-
-
-def _check_images(images):
-    """A float Tensor (B, 1, 28, 28), B >= 2 (BatchNorm needs two values per channel)."""
-    if isinstance(images, np.ndarray):
-        images = Tensor(images)
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a tinygen Tensor (B, 1, 28, 28), got {type(images).__name__}")
-    if images.dtype.kind != "f":
-        raise tinygen.DTypeError(f"images must be float32 or float64 in [0, 1], got dtype {images.dtype}")
-    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 2:
-        raise ShapeError(f"images must have shape (B, 1, 28, 28) with B >= 2, got {tuple(images.shape)}")
-    check_unit_range(images.data)
-    return images
