@@ -1,9 +1,12 @@
-"""Likelihoods of test digits: the VAE's ELBO and IWAE bound, the DDPM's variational bound in bits/dim.
+"""Likelihoods of test images: the VAE's ELBO and IWAE bound, the DDPM's variational bound in bits/dim.
 
 All values are per image, float64, in nats (or bits per dimension): Monte-Carlo estimates of lower
 bounds on log p(x) (of upper bounds on -log p(x)); larger ELBO/IWAE and smaller bits/dim are better.
 
-- VAE (Kingma & Welling 2014), Bernoulli decoder on logits l = f_theta(z), on *binary* images:
+- VAE (Kingma & Welling 2014), with the model's decoder likelihood (`VAE.reconstruction_nll`):
+  a Bernoulli on logits l = f_theta(z), normalised on *binary* images (binarise grey ones with
+  `binarize`), or the discretised logistic of 8-bit images (likelihood="logistic"), normalised on
+  the grid k/255, where -bound / (D ln 2) is a bound in bits/dim (`vae_bits_per_dim`):
       ELBO(x) = E_{q(z|x)}[log p(x | z)] - KL(q(z | x) || p(z))                             (eq. 3)
   estimated with ONE reparameterised sample z = mu + sigma * eps for the reconstruction term, as
   the model trains; the KL in closed form for p(z) = N(0, I) (-1/2 sum_j (1 + log sigma_j^2 -
@@ -48,6 +51,7 @@ from tinygen.models.vae import VAE
 from tinygen.tensor import Tensor, no_grad
 
 LOG_2PI = math.log(2 * math.pi)
+DECODE_BUDGET = 4096 * 784  # sub-pixels `vae_iwae` decodes at a time by default: 4096 MNIST digits
 
 # --- dynamic binarisation -----------------------------------------------------------------------
 
@@ -69,14 +73,17 @@ def binarize(images, seed=0):
 
 @no_grad()
 def vae_elbo(model, x, batch_size=100, seed=0):
-    """ELBO(x) per image in nats, float64 (N,), for a `VAE` or `ConvVAE` and images x (N, 1, 28, 28).
+    """ELBO(x) per image in nats, float64 (N,), for a `VAE` or `ConvVAE` and images x (N, C, H, W).
 
-    One reparameterised sample z = mu + sigma * eps for E_q[log p(x | z)]; the KL in closed form
+    x: floats in [0, 1] or uint8 levels k (read as k / 255), of the model's (C, H, W). One
+    reparameterised sample z = mu + sigma * eps for E_q[log p(x | z)]; the KL in closed form
     for the standard prior N(0, I), and log q(z | x) - log p(z) at the same z for the VampPrior.
-    x must lie in [0, 1]; only for binary x (see `binarize`) is the Bernoulli term a normalised
-    log-likelihood comparable with published numbers (about -100 nats on binarised MNIST).
+    Only for binary x (see `binarize`) is the Bernoulli term a normalised log-likelihood
+    comparable with published numbers (about -100 nats on binarised MNIST); the logistic takes
+    8-bit x only (floats off the grid k/255 are refused).
     """
-    model, x = _check_vae(model), _check_unit_images(x, "x").astype(np.float64, copy=False)
+    model = _check_vae(model)
+    x = _vae_images(model, x)
     batch_size = _check_positive_int(batch_size, "batch_size")
     out = np.empty(len(x))
     with _eval_mode(model.net):
@@ -87,7 +94,7 @@ def vae_elbo(model, x, batch_size=100, seed=0):
             gens = _image_generators(seed, start, len(xb))
             eps = np.stack([g.standard_normal(mu.shape[1]) for g in gens])  # (B, J)
             z = mu + np.exp(0.5 * logvar) * eps
-            log_px = _log_bernoulli(_decode(model, z).reshape(len(xb), -1), xb.reshape(len(xb), -1))  # (B,)
+            log_px = _log_likelihood(model, _decode(model, z), xb)  # (B,)
             if prior is None:
                 # KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)
                 kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(1)
@@ -102,13 +109,15 @@ def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
     """The importance-weighted bound L_K(x) on log p(x) per image in nats, float64 (N,).
 
     L_K = logsumexp_k(log p(x | z_k) + log p(z_k) - log N(z_k; mu, sigma^2)) - log K with
-    z_k = mu + sigma * eps_k and p(z) the model's prior (N(0, I), or the VampPrior's mixture). The
-    K samples are decoded `chunk_size` per image at a time (default 4096 // batch_size), so memory
-    holds (batch_size, chunk_size, 784) logits, never (B, K, 784); the log-weights (B, K) are kept
+    z_k = mu + sigma * eps_k and p(z) the model's prior (N(0, I), or the VampPrior's mixture); x as
+    for `vae_elbo`. The K samples are decoded `chunk_size` per image at a time (by default
+    DECODE_BUDGET // (batch_size D), D = C H W: 4096 // batch_size for MNIST), so memory holds
+    (batch_size, chunk_size, D) decoder outputs, never (B, K, D); the log-weights (B, K) are kept
     and reduced once, so chunking does not change the result. The first sample of each image is
     the one `vae_elbo` uses with the same seed.
     """
-    model, x = _check_vae(model), _check_unit_images(x, "x").astype(np.float64, copy=False)
+    model = _check_vae(model)
+    x = _vae_images(model, x)
     K, batch_size = _check_positive_int(K, "K"), _check_positive_int(batch_size, "batch_size")
     if chunk_size is not None:
         chunk_size = _check_positive_int(chunk_size, "chunk_size")
@@ -117,7 +126,7 @@ def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
         prior = _prior(model)
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
-            B, chunk = len(xb), chunk_size or max(1, 4096 // len(xb))
+            B, chunk = len(xb), chunk_size or max(1, DECODE_BUDGET // (len(xb) * xb[0].size))
             mu, logvar = _encode(model, xb)  # (B, J) each
             sigma, J = np.exp(0.5 * logvar), mu.shape[1]
             gens = _image_generators(seed, start, B)
@@ -126,13 +135,48 @@ def vae_iwae(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
                 k = min(chunk, K - k0)
                 eps = np.stack([g.standard_normal((k, J)) for g in gens])  # (B, k, J)
                 z = mu[:, None] + sigma[:, None] * eps  # (B, k, J)
-                logits = _decode(model, z.reshape(B * k, J)).reshape(B, k, -1)  # (B*k, 1, 28, 28) -> (B, k, 784)
-                log_px = _log_bernoulli(logits, xb.reshape(B, 1, -1))  # (B, k)
+                decoded = _decode(model, z.reshape(B * k, J))  # (B*k, C', H, W)
+                targets = np.broadcast_to(xb[:, None], (B, k) + xb.shape[1:]).reshape((B * k,) + xb.shape[1:])
+                log_px = _log_likelihood(model, decoded, targets).reshape(B, k)  # (B*k,) -> (B, k)
                 log_pz = _log_prior(prior, z.reshape(B * k, J)).reshape(B, k)  # log p(z)
                 log_qz = -0.5 * (eps**2 + logvar[:, None] + LOG_2PI).sum(2)  # log N(z; mu, sigma^2)
                 log_w[:, k0:k0 + k] = log_px + log_pz - log_qz
             out[start:start + B] = _logsumexp(log_w, axis=1) - math.log(K)
     return out
+
+
+@no_grad()
+def vae_bits_per_dim(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
+    """The IWAE bound in bits per dimension per image, float64 (N,): -L_K(x) / (D ln 2), D = C H W.
+
+    An upper bound on -log2 p(x) / D wherever the decoder's likelihood is normalised on x: for
+    likelihood="logistic", 8-bit x (uint8, or floats k / 255) -- the bits/dim of 8-bit images
+    published for PixelCNN++ and Ho et al.'s DDPM; for the Bernoulli, binary x (see `binarize`),
+    whose bits count binary dimensions and do not compare with 8-bit numbers. Other x is refused.
+    Arguments as for `vae_iwae`.
+    """
+    model = _check_vae(model)
+    x = _vae_images(model, x)
+    if model.config.likelihood == "bernoulli" and not np.isin(x, (0.0, 1.0)).all():
+        raise ArgumentError("bits/dim of a Bernoulli VAE are a bound on binary images only: binarize x first "
+                            "(the logistic likelihood, likelihood='logistic', bounds the 8-bit images themselves)")
+    return -vae_iwae(model, x, K, batch_size, seed, chunk_size) / (x[0].size * math.log(2))
+
+
+def _vae_images(model, images):
+    """The images x of a VAE's bound as float64 (N, C, H, W) in [0, 1], for the model's (C, H, W):
+    floats as given, uint8 levels k as k / 255. The logistic needs the 8-bit grid: floats more
+    than 1e-3 of a level away from it are refused (float32 k / 255 is within 1e-5)."""
+    x = images.numpy() if isinstance(images, Tensor) else np.asarray(images)
+    if x.dtype == np.uint8:
+        x = x / 255.0
+    x = _check_unit_images(x, "x", model.image_shape).astype(np.float64, copy=False)
+    if model.config.likelihood == "logistic":
+        off = np.abs(x * 255 - np.rint(x * 255)).max()
+        if off > 1e-3:
+            raise ArgumentError(f"x must be 8-bit images (uint8, or floats k / 255) for the logistic likelihood, "
+                                f"found values {off:.3g} of a level off the grid")
+    return x
 
 
 def _encode(model, x):
@@ -166,14 +210,16 @@ def _log_prior(prior, z):
 
 
 def _decode(model, z):
-    """The decoder's Bernoulli logits for latents z (n, J), as a float64 array (n, 1, 28, 28)."""
+    """The decoder's output for latents z (n, J) as a float64 array (n, C', H, W): Bernoulli logits
+    (C' = C), or the logistic's locations and log-scales (C' = 2C)."""
     return model.decode(_input(model.net, z)).numpy().astype(np.float64)
 
 
-def _log_bernoulli(logits, x):
-    """log p(x | z) = sum_pixels [x l - log(1 + e^l)] = sum [x log sigma(l) + (1 - x) log(1 - sigma(l))],
-    over the last axis (the 784 pixels) of the logits l and the targets x."""
-    return (x * logits - np.logaddexp(0, logits)).sum(-1)
+def _log_likelihood(model, out, x):
+    """log p(x | z) per row (n,) for decoder outputs `out` (n, C', H, W) and images x (n, C, H, W):
+    the model's own likelihood (`VAE.reconstruction_nll`, Bernoulli or discretised logistic),
+    evaluated on the host in float64."""
+    return -model.reconstruction_nll(Tensor(out, device="cpu"), Tensor(x, device="cpu")).numpy()
 
 
 def _logsumexp(a, axis):
@@ -489,13 +535,14 @@ def _scale_uint8(images, shape):
     return 2 * (images.astype(np.float64) / 255) - 1
 
 
-def _check_unit_images(images, name):
-    """A float array (N, 1, 28, 28) with values in [0, 1], from an array or a Tensor."""
+def _check_unit_images(images, name, shape=None):
+    """A float array (N, C, H, W) with values in [0, 1], from an array or a Tensor; (C, H, W) = `shape` if given."""
     x = images.numpy() if isinstance(images, Tensor) else np.asarray(images)
     if x.dtype.kind != "f":
         raise DTypeError(f"{name} must be float32 or float64 in [0, 1], got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28) or len(x) < 1:
-        raise ShapeError(f"{name} must have shape (N, 1, 28, 28), got {x.shape}")
+    if x.ndim != 4 or len(x) < 1 or (shape is not None and x.shape[1:] != tuple(shape)):
+        expected = "(N, C, H, W)" if shape is None else f"(N, {', '.join(map(str, shape))}), the (C, H, W) of the model"
+        raise ShapeError(f"{name} must have shape {expected}, got {x.shape}")
     lo, hi = float(x.min()), float(x.max())
     if not (0 <= lo and hi <= 1):
         raise ArgumentError(f"{name} must lie in [0, 1], found values in [{lo}, {hi}]")
