@@ -29,7 +29,7 @@ from tinygen.errors import DatasetFormatError
 from tinygen.serialization import _CORRUPT_ERRORS
 
 EMOJI_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emoji32.npz")
-EMOJI_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+EMOJI_SHA256 = "e46cc8ba299a4bf1e28dfe6fddc9f516ea43857e5a9566cab547aa4302f241e5"
 EMOJI_CLASSES = [
     "Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects",
     "People & Body", "Smileys & Emotion", "Symbols", "Travel & Places",
