@@ -23,11 +23,13 @@ def test_image_size_and_channels_apply_to_mnist():
     assert data.labels.tolist() == MNIST(train=False).labels.tolist()
 
 
-def test_npz_and_folder_by_name(tmp_path):
+def test_npz_and_folder_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYGEN_CACHE", str(tmp_path / "cache"))
     np.savez(tmp_path / "set.npz", images=np.full((2, 8, 8, 3), 90, np.uint8), labels=[0, 1])
     data = load_dataset("npz", root=tmp_path / "set.npz", image_size=4, channels=1)
     assert data.images.shape == (2, 1, 4, 4) and (data.images == 90).all() and data.labels.tolist() == [0, 1]
-    save_png(tmp_path / "imgs" / "a.png" if (tmp_path / "imgs").mkdir() is None else None, np.zeros((6, 6), np.uint8))
+    (tmp_path / "imgs").mkdir()
+    save_png(tmp_path / "imgs" / "a.png", np.zeros((6, 6), np.uint8))
     folder = load_dataset("folder", root=tmp_path / "imgs", image_size=3, channels=3)
     assert folder.images.shape == (1, 3, 3, 3)
 
