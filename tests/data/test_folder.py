@@ -187,3 +187,23 @@ def test_cache_false_neither_reads_nor_writes(tmp_path, cache, count_reads):
     ImageFolder(tmp_path / "set", cache=False)
     ImageFolder(tmp_path / "set", cache=False)
     assert len(count_reads) == 2 and not cache.exists()
+
+
+def test_files_written_by_pillow_in_other_modes_and_formats(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, np.arange(16).reshape(4, 4) * 17  # red fading in over white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a_rgba.png")
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "b_grey16.png")
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8).repeat(2, 0).repeat(2, 1), "P")
+    palette.putpalette([0, 0, 255, 0, 255, 0] + [0] * 762)
+    palette.save(tmp_path / "c_palette.png", transparency=0)  # entry 0 (blue) fully transparent
+    Image.fromarray(np.full((4, 4, 3), 120, np.uint8)).save(tmp_path / "d_flat.jpg", quality=95)
+    data = ImageFolder(tmp_path)
+    assert data.images.shape == (4, 3, 4, 4)
+    alpha = rgba[..., 3] / 255
+    np.testing.assert_array_equal(data.images[0, 1], np.floor(255 * (1 - alpha) + 0.5))  # green: white * (1 - a)
+    assert (data.images[0, 0] == np.floor(200 * alpha + 255 * (1 - alpha) + 0.5)).all()
+    assert (data.images[1] == round(40000 * 255 / 65535)).all()
+    assert data.images[2, :, 0, 0].tolist() == [255, 255, 255] and data.images[2, :, 0, 2].tolist() == [0, 255, 0]
+    assert np.abs(data.images[3].astype(int) - 120).max() <= 2  # JPEG is lossy
