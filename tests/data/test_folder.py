@@ -81,10 +81,13 @@ def test_an_empty_folder_names_its_root(tmp_path):
         ImageFolder(tmp_path / "missing")
 
 
-def test_a_broken_image_names_its_file(tmp_path):
+@pytest.mark.parametrize("name, content", [("bad.png", b"\x89PNG\r\n\x1a\n broken"), ("bad.jpg", b"\xff\xd8 not a jpeg")])
+def test_a_broken_image_names_its_file(tmp_path, name, content):
+    if name.endswith(".jpg"):
+        pytest.importorskip("PIL")
     write(tmp_path / "good.png", np.zeros((3, 3)))
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    with pytest.raises(DatasetFormatError, match="bad.png"):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DatasetFormatError, match=name):
         ImageFolder(tmp_path)
 
 
