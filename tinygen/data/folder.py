@@ -29,7 +29,7 @@ class ImageFolder(ImageArrays):
 
     - Files: every file whose name ends in .png, .jpg, .jpeg, .bmp, .gif or .webp (any case),
       in sorted order of their paths relative to `root`; hidden files and folders (a leading
-      ``.``) are skipped. PNG is decoded by tinygen, the rest by Pillow (`tinygen.image.read_image`).
+      ``.``) are skipped, linked folders followed. PNG is decoded by tinygen, the rest by Pillow (`tinygen.image.read_image`).
     - Labels: when the images sit in first-level subfolders, as torchvision's ImageFolder,
       ``root/cat/x.png`` and ``root/dog/sub/y.png``, the subfolder names sorted are `classes`
       and an image's label is its subfolder's index. A flat folder (images only directly in
@@ -81,7 +81,7 @@ class ImageFolder(ImageArrays):
 def find_images(root):
     """Paths relative to `root` (with ``/``) of the image files under it, sorted."""
     found = []
-    for folder, subfolders, names in os.walk(root):
+    for folder, subfolders, names in os.walk(root, followlinks=True):  # as torchvision: linked folders count
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         relative = os.path.relpath(folder, root)
         for name in names:
@@ -115,9 +115,12 @@ def decode_folder(root, files, image_size, channels):
         path = os.path.join(root, name)
         x = center_crop(decoded_to_float(image.read_image(path), path))
         decoded.append(x if image_size is None else resize(x, image_size))
-    sizes = sorted({x.shape[1:] for x in decoded})
-    if len(sizes) > 1:
-        examples = ", ".join(f"{files[[x.shape[1:] for x in decoded].index(s)]} {s[0]}x{s[1]}" for s in sizes[:3])
+    first_of_size = {}  # (S, S) -> the first file of that size
+    for name, x in zip(files, decoded):
+        first_of_size.setdefault(x.shape[1:], name)
+    if len(first_of_size) > 1:
+        sizes = sorted(first_of_size)
+        examples = ", ".join(f"{first_of_size[size]} {size[0]}x{size[1]}" for size in sizes[:3])
         raise DatasetFormatError(
             f"{root}: the images have {len(sizes)} sizes after centre-cropping to squares ({examples}); "
             "pass image_size (--image-size) to resize them all to one size"

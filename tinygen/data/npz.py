@@ -42,7 +42,7 @@ class NPZImages(ImageArrays):
 def read_npz_images(path):
     """(images uint8 (N, C, H, W), labels int64 or None, classes or None) from the file `path`."""
     if not os.path.isfile(path):
-        raise DatasetFormatError(f"{path}: no such file")
+        raise DatasetFormatError(f"{path}: {'a folder, expected an .npz file' if os.path.isdir(path) else 'no such file'}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, *_CORRUPT_ERRORS) as err:  # a ValueError for a pickle
