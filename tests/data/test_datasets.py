@@ -60,4 +60,7 @@ def test_cifar10_by_name(tmp_path):
 def test_wrong_requests_raise_argument_errors(kwargs, match):
     with pytest.raises(ArgumentError, match=match):
         load_dataset(**kwargs)
+
+
+def test_the_names_are_those_of_the_command():
     assert DATASETS == ("embedded", "mnist", "emoji", "cifar10", "folder", "npz")

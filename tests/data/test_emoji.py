@@ -4,7 +4,6 @@ import collections
 import csv
 import hashlib
 import os
-import shutil
 
 import numpy as np
 import pytest
