@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tinygen import backend, cli, trainer
-from tinygen.errors import ArgumentError, CheckpointError
+from tinygen.errors import ArgumentError, CheckpointError, TinygenError
 from tinygen.image import read_png
 from tinygen.models import MODELS
 from tinygen.serialization import load, save
@@ -248,3 +248,82 @@ def test_every_model_trains_on_the_full_mnist_files(tmp_path, model):
 def test_python_dash_m_tinygen_runs_the_command():
     result = subprocess.run([sys.executable, "-m", "tinygen", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("tinygen ")
+
+
+def write_colour_npz(path, n=12, size=32, classes=3):
+    """n RGB images (n, 3, size, size) uint8, each a flat colour of its class, with labels and names."""
+    labels = np.arange(n) % classes
+    colours = np.array([[230, 40, 40], [40, 200, 60], [40, 60, 220]], np.uint8)[labels]  # (n, 3)
+    images = np.broadcast_to(colours[:, :, None, None], (n, 3, size, size)).copy()
+    np.savez(path, images=images, labels=labels, classes=np.array(["red", "green", "blue"][:classes]))
+    return images, labels
+
+
+def test_data_dir_without_data_is_refused_and_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vae", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
+    assert f"--data-dir {tmp_path} needs --data" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TinygenError, match="missing"):
+        trainer.train("vae", str(out), data="folder", data_dir=str(tmp_path / "missing"))
+    assert not out.exists()
+    with pytest.raises(ArgumentError, match="no conditional form"):
+        trainer.train("vae", str(out), data="emoji", conditional=True)
+    assert not out.exists()
+    out.mkdir()  # a folder that was there before stays
+    with pytest.raises(ArgumentError, match="batch_size 64 is larger than the 12 training images"):
+        write_colour_npz(tmp_path / "few.npz")
+        trainer.train("dcgan", str(out), data="npz", data_dir=str(tmp_path / "few.npz"))
+    assert out.is_dir()
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_the_data_decides_the_image_shape_and_a_resumed_run_keeps_it(tmp_path, model):
+    write_colour_npz(tmp_path / "colour.npz", n=16)
+    out = tmp_path / model
+    trainer.train(model, str(out), steps=2, overrides={"batch_size": 8}, data="npz", data_dir=str(tmp_path / "colour.npz"),
+                  image_size=28, sample_every=2)
+    run = json.loads((out / "config.json").read_text())
+    assert run["data_settings"] == {"image_channels": 3, "image_size": 28} and run["classes"] == ["red", "green", "blue"]
+    assert read_png(out / "samples" / "final.png").shape == (8 * 30 + 2, 8 * 30 + 2, 3)
+    trainer.train(model, str(out), steps=3, resume=True, sample_every=3)
+    loaded, _, step = trainer.load_checkpoint(str(out / "checkpoint.npz"))
+    assert step == 3 and loaded.sample(2).shape == (2, 3, 28, 28)
+    with pytest.raises(ArgumentError, match="image_size=32 disagrees with the data"):
+        trainer.train(model, str(tmp_path / "clash"), overrides={"image_size": 32}, data="npz",
+                      data_dir=str(tmp_path / "colour.npz"), image_size=28)
+
+
+def test_a_conditional_ddpm_samples_one_row_per_class(tmp_path, capsys):
+    write_colour_npz(tmp_path / "colour.npz")
+    out = tmp_path / "ddpm"
+    small = {"batch_size": 4, "channels": [8, 16], "groups": 4, "T": 20}
+    trainer.train("ddpm", str(out), steps=2, overrides=small, data="npz", data_dir=str(tmp_path / "colour.npz"),
+                  conditional=True, sample_every=2)
+    assert json.loads((out / "config.json").read_text())["data_settings"]["num_classes"] == 3
+    assert read_png(out / "samples" / "final.png").shape == (3 * 34 + 2, 21 * 34 + 2, 3)  # 3 rows of 64 // 3
+    ckpt, npz, grid = str(out / "checkpoint.npz"), tmp_path / "s.npz", tmp_path / "g.png"
+    command = ["sample", "--checkpoint", ckpt, "--steps", "3", "--out", str(grid), "--npz", str(npz)]
+    assert cli.main(command + ["--n", "4", "--labels", "2,0", "--guidance", "1.5"]) == 0
+    assert "rows: 2 blue, 0 red (2 samples each)" in capsys.readouterr().out
+    assert load(npz)["samples"].shape == (4, 3, 32, 32) and read_png(grid).shape == (2 * 34 + 2, 2 * 34 + 2, 3)
+    assert cli.main(command + ["--n", "6"]) == 0  # no --labels: every class
+    assert "rows: 0 red, 1 green, 2 blue (2 samples each)" in capsys.readouterr().out
+    assert cli.main(command + ["--labels", "0,3"]) == 2
+    assert "classes 0..2; 3 is not one" in capsys.readouterr().err
+    assert cli.main(command + ["--labels", "red"]) == 2
+    assert "comma-separated class indices" in capsys.readouterr().err
+
+
+def test_labels_and_guidance_need_a_conditional_model(tmp_path, capsys):
+    out = tmp_path / "vae"
+    trainer.train("vae", str(out), steps=1, overrides={"batch_size": 8}, sample_every=1)
+    ckpt = str(out / "checkpoint.npz")
+    assert cli.main(["sample", "--checkpoint", ckpt, "--labels", "1", "--out", ""]) == 2
+    assert "has no classes" in capsys.readouterr().err
+    assert cli.main(["sample", "--checkpoint", ckpt, "--guidance", "2", "--out", ""]) == 2
+    assert "--guidance only apply to diffusion models" in capsys.readouterr().err

@@ -2,8 +2,11 @@
 
     tinygen train ddpm                       # the embedded MNIST subset, default settings
     tinygen train vae --data mnist --data-dir ../shared/data/mnist --epochs 5
+    tinygen train dcgan --data emoji         # 32x32 colour emoji, shipped in the package
+    tinygen train ddpm --data folder --data-dir ~/pictures --image-size 32 --conditional
     tinygen train gan --out runs/gan --resume
     tinygen sample --checkpoint runs/ddpm/checkpoint.npz --sampler ddim --steps 50 --out grid.png
+    tinygen sample --checkpoint runs/ddpm/checkpoint.npz --labels 0,3,5 --guidance 2
     tinygen eval --samples samples.npz --data-dir ../shared/data/mnist --json eval.json
     tinygen eval --checkpoint runs/vae/checkpoint.npz --n 10000
     tinygen info
@@ -22,6 +25,7 @@ import numpy as np
 
 import tinygen
 from tinygen import backend, distributed, evaluation, image, models, trainer
+from tinygen.data import DATASETS
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
 from tinygen.serialization import save
@@ -47,10 +51,17 @@ def build_parser():
 
     p = commands.add_parser("train", help="train a model; checkpoints, metrics and sample grids go to --out")
     p.add_argument("model", choices=list(models.MODELS))
-    p.add_argument("--data", choices=["embedded", "mnist"], default="embedded",
-                   help="embedded: the MNIST subset shipped in the package (default); mnist: the IDX files in --data-dir")
-    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (.gz or raw)")
-    p.add_argument("--download", action="store_true", help="fetch missing MNIST files into --data-dir (SHA-256 checked)")
+    p.add_argument("--data", choices=DATASETS,
+                   help="embedded: the MNIST subset shipped in the package (default); emoji: 32x32 colour emoji shipped "
+                        "in the package; mnist: the IDX files in --data-dir; cifar10: its binary batches in --data-dir; "
+                        "folder: the images under --data-dir (classes from its subfolders); npz: the file --data-dir")
+    p.add_argument("--data-dir", help="the folder (mnist, cifar10, folder) or file (npz) that --data reads")
+    p.add_argument("--download", action="store_true",
+                   help="mnist, cifar10: fetch missing files into --data-dir (SHA-256 checked)")
+    p.add_argument("--image-size", type=int, help="centre-crop and resize the images to SxS (default: as they are)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="convert the images to grey (1) or RGB (3)")
+    p.add_argument("--conditional", action="store_true",
+                   help="ddpm: learn p(x | class) from the data's labels, sampled with classifier-free guidance")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="training steps (default: the model's own)")
     length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
@@ -71,7 +82,7 @@ def build_parser():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--out", default="grid.png", help="PNG grid to write ('' for none)")
-    p.add_argument("--npz", help="also write the raw samples, shape (n, 1, 28, 28), to this .npz; until then "
+    p.add_argument("--npz", help="also write the raw samples, shape (n, C, H, W), to this .npz; until then "
                    "NPZ.partial holds the batches done, and the same command continues from it")
     p.add_argument("--batch-size", type=int, default=500, help="images sampled per call (default 500)")
     p.add_argument("--npz-dtype", choices=["uint8", "float32"], default="float32",
@@ -79,6 +90,10 @@ def build_parser():
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
     p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
+    p.add_argument("--labels", help="class-conditional DDPM: comma-separated classes, e.g. 0,3,5, one grid row of "
+                   "n / (number of labels) images each (default: one row per class)")
+    p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
+                   "(eps = (1 + w) eps(x, c) - w eps(x); default 0, no guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.set_defaults(run=run_sample)
@@ -121,14 +136,24 @@ def build_parser():
     return parser
 
 
+def _data_of(args):
+    """The dataset `--data` names: embedded without it, refused when --data-dir comes alone."""
+    if args.data is None and args.data_dir is not None:
+        raise tinygen.ArgumentError(f"--data-dir {args.data_dir} needs --data to say what it holds "
+                                    f"({', '.join(d for d in DATASETS if d not in ('embedded', 'emoji'))})")
+    return args.data or "embedded"
+
+
 def run_train(args):
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     out = args.out or os.path.join("runs", args.model)
+    data = _data_of(args)
     # distributed: an error on one rank aborts every rank instead of leaving them waiting
     with distributed.abort_on_error() if args.distributed else contextlib.nullcontext():
         path = trainer.train(
             args.model, out, steps=args.steps, epochs=args.epochs, overrides=overrides, seed=args.seed,
-            data=args.data, data_dir=args.data_dir, download=args.download, resume=args.resume,
+            data=data, data_dir=args.data_dir, download=args.download, image_size=args.image_size,
+            channels=args.channels, conditional=args.conditional, resume=args.resume,
             checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, distributed=args.distributed,
             device=args.device,
         )
@@ -140,10 +165,32 @@ def run_train(args):
 
 def _sampling_options(args, run):
     """The diffusion sampler's options given on the command line; refused for other models."""
-    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta)) if v is not None}
+    given = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta),
+             ("guidance", getattr(args, "guidance", None)))
+    options = {k: v for k, v in given if v is not None}
     if options and run["model"] != "ddpm":
         raise tinygen.ArgumentError(f"{', '.join('--' + k for k in options)} only apply to diffusion models, not {run['model']!r}")
     return options
+
+
+def _class_rows(args, model):
+    """The class of every sample, one grid row per class, for a class-conditional model (else None):
+    the classes of --labels, or all of them, each with max(1, n // classes) samples."""
+    classes = getattr(model.config, "num_classes", None)
+    if args.labels is None:
+        return None if classes is None else np.repeat(np.arange(classes), max(1, args.n // classes))
+    if classes is None:
+        raise tinygen.ArgumentError("--labels applies to class-conditional models (tinygen train ddpm --conditional); "
+                                    "this checkpoint's model has no classes")
+    try:
+        labels = [int(label) for label in args.labels.split(",")]
+    except ValueError:
+        raise tinygen.ArgumentError(f"--labels takes comma-separated class indices, e.g. 0,3,5; got {args.labels!r}") from None
+    bad = [label for label in labels if not 0 <= label < classes]
+    if bad:
+        raise tinygen.ArgumentError(f"--labels {args.labels}: this model has classes 0..{classes - 1}; "
+                                    f"{', '.join(map(str, bad))} is not one")
+    return np.repeat(np.array(labels, np.int64), max(1, args.n // len(labels)))
 
 
 def _check_output_folder(path, flag):
@@ -160,13 +207,20 @@ def run_sample(args):
     for name in ("n", "batch_size"):
         if getattr(args, name) < 1:
             raise tinygen.ArgumentError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    labels = _class_rows(args, model)
+    n, nrow = (args.n, int(np.ceil(np.sqrt(args.n)))) if labels is None else (len(labels), len(labels) // len(set(labels)))
+    if labels is not None:
+        options["labels"] = labels
+        names = run.get("classes") or []
+        rows = ", ".join(f"{k} {names[k]}" if k < len(names) else str(k) for k in dict.fromkeys(labels.tolist()))
+        print(f"rows: {rows} ({nrow} samples each)")
     # With --npz, a killed run (hours of DDPM sampling on a CPU) continues from NPZ.partial
     partial = args.npz + ".partial" if args.npz else None
     key = dict(checkpoint=evaluation.sha256_of(args.checkpoint), model=run["model"], step=step) if args.npz else None
-    samples = evaluation.sample_in_batches(model, args.n, args.batch_size, args.seed, options, progress=sys.stderr,
-                                           partial=partial, key=key)  # (n, 1, 28, 28) float32 in [0, 1]
+    samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr,
+                                           partial=partial, key=key)  # (n, C, H, W) float32 in [0, 1]
     if args.out:
-        image.save_png(args.out, image.make_grid(samples, nrow=int(np.ceil(np.sqrt(args.n)))))
+        image.save_png(args.out, image.make_grid(samples, nrow=nrow))
         print(f"grid: {args.out}")
     if args.npz:
         data = samples if args.npz_dtype == "float32" else np.round(samples * 255).astype(np.uint8)

@@ -25,11 +25,14 @@ import json
 import math
 import numbers
 import os
+import shutil
 import sys
 import time
 
+import numpy as np
+
 from tinygen import backend, image, models
-from tinygen.data import MNIST, DataLoader
+from tinygen.data import DataLoader, load_dataset
 from tinygen.distributed import DataParallel
 from tinygen.errors import ArgumentError, CheckpointError, TinygenError
 from tinygen.serialization import load, save
@@ -56,15 +59,25 @@ def build_model(name, overrides=None):
     return cls(cls.Config(**(overrides or {})))
 
 
-def load_dataset(data, data_dir=None, download=False, train=True):
-    """`embedded` (the MNIST subset inside the package) or `mnist` (the IDX files in data_dir)."""
-    if data == "embedded":
-        return MNIST(root=None, train=train)
-    if data == "mnist":
-        if data_dir is None:
-            raise ArgumentError("--data mnist needs --data-dir, the folder holding the MNIST IDX files")
-        return MNIST(root=data_dir, train=train, download=download)
-    raise ArgumentError(f"unknown data {data!r}; choose 'embedded' or 'mnist'")
+def data_settings(model_name, dataset, conditional=False):
+    """The model settings that the training images decide: their channels and size, and, for a
+    class-conditional DDPM, its number of classes (the dataset's labels)."""
+    images, _ = dataset.__getitems__([0])  # (1, C, H, W) float32
+    c, h, w = images.shape[1:]
+    if h != w:
+        raise ArgumentError(f"the models take square images; the data's are {h}x{w}: pass --image-size S "
+                            f"to centre-crop and resize them to SxS")
+    settings = {"image_channels": int(c), "image_size": int(h)}
+    if conditional:
+        if model_name != "ddpm":
+            raise ArgumentError(f"--conditional trains a class-conditional DDPM (with classifier-free guidance); "
+                                f"{model_name} has no conditional form")
+        classes = getattr(dataset, "classes", None)
+        if getattr(dataset, "labels", None) is None or not classes:
+            raise ArgumentError("--conditional needs labelled data (classes from the first-level subfolders of a "
+                                "folder, the categories of emoji, the digits of mnist); this data has no labels")
+        settings["num_classes"] = len(classes)
+    return settings
 
 
 def train(
@@ -77,6 +90,9 @@ def train(
     data="embedded",
     data_dir=None,
     download=False,
+    image_size=None,
+    channels=None,
+    conditional=False,
     resume=False,
     checkpoint_every=None,
     sample_every=None,
@@ -87,10 +103,16 @@ def train(
 ):
     """Train `model_name` into the folder `out`; returns the path of the final checkpoint.
 
+    `data` names a dataset of `tinygen.data.load_dataset` (embedded, mnist, emoji, cifar10, folder,
+    npz), read from `data_dir` where it needs files; `image_size` and `channels` centre-crop,
+    resize and convert its images. The images decide the model's image_channels and image_size,
+    and `conditional=True` trains a class-conditional DDPM on the dataset's labels.
+
     `overrides` sets fields of the model's Config (batch_size, lr, ...). With `resume=True` the
     model, its Config, the seed and the data come from `out`'s checkpoint and config; `steps`
     may raise the target. Without it, a folder that already holds a checkpoint is refused, so
-    no saved run is overwritten by accident.
+    no saved run is overwritten by accident, and a fresh run that stops before its first step
+    leaves no folder behind.
 
     `distributed=True` makes this process one rank of a data-parallel run launched by mpiexec
     (`tinygen.distributed`): batch_size is per rank, each rank trains on its share of every
@@ -104,6 +126,18 @@ def train(
                         ("sample_every", sample_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
             raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
+    created = not os.path.exists(out)
+    try:
+        return _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, download, image_size, channels,
+                      conditional, resume, checkpoint_every, sample_every, log_every, progress, distributed, device)
+    except BaseException:
+        if created and not os.path.exists(os.path.join(out, CHECKPOINT)):
+            shutil.rmtree(out, ignore_errors=True)  # nothing saved: a failed start leaves no folder behind
+        raise
+
+
+def _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, download, image_size, channels,
+           conditional, resume, checkpoint_every, sample_every, log_every, progress, distributed, device):
     dp = DataParallel() if distributed else None
     root = dp is None or dp.rank == 0  # the rank that writes files
     os.makedirs(out, exist_ok=True)
@@ -123,17 +157,29 @@ def train(
     else:
         if os.path.exists(ckpt_path) if dp is None else dp.on_root(os.path.exists, ckpt_path):
             raise ArgumentError(f"{out} already holds a run ({ckpt_path}); pass --resume to continue it or choose another --out")
-        run = {"model": model_name, "seed": seed, "data": data, "data_dir": data_dir, "overrides": dict(overrides or {})}
+        run = {"model": model_name, "seed": seed, "data": data, "data_dir": data_dir, "image_size": image_size,
+               "channels": channels, "conditional": bool(conditional), "overrides": dict(overrides or {})}
         if dp:
             run["ranks"] = dp.world_size
 
+    # runs saved before colour data have no image_size, channels or conditional: MNIST as it was
+    dataset = load_dataset(run["data"], run["data_dir"], download=download, image_size=run.get("image_size"),
+                           channels=run.get("channels"))
+    if state is None:
+        run["data_settings"] = data_settings(model_name, dataset, run["conditional"])
+        run["classes"] = list(getattr(dataset, "classes", None) or [])  # names for the grids' rows
+        decided = run["data_settings"]
+        clash = [k for k, v in run["overrides"].items() if k in decided and v != decided[k]]
+        if clash:
+            given = ", ".join(f"{k}={run['overrides'][k]}" for k in clash)
+            raise ArgumentError(f"{given} disagrees with the data ({', '.join(f'{k}={decided[k]}' for k in clash)}); "
+                                "the images decide it")
     backend.manual_seed(run["seed"])
-    model = build_model(model_name, _saved_overrides(run) if resume else run["overrides"])
+    model = build_model(model_name, _saved_overrides(run))
     device = backend.device(device) if device is not None else backend.get_default_device()
     if dp and device.type != "cpu":
         raise ArgumentError(f"--distributed trains on the CPU (MPI); it cannot run on device {device}")
     model.to(device)  # each step copies its batch there (train_step)
-    dataset = load_dataset(run["data"], run["data_dir"], download)
     if dp is None:
         loader = DataLoader(dataset, batch_size=model.config.batch_size, shuffle=True, drop_last=True, seed=run["seed"])
     else:  # this rank's share of each global batch of world_size x batch_size images
@@ -205,11 +251,18 @@ def train(
 
 
 def write_grid(model, path, n=64, seed=1234, **options):
-    """Sample n images from a fixed seed (outside the training stream) and save them as a grid."""
+    """Sample n images from a fixed seed (outside the training stream) and save them as a grid;
+    a class-conditional model draws one row per class instead, n // classes images each."""
+    classes = getattr(model.config, "num_classes", None)
+    nrow = int(math.ceil(math.sqrt(n)))
+    if classes is not None and "labels" not in options:
+        nrow = max(1, n // classes)
+        options["labels"] = np.repeat(np.arange(classes), nrow)
+        n = len(options["labels"])
     with backend.fork_rng(seed):
         samples = model.sample(n, **options)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image.save_png(path, image.make_grid(samples, nrow=int(math.ceil(math.sqrt(n)))))
+    image.save_png(path, image.make_grid(samples, nrow=nrow))
     return samples
 
 
@@ -231,10 +284,11 @@ def _read_checkpoint(path):
 
 
 def _saved_overrides(run):
-    """The settings that rebuild a saved run's model: the run's overrides, and each setting that the
-    model's Config gained after the run was saved (`Config.LEGACY`, absent from the run's saved
-    config) at its value of before, so that an older checkpoint loads into the network it trained."""
-    overrides = dict(run["overrides"])
+    """The settings that rebuild a saved run's model: those its data decided (`data_settings`), the
+    run's overrides, and each setting that the model's Config gained after the run was saved
+    (`Config.LEGACY`, absent from the run's saved config) at its value of before, so that an older
+    checkpoint loads into the network it trained."""
+    overrides = {**run.get("data_settings", {}), **run["overrides"]}
     config = getattr(models.MODELS.get(run["model"]), "Config", None)
     saved = run.get("config") or {}
     for field, before in getattr(config, "LEGACY", {}).items():

@@ -258,11 +258,12 @@ def evaluate(images, ref, net=None, exclude=None):
 
 
 def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=None, partial=None, key=None):
-    """n samples (n, 1, 28, 28) float32 in [0, 1] from `model`, `batch_size` per `model.sample` call.
+    """n samples (n, C, H, W) float32 in [0, 1] from `model`, `batch_size` per `model.sample` call.
 
     The draws start from `manual_seed(seed)`; `options` go to every call (a diffusion model's
-    sampler, steps, eta, guidance). `progress`, a text file such as sys.stderr, receives a
-    "sampling k/n" line updated after every batch.
+    sampler, steps, eta, guidance), except `labels`, the (n,) classes of a class-conditional
+    model, which each call gets its batch's share of. `progress`, a text file such as
+    sys.stderr, receives a "sampling k/n" line updated after every batch.
 
     `partial`, a path: after every batch the samples so far and the generator's state are saved
     there (atomically), and a call that finds the file continues after its last batch, with the
@@ -271,7 +272,11 @@ def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=N
     identify the draw (the checkpoint, say): a file saved under another key, n, batch size, seed
     or options is refused, not mixed in. The caller removes the file when it is done with it.
     """
-    settings = dict(key or {}, n=n, batch_size=batch_size, seed=seed, options=dict(options or {}))
+    options = dict(options or {})
+    labels = options.pop("labels", None)  # a class-conditional model's (n,) classes, cut per batch
+    settings = dict(key or {}, n=n, batch_size=batch_size, seed=seed, options=options)
+    if labels is not None:
+        settings["labels"] = np.asarray(labels).tolist()
     backend.manual_seed(seed)
     batches, done = [], 0
     if partial is not None and os.path.exists(partial):
@@ -282,7 +287,8 @@ def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=N
         batches, done = [state["samples"]], len(state["samples"])
         backend.set_rng_state(state["rng"])
     while done < n:
-        batches.append(model.sample(min(batch_size, n - done), **(options or {})))
+        k = min(batch_size, n - done)
+        batches.append(model.sample(k, **options, **({} if labels is None else {"labels": labels[done:done + k]})))
         done += len(batches[-1])
         if partial is not None and done < n:
             batches = [np.concatenate(batches)]
