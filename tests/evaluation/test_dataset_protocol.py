@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tinygen import cli
+from tinygen import cli, trainer
 from tinygen.data import MNIST
 from tinygen.errors import ArgumentError, CheckpointError, ShapeError
 from tinygen.evaluation import features as fnet
@@ -128,3 +128,21 @@ def test_train_feature_net_refuses_unlabelled_data_and_a_missing_test_split(tmp_
     assert train_feature_net.main([*argv, "--test-dir", str(path)]) == 2
     assert "have no labels" in capsys.readouterr().err
     assert not (tmp_path / "net.npz").exists()
+
+
+@pytest.mark.parametrize("model_name", ["vae", "ddpm"])
+def test_eval_checkpoint_of_colour_data_reports_bits_per_dim(colour_data, tmp_path, model_name):
+    overrides = {"likelihood": "logistic"} if model_name == "vae" else {"T": 20, "channels": (8, 16), "groups": 4}
+    ckpt = trainer.train(model_name, str(tmp_path / "run"), steps=1, overrides=dict(overrides, batch_size=8),
+                         data="npz", data_dir=str(colour_data["train"]), sample_every=100)
+    out = tmp_path / "eval.json"
+    sampling = ["--steps", "2", "--t-subsample", "3"] if model_name == "ddpm" else []
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "npz", "--data-dir", str(colour_data["train"]),
+                     "--test-dir", str(colour_data["test"]), "--feature-net", str(colour_data["net"]), "--n", "12",
+                     "--likelihood-n", "6", "--iwae-k", "3", "--json", str(out), *sampling]) == 0
+    rows = {row["metric"]: row for row in json.loads(out.read_text())["metrics"]}
+    assert rows["fd"]["n"] == 12
+    name = "test_iwae_k3_bits_per_dim" if model_name == "vae" else "test_bits_per_dim_t3"
+    assert rows[name]["n"] == 6 and 0 < rows[name]["value"] < 16  # a barely trained model: a few bits per 8-bit value
+    if model_name == "vae":  # the same bound in nats: -L_K = bits/dim * D ln 2, D = 3 * 16 * 16
+        assert rows["test_iwae_k3_nats"]["value"] == pytest.approx(-rows[name]["value"] * 768 * np.log(2))

@@ -67,8 +67,11 @@ METRICS = {
 
 # The same for the likelihood bounds (`likelihood_metrics`); {K} and {S} stand for the number in the name.
 LIKELIHOOD_METRICS = {
-    "test_elbo_nats": "VAE: mean ELBO of the binarised test images, nats (higher is better)",
-    "test_iwae_k{K}_nats": "VAE: mean IWAE bound L_K, K = {K}, of the binarised test images, nats (higher is better)",
+    "test_elbo_nats": "VAE: mean ELBO of the test images (binarised for a Bernoulli decoder), nats (higher is better)",
+    "test_iwae_k{K}_nats": "VAE: mean IWAE bound L_K, K = {K}, of the test images (binarised for a Bernoulli decoder), "
+                           "nats (higher is better)",
+    "test_iwae_k{K}_bits_per_dim": "VAE (logistic decoder): the IWAE bound L_K, K = {K}, on -log p of the 8-bit test "
+                                   "images, bits/dim (lower is better)",
     "test_bits_per_dim": "DDPM: mean variational bound (Ho et al. eq. 5) on -log p, bits/dim (lower is better)",
     "test_bits_per_dim_t{S}": "DDPM: the same bound estimated from {S} random timesteps per image, bits/dim "
                               "(lower is better)",
@@ -310,9 +313,10 @@ def floor(ref, n, seed=0, net=None):
 def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_subsample=50):
     """Likelihood bounds on `test_images` (m, C, H, W) uint8: {name: (mean, m)}; {} for a GAN.
 
-    VAE / ConvVAE: the ELBO and the IWAE bound with K = `iwae_k` samples, on the test images
-    binarised once with `seed` (the Bernoulli decoder is a normalised likelihood on binary images
-    only). DDPM: the bound of Ho et al. eq. 5 in bits/dim on the 8-bit images, estimated from
+    VAE / ConvVAE: the ELBO and the IWAE bound with K = `iwae_k` samples, with a Bernoulli decoder
+    on the test images binarised once with `seed` (it is a normalised likelihood on binary images
+    only), with the discretised logistic on the 8-bit images themselves, and then also the IWAE
+    bound in bits/dim, -L_K / (C H W ln 2), comparable with the DDPM's. DDPM: the bound of Ho et al. eq. 5 in bits/dim on the 8-bit images, estimated from
     `t_subsample` random timesteps per image (0 or None: all T terms, T network calls per batch).
     """
     from tinygen.evaluation import likelihood  # NOTE: imported here: `eval --samples` never needs it
@@ -321,11 +325,16 @@ def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_sub
     if m == 0:
         return {}
     if model_name in ("vae", "convvae"):
-        x = likelihood.binarize(test_images.astype(np.float64) / 255, seed=seed)
-        return {
+        bernoulli = model.config.likelihood == "bernoulli"
+        x = likelihood.binarize(test_images.astype(np.float64) / 255, seed=seed) if bernoulli else test_images
+        iwae = likelihood.vae_iwae(model, x, K=iwae_k, seed=seed)  # (m,) nats
+        metrics = {
             "test_elbo_nats": (float(likelihood.vae_elbo(model, x, seed=seed).mean()), m),
-            f"test_iwae_k{iwae_k}_nats": (float(likelihood.vae_iwae(model, x, K=iwae_k, seed=seed).mean()), m),
+            f"test_iwae_k{iwae_k}_nats": (float(iwae.mean()), m),
         }
+        if not bernoulli:  # vae_bits_per_dim's -L_K / (D ln 2), from the L_K above rather than a second run
+            metrics[f"test_iwae_k{iwae_k}_bits_per_dim"] = (float(-iwae.mean() / (test_images[0].size * np.log(2))), m)
+        return metrics
     if model_name == "ddpm":
         bpd = likelihood.ddpm_bits_per_dim(model, test_images, seed=seed, t_subsample=t_subsample or None)
         return {f"test_bits_per_dim_t{t_subsample}" if t_subsample else "test_bits_per_dim": (float(bpd.mean()), m)}
