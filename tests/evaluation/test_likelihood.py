@@ -13,7 +13,7 @@ from tinygen.data import MNIST
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.evaluation import likelihood as L
 from tinygen.models.diffusion import DDPM, Config
-from tinygen.models.vae import VAE, ConvVAE, ConvVAEConfig, VAEConfig
+from tinygen.models.vae import VAE, ConvVAE, ConvVAEConfig, VAEConfig, discretized_logistic_log_prob
 from tinygen.tensor import Tensor, no_grad
 
 D = 784
@@ -225,6 +225,69 @@ def test_vae_functions_check_their_arguments(trained_vae):
         L.vae_elbo(DDPM(Config(**TINY_DDPM)), x)
     with pytest.raises(ArgumentError, match=r"\[0, 1\]"):
         L.vae_elbo(trained_vae, x - 1)
+
+
+def test_logistic_bounds_against_the_exact_likelihood_of_a_one_pixel_vae():
+    """A VAE of one grey pixel and one latent: p(x) = integral of N(z; 0, 1) P(x | z) dz by quadrature.
+    The 256 levels' p(x) sum to 1 (a distribution over 8-bit images), E[ELBO] < log p(x), and the
+    IWAE bound with K = 500 is log p(x) to within its Monte-Carlo error."""
+    tinygen.manual_seed(0)
+    vae = VAE(VAEConfig(image_size=1, latent_dim=1, hidden=8, prior="standard", likelihood="logistic"))
+    vae.net.double()
+    with no_grad():
+        for p in vae.net.decoder.parameters():  # a decoder whose location and scale vary with z
+            p.data *= 3
+        z = np.linspace(-10, 10, 20001)
+        out = vae.decode(Tensor(z[:, None])).numpy()[:, :, 0, 0]  # (n, 2): μ(z), log s(z)
+        levels = Tensor(np.arange(256)[None] / 255)
+        log_pxz = discretized_logistic_log_prob(levels, Tensor(out[:, :1]), Tensor(np.maximum(out[:, 1:], -8))).numpy()
+    weights = np.exp(-z**2 / 2) / math.sqrt(2 * math.pi) * (z[1] - z[0])  # N(z; 0, 1) dz
+    p_x = (weights[:, None] * np.exp(log_pxz)).sum(0)  # (256,)
+    assert p_x.sum() == pytest.approx(1, abs=1e-9)
+    k = np.array([0, 40, 128, 255], np.uint8)
+    x = np.repeat(k, 200).reshape(800, 1, 1, 1)  # 200 independent estimates per level
+    elbo = L.vae_elbo(vae, x).reshape(4, 200)
+    iwae = L.vae_iwae(vae, x, K=500).reshape(4, 200)
+    log_p = np.log(p_x[k])
+    assert (elbo.mean(1) < log_p).all()
+    assert (np.abs(iwae.mean(1) - log_p) < 0.02).all()
+    assert (iwae.mean(1) < log_p + 4 * iwae.std(1) / math.sqrt(200)).all()
+    np.testing.assert_allclose(L.vae_bits_per_dim(vae, x, K=500), -iwae.reshape(-1) / math.log(2), **F64)
+
+
+@pytest.mark.parametrize("cls, config", [
+    (VAE, VAEConfig(image_channels=3, image_size=8, likelihood="logistic", hidden=8, latent_dim=3, pseudo_inputs=4)),
+    (ConvVAE, ConvVAEConfig(image_channels=3, image_size=32, likelihood="logistic", channels=(2,), latent_dim=3,
+                            pseudo_inputs=4)),
+])
+def test_logistic_bounds_of_colour_images(cls, config):
+    tinygen.manual_seed(0)
+    vae = cls(config)
+    vae.net.double()
+    shape = (3, config.image_size, config.image_size)
+    u = np.random.default_rng(0).integers(0, 256, (5,) + shape).astype(np.uint8)
+    x = u / 255
+    with no_grad():  # the model's own −ELBO with the noise vae_elbo draws for image i
+        eps = np.stack([np.random.default_rng([7, i]).standard_normal(3) for i in range(5)])
+        recon, kl = vae.negative_elbo_terms(Tensor(x), eps=Tensor(eps))
+    np.testing.assert_allclose(L.vae_elbo(vae, u, seed=7), -(recon.numpy() + kl.numpy()), **F64)
+    np.testing.assert_allclose(L.vae_elbo(vae, x.astype(np.float32), seed=7), L.vae_elbo(vae, u, seed=7), **F64)
+    whole = L.vae_iwae(vae, u, K=9, batch_size=5, chunk_size=9)
+    np.testing.assert_allclose(L.vae_iwae(vae, u, K=9, batch_size=2, chunk_size=4), whole, **F64)
+    bpd = L.vae_bits_per_dim(vae, u, K=9)
+    np.testing.assert_allclose(bpd, -whole / (np.prod(shape) * math.log(2)), **F64)
+    assert (bpd > 0).all()  # a probability of a discrete image is at most 1
+    with pytest.raises(ArgumentError, match="8-bit images.*off the grid"):
+        L.vae_elbo(vae, np.minimum(x + 0.4 / 255, 1))
+    with pytest.raises(ShapeError, match=rf"\(N, 3, {config.image_size}, {config.image_size}\).*\(5, 1, 28, 28\)"):
+        L.vae_elbo(vae, np.zeros((5, 1, 28, 28)))
+
+
+def test_bits_per_dim_of_a_bernoulli_vae_need_binary_images(trained_vae, binary_test_digits):
+    with pytest.raises(ArgumentError, match="binary images only"):
+        L.vae_bits_per_dim(trained_vae, mnist_test_digits(2)[1])
+    bpd = L.vae_bits_per_dim(trained_vae, binary_test_digits[:3], K=5)
+    np.testing.assert_allclose(bpd, -L.vae_iwae(trained_vae, binary_test_digits[:3], K=5) / (784 * math.log(2)), **F64)
 
 
 # --- the DDPM bound -----------------------------------------------------------------------------

@@ -1,14 +1,20 @@
 """VAE and ConvVAE: shapes, parameter counts, the KL term against closed form and Monte Carlo,
 the Bernoulli term by hand, the loss and gradients against PyTorch, a short run on real MNIST,
-determinism under a seed, and exact resumption from a state dict."""
+determinism under a seed, exact resumption from a state dict; every shape (C in {1, 3}, 28, 32
+and 64 pixels), the discretised logistic (normalised, exact in the far tail, gradient-checked),
+and checkpoints written before colour images."""
+
+import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import tinygen
-from helpers import random_batches, requires_torch
+from helpers import gradcheck, random_batches, requires_torch
 from tinygen.errors import ArgumentError, ShapeError
-from tinygen.models.vae import VAE, ConvVAE, ConvVAEConfig, VAEConfig, bernoulli_nll, gaussian_kl
+from tinygen.models.vae import (VAE, ConvVAE, ConvVAEConfig, VAEConfig, bernoulli_nll, discretized_logistic_log_prob,
+                                gaussian_kl)
 
 MODELS = [VAE, ConvVAE]
 
@@ -248,3 +254,152 @@ def test_errors_name_the_problem():
         VAE(VAEConfig(pseudo_inputs=0))
     with pytest.raises(ArgumentError, match="keys"):
         vae.load_state_dict({"net": {}})
+
+
+# --- any image shape ---------------------------------------------------------------------------
+
+
+@settings(deadline=None, max_examples=12)
+@given(cls=st.sampled_from(MODELS), channels=st.sampled_from([1, 3]), size=st.sampled_from([28, 32, 64]),
+       likelihood=st.sampled_from(["bernoulli", "logistic"]), prior=st.sampled_from(["vamp", "standard"]))
+def test_every_vae_trains_at_every_shape(cls, channels, size, likelihood, prior):
+    small = dict(hidden=8) if cls is VAE else dict(channels=(2, 3))
+    config = cls.Config(image_channels=channels, image_size=size, latent_dim=2, prior=prior, pseudo_inputs=3,
+                        likelihood=likelihood, batch_size=2, **small)
+    tinygen.manual_seed(0)
+    vae = cls(config)
+    x = tinygen.rand(2, channels, size, size)
+    losses = [vae.train_step(x) for _ in range(2)]
+    assert all(np.isfinite(list(h.values())).all() for h in losses)
+    out = vae.decode(tinygen.zeros(1, 2))
+    assert out.shape == (1, channels * (2 if likelihood == "logistic" else 1), size, size)
+    samples = vae.sample(3)
+    assert samples.shape == (3, channels, size, size) and samples.dtype == np.float32
+    assert samples.min() >= 0 and samples.max() <= 1
+    assert (vae.elbo(x) < 0).all()  # log p(x | z) <= 0 for both likelihoods on their targets
+
+
+def test_conv_vae_stages_per_size():
+    """28: 28 -> 14 -> 7 with (c1, c2); 32: ... -> 4 with 2 c2 added; 64: ... -> 4 with 2 c2 and 4 c2."""
+    for size, widths, last in [(28, [3, 5], 7), (32, [3, 5, 10], 4), (64, [3, 5, 10, 20], 4)]:
+        vae = ConvVAE(ConvVAEConfig(image_channels=3, image_size=size, channels=(3, 5), prior="standard"))
+        convs = [m for m in vae.net.encoder if isinstance(m, tinygen.nn.Conv2d)]
+        assert [m.weight.shape[0] for m in convs] == widths and convs[0].weight.shape[1] == 3
+        assert vae.net.to_mu.weight.shape == (16, widths[-1] * last * last)
+        h = vae.net.encoder[:-1](tinygen.zeros(1, 3, size, size))
+        assert h.shape == (1, widths[-1], last, last)
+    # channels given for every stage are used as they are
+    vae = ConvVAE(ConvVAEConfig(image_size=32, channels=(2, 4, 6), prior="standard"))
+    assert [m.weight.shape[0] for m in vae.net.encoder if isinstance(m, tinygen.nn.Conv2d)] == [2, 4, 6]
+
+
+def test_parameter_counts_at_32x32x3():
+    linear = lambda i, o: i * o + o  # noqa: E731
+    conv = lambda i, o: i * o * 4 * 4 + o  # noqa: E731
+    D = 3 * 32 * 32
+    assert VAE(VAEConfig(image_channels=3, image_size=32, likelihood="logistic", prior="standard")).net.num_parameters() == (
+        linear(D, 400) + 2 * linear(400, 20) + linear(20, 400) + linear(400, 2 * D)  # μ and log s per sub-pixel
+    )
+    assert ConvVAE(ConvVAEConfig(image_channels=3, image_size=32, prior="standard")).net.num_parameters() == (
+        conv(3, 32) + conv(32, 64) + conv(64, 128) + 2 * linear(128 * 4 * 4, 16)
+        + linear(16, 128 * 4 * 4) + conv(128, 64) + conv(64, 32) + conv(32, 3)
+    )
+
+
+# --- the discretised logistic ------------------------------------------------------------------
+
+GRID = np.arange(256) / 255  # the 8-bit levels k / 255
+
+
+@settings(deadline=None, max_examples=30)
+@given(mean=st.floats(-0.5, 1.5), log_scale=st.floats(-7.5, 1.0))
+def test_discretized_logistic_sums_to_one_and_is_the_bin_mass(mean, log_scale):
+    log_p = discretized_logistic_log_prob(tinygen.tensor(GRID), mean, tinygen.tensor(np.full(256, log_scale))).numpy()
+    assert log_p.dtype == np.float64 and (log_p <= 0).all()
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-12)
+    # the mass of Logistic(μ, s) on each bin, the CDF σ differenced directly
+    s, half = np.exp(log_scale), 0.5 / 255
+    cdf = lambda t: 1 / (1 + np.exp(-(t - mean) / s))  # noqa: E731
+    with np.errstate(over="ignore"):  # exp(+large) = inf gives σ = 0, as it should
+        upper = np.where(GRID < 1, cdf(GRID + half), 1.0)
+        lower = np.where(GRID > 0, cdf(GRID - half), 0.0)
+    np.testing.assert_allclose(np.exp(log_p), upper - lower, rtol=1e-9, atol=1e-15)
+
+
+def test_discretized_logistic_far_tail_is_finite_and_exact():
+    # 0.8 / e^-6 ≈ 323 scales from μ: the bin mass is ~e^-323, a difference of two ones in float64
+    x, mean, log_scale = tinygen.tensor(np.array([0.9])), 0.1, tinygen.tensor(np.array([-6.0]))
+    log_p = discretized_logistic_log_prob(x, mean, log_scale).item()
+    s = np.exp(-6.0)
+    a, b = (0.9 - 0.5 / 255 - mean) / s, (0.9 + 0.5 / 255 - mean) / s
+    # σ(b) − σ(a) = σ(−a) − σ(−b) = e^-a (1 − e^(a−b)) (1 + O(e^-a))
+    assert log_p == pytest.approx(-a + np.log1p(-np.exp(a - b)), rel=1e-12)
+
+
+def test_discretized_logistic_gradients():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([[0.0, 1.0], rng.integers(0, 256, 10) / 255])  # both edge bins and inner ones
+    mean, log_scale = rng.uniform(-0.2, 1.2, 12), rng.uniform(-6, 0.5, 12)
+    gradcheck(lambda m, s: discretized_logistic_log_prob(x, m, s), mean, log_scale)
+    # the whole reconstruction term of a logistic VAE, the clamp of log s included (away from its kink)
+    vae = VAE(VAEConfig(image_channels=2, image_size=3, likelihood="logistic", prior="standard", hidden=4))
+    targets = rng.integers(0, 256, (2, 2, 3, 3)) / 255
+    out = np.concatenate([rng.uniform(0, 1, (2, 2, 3, 3)), rng.uniform(-7.5, 0, (2, 2, 3, 3))], axis=1)
+    gradcheck(lambda o: vae.reconstruction_nll(o, tinygen.tensor(targets)), out)
+
+
+def test_logistic_vae_trains_on_the_8_bit_grid_and_samples_its_locations():
+    tinygen.manual_seed(0)
+    vae = VAE(VAEConfig(image_channels=3, image_size=4, likelihood="logistic", hidden=8, latent_dim=2,
+                        pseudo_inputs=3))
+    x = tinygen.tensor(np.random.default_rng(0).random((2, 3, 4, 4)).astype(np.float32))
+    targets = vae._targets(x).numpy()
+    np.testing.assert_array_equal(targets, (np.rint(x.numpy() * 255) / 255).astype(np.float32))
+    tinygen.manual_seed(1)
+    recon, kl = vae.negative_elbo_terms(vae._targets(x))
+    tinygen.manual_seed(1)
+    assert vae.train_step(x)["recon"] == pytest.approx(recon.mean().item(), rel=1e-6)
+    # the decoder mean: the locations μ (the first C channels) clipped to [0, 1]; log s is not used
+    out = np.random.default_rng(1).uniform(-1, 2, (2, 6, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(vae.decoder_mean(tinygen.tensor(out)).numpy(), np.clip(out[:, :3], 0, 1))
+    samples = vae.sample(5)
+    assert samples.shape == (5, 3, 4, 4) and samples.min() >= 0 and samples.max() <= 1
+
+
+# --- checkpoints written before colour images -------------------------------------------------
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "gan_vae_before_issue23.ckpt")
+
+
+@pytest.mark.parametrize("name", ["vae", "convvae"])
+def test_checkpoint_of_before_loads_and_computes_the_same(name):
+    """tests/models/data/gan_vae_before_issue23.ckpt holds tiny models saved by the code of commit
+    1301d87 (before image_channels/image_size), each with one seeded sample and the losses of one
+    seeded step after saving. Rebuilt from their saved settings, they load and compute the same."""
+    case = tinygen.load(FIXTURE)[name]
+    cls = MODELS[0] if name == "vae" else MODELS[1]
+    tinygen.manual_seed(99)
+    vae = cls(cls.Config(**case["overrides"]))
+    vae.load_state_dict(case["state"])
+    tinygen.manual_seed(1)
+    np.testing.assert_allclose(vae.sample(1), case["samples"], rtol=1e-6, atol=1e-7)
+    x = tinygen.tensor(np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32))
+    tinygen.manual_seed(2)
+    losses = vae.train_step(x)
+    assert losses == pytest.approx(case["losses"], rel=1e-6)
+
+
+def test_shape_settings_are_checked():
+    with pytest.raises(ArgumentError, match="image_size must be one of 28, 32, 64.*got 48"):
+        ConvVAEConfig(image_size=48)
+    with pytest.raises(ArgumentError, match="image_channels must be a positive integer, got 0"):
+        VAEConfig(image_channels=0)
+    with pytest.raises(ArgumentError, match=r"channels must be 1 to 2 positive integers at 28 pixels.*\(4, 8, 16\)"):
+        ConvVAEConfig(channels=(4, 8, 16))
+    with pytest.raises(ArgumentError, match="likelihood must be one of"):
+        VAEConfig(likelihood="gaussian")
+    with pytest.raises(ArgumentError, match="binarize=True"):
+        ConvVAEConfig(likelihood="logistic", binarize=True)
+    vae = VAE(VAEConfig(image_channels=3, image_size=8, hidden=4))
+    with pytest.raises(ShapeError, match=r"\(B, 3, 8, 8\).*\(2, 1, 28, 28\)"):
+        vae.train_step(tinygen.rand(2, 1, 28, 28))

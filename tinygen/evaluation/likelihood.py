@@ -166,16 +166,19 @@ def vae_bits_per_dim(model, x, K=5000, batch_size=100, seed=0, chunk_size=None):
 def _vae_images(model, images):
     """The images x of a VAE's bound as float64 (N, C, H, W) in [0, 1], for the model's (C, H, W):
     floats as given, uint8 levels k as k / 255. The logistic needs the 8-bit grid: floats more
-    than 1e-3 of a level away from it are refused (float32 k / 255 is within 1e-5)."""
+    than 1e-3 of a level away from it are refused, the others snapped to k / 255 in float64 (so
+    float32 k / 255, within 1e-5 of a level, gives the bound of the uint8 images)."""
     x = images.numpy() if isinstance(images, Tensor) else np.asarray(images)
     if x.dtype == np.uint8:
         x = x / 255.0
     x = _check_unit_images(x, "x", model.image_shape).astype(np.float64, copy=False)
     if model.config.likelihood == "logistic":
-        off = np.abs(x * 255 - np.rint(x * 255)).max()
+        levels = np.rint(x * 255)
+        off = np.abs(x * 255 - levels).max()
         if off > 1e-3:
             raise ArgumentError(f"x must be 8-bit images (uint8, or floats k / 255) for the logistic likelihood, "
                                 f"found values {off:.3g} of a level off the grid")
+        x = levels / 255
     return x
 
 
