@@ -58,6 +58,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per decoder; the median is reported")
     args = parser.parse_args(argv)
     paths = sorted(glob.glob(os.path.join(args.root, "**", "*.png"), recursive=True))
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if not paths:
         parser.error(f"no *.png files under {args.root}")
     print(f"machine: {machine.describe()}")

@@ -591,3 +591,13 @@ def test_without_pillow_other_formats_name_the_extra(tmp_path, monkeypatch, star
     path.write_bytes(b"hello, world")
     with pytest.raises(DatasetFormatError, match=r"photo.png: not a PNG file .*pip install 'tinygen\[images\]'"):
         read_image(path)
+
+
+def test_the_decode_benchmark_runs(tmp_path, capsys):
+    from benchmarks import png_decode
+
+    (tmp_path / "a").mkdir()
+    save_png(tmp_path / "a" / "x.png", np.zeros((3, 4, 4), np.uint8))  # found recursively
+    png_decode.main(["--root", str(tmp_path), "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "1 PNG files under" in out and "TINYGEN_KERNELS=numpy (reference)" in out

@@ -210,7 +210,7 @@ def _read_chunks(data, name):
         if pos + 12 > len(data):
             raise DatasetFormatError(f"{name}: truncated at byte {pos} (no IEND chunk)")
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if not kind.isalpha() or not kind.isascii():
+        if not kind.isalpha():  # bytes.isalpha: ASCII letters only
             raise DatasetFormatError(f"{name}: the chunk at byte {pos} has type {kind!r}, not four ASCII letters")
         if length > 2**31 - 1:
             raise DatasetFormatError(f"{name}: the {kind!r} chunk at byte {pos} claims {length} bytes (at most 2^31 - 1)")

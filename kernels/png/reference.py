@@ -29,6 +29,11 @@ kernels on real files).
 
 import numpy as np
 
+# Rows per wavefront: its skewed arrays hold (rows + 1) x (rows + pixels + 1) pixels, so a tall
+# photo goes in blocks (13 MB for a block of 3-byte pixels 4,000 wide), each costing
+# rows + pixels - 1 steps.
+WAVEFRONT_ROWS = 256
+
 
 def unfilter(filtered, out, bpp):
     """Undo the filters of `filtered`, (H, 1 + S) uint8, each row its filter type (0..4) then S bytes,
@@ -47,7 +52,9 @@ def unfilter(filtered, out, bpp):
         return
     first, last = serial[0], serial[-1] + 1
     _rows(filtered[:first], out[:first], None, bpp)
-    _wavefront(filtered[first:last], out[first:last], out[first - 1] if first else None, bpp)
+    for start in range(first, last, WAVEFRONT_ROWS):
+        stop = min(start + WAVEFRONT_ROWS, last)
+        _wavefront(filtered[start:stop], out[start:stop], out[start - 1] if start else None, bpp)
     _rows(filtered[last:], out[last:], out[last - 1], bpp)
 
 

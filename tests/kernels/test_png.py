@@ -90,6 +90,16 @@ def test_a_whole_image_of_one_filter(kind):
     np.testing.assert_array_equal(unfilter_poisoned(reference.unfilter, filtered, 4), spec_unfilter(filtered, 4))
 
 
+def test_tall_images_go_through_the_wavefront_in_blocks(monkeypatch):
+    rng = np.random.default_rng(0)
+    filtered = rng.integers(0, 256, (300, 1 + 3 * 20), dtype=np.uint8)  # two blocks of 256 rows, and a part
+    filtered[:, 0] = rng.choice([0, 1, 2, 3, 4, 4, 4], 300)
+    expected = spec_unfilter(filtered, 3)
+    np.testing.assert_array_equal(unfilter_poisoned(reference.unfilter, filtered, 3), expected)
+    monkeypatch.setattr(reference, "WAVEFRONT_ROWS", 7)  # blocks that start and end anywhere
+    np.testing.assert_array_equal(unfilter_poisoned(reference.unfilter, filtered, 3), expected)
+
+
 @pytest.mark.parametrize("knob", ["numpy", "numba", "auto", "cupy"])
 def test_the_requested_kernel_runs(monkeypatch, knob):
     has_numba = backend.load_numba() is not None
