@@ -300,9 +300,10 @@ def test_parameter_counts_at_32x32x3():
     # Linear 100 -> 256*4*4 and three ConvT 256 -> 128 -> 64 -> 3, refined at 4, 8 and 16 pixels
     assert g.num_parameters() == (100 * 256 * 16 + bn(256) + 256 * 256 * 9 + bn(256)
                                   + 256 * 128 * 16 + bn(128) + 128 * 128 * 9 + bn(128)
-                                  + 128 * 64 * 16 + bn(64) + 64 * 64 * 9 + bn(64) + (64 * 3 * 16 + 3))
+                                  + 128 * 64 * 16 + bn(64) + 64 * 64 * 9 + bn(64) + (64 * 3 * 16 + 3))  # 1,843,971
     d = DCGAN(DCGANConfig(image_channels=3, image_size=32)).discriminator
-    assert d.num_parameters() == (3 * 64 * 16 + 64) + 64 * 128 * 16 + bn(128) + 128 * 256 * 16 + bn(256) + (256 * 16 + 2)
+    assert d.num_parameters() == ((3 * 64 * 16 + 64) + 64 * 128 * 16 + bn(128) + 128 * 256 * 16 + bn(256)
+                                  + (256 * 16 + 2))  # 663,362
     D = 3 * 32 * 32
     mlp = MLPGAN(GANConfig(image_channels=3, image_size=32))
     assert mlp.generator.num_parameters() == 581520 - (512 * 784 + 784) + (512 * D + D)

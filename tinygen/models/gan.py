@@ -444,7 +444,8 @@ class DCGAN(GAN):
         ]
         for m_in, m_out in zip(widths, widths[1:]):
             g_layers += [
-                nn.ConvTranspose2d(m_in, m_out, 4, stride=2, padding=1, bias=False),  # (B, m_in, h, h) -> (B, m_out, 2h, 2h)
+                # (B, m_in, h, h) -> (B, m_out, 2h, 2h)
+                nn.ConvTranspose2d(m_in, m_out, 4, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(m_out),
                 nn.ReLU(),
                 *refine(m_out),
@@ -459,7 +460,8 @@ class DCGAN(GAN):
         ]
         for m_in, m_out in zip(widths[::-1], widths[-2::-1]):
             d_layers += [
-                nn.Conv2d(m_in, m_out, 4, stride=2, padding=1, bias=False),  # (B, m_in, h, h) -> (B, m_out, h/2, h/2)
+                # (B, m_in, h, h) -> (B, m_out, h/2, h/2)
+                nn.Conv2d(m_in, m_out, 4, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(m_out),
                 nn.LeakyReLU(c.negative_slope),
             ]

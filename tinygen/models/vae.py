@@ -298,7 +298,8 @@ class VAE:
         return self.net.decoder(z)
 
     def reconstruction_nll(self, out, x):
-        """−log p_θ(x | z) per image (B,) in nats, from the decoder output `out` = f_θ(z) and images x (B, C, H, W)."""
+        """−log p_θ(x | z) per image (B,) in nats, from the decoder output `out` = f_θ(z) and the
+        images x (B, C, H, W)."""
         if self.config.likelihood == "bernoulli":
             return bernoulli_nll(out, x)
         C = self.config.image_channels
@@ -448,7 +449,8 @@ class ConvVAE(VAE):
         widths += [widths[-1] * 2 ** i for i in range(1, n - len(widths) + 1)]  # m_1..m_n
         enc_layers = []
         for m_in, m_out in zip([C] + widths, widths):
-            enc_layers += [nn.Conv2d(m_in, m_out, 4, stride=2, padding=1), nn.ReLU()]  # (B, m_in, h, h) -> (B, m_out, h/2, h/2)
+            # (B, m_in, h, h) -> (B, m_out, h/2, h/2)
+            enc_layers += [nn.Conv2d(m_in, m_out, 4, stride=2, padding=1), nn.ReLU()]
         encoder = nn.Sequential(*enc_layers, nn.Flatten())  # (B, m_n, b, b) -> (B, m_n*b*b)
         dec_layers = [
             nn.Linear(c.latent_dim, widths[-1] * b * b),
@@ -456,6 +458,8 @@ class ConvVAE(VAE):
             nn.Unflatten(1, (widths[-1], b, b)),  # (B, m_n*b*b) -> (B, m_n, b, b)
         ]
         for m_in, m_out in zip(widths[::-1], widths[-2::-1]):
-            dec_layers += [nn.ConvTranspose2d(m_in, m_out, 4, stride=2, padding=1), nn.ReLU()]  # (B, m_in, h, h) -> (B, m_out, 2h, 2h)
-        dec_layers.append(nn.ConvTranspose2d(widths[0], self.output_channels, 4, stride=2, padding=1))  # -> (B, C', S, S)
+            # (B, m_in, h, h) -> (B, m_out, 2h, 2h)
+            dec_layers += [nn.ConvTranspose2d(m_in, m_out, 4, stride=2, padding=1), nn.ReLU()]
+        # (B, m_1, S/2, S/2) -> (B, C', S, S)
+        dec_layers.append(nn.ConvTranspose2d(widths[0], self.output_channels, 4, stride=2, padding=1))
         return encoder, widths[-1] * b * b, nn.Sequential(*dec_layers)
