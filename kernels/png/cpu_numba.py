@@ -15,7 +15,14 @@ if numba is None:
     raise ImportError("the Numba PNG kernels need Numba: pip install tinygen[cpu]")
 
 
-@numba.njit(cache=True, nogil=True)
+# One compiled version, for C-contiguous uint8 arrays, compiled (or loaded from the cache) at import:
+# read_png passes a read-only `filtered` (a view of zlib's bytes), and Numba would otherwise compile
+# a second version for writable ones, seconds more for a test run.
+_BYTES = numba.types.Array(numba.types.uint8, 2, "C")
+_SIGNATURE = numba.types.void(numba.types.Array(numba.types.uint8, 2, "C", readonly=True), _BYTES, numba.types.intp)
+
+
+@numba.njit([_SIGNATURE], cache=True, nogil=True)
 def _unfilter(filtered, out, bpp):
     height, size = out.shape
     for r in range(height):
@@ -51,4 +58,7 @@ def _unfilter(filtered, out, bpp):
 
 def unfilter(filtered, out, bpp):
     """As `reference.unfilter`: `out`, (H, S) uint8, gets the decoded bytes of `filtered`, (H, 1 + S)."""
-    _unfilter(filtered, out, bpp)
+    target = out if out.flags.c_contiguous else np.empty(out.shape, np.uint8)  # strided: through a copy
+    _unfilter(np.ascontiguousarray(filtered), target, bpp)
+    if target is not out:
+        out[...] = target

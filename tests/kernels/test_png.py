@@ -90,6 +90,21 @@ def test_a_whole_image_of_one_filter(kind):
     np.testing.assert_array_equal(unfilter_poisoned(reference.unfilter, filtered, 4), spec_unfilter(filtered, 4))
 
 
+def test_numba_writes_strided_outputs_and_reads_strided_inputs():
+    pytest.importorskip("numba")
+    from tinygen.kernels.png import cpu_numba
+
+    rng = np.random.default_rng(1)
+    filtered = rng.integers(0, 256, (5, 1 + 12), dtype=np.uint8)
+    filtered[:, 0] = [4, 3, 1, 2, 4]
+    expected = spec_unfilter(filtered, 3)
+    out = np.zeros((12, 5), np.uint8).T  # (5, 12), a transposed view
+    wide = np.zeros((5, 2 * 13), np.uint8)
+    wide[:, ::2] = filtered
+    cpu_numba.unfilter(wide[:, ::2], out, 3)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_tall_images_go_through_the_wavefront_in_blocks(monkeypatch):
     rng = np.random.default_rng(0)
     filtered = rng.integers(0, 256, (300, 1 + 3 * 20), dtype=np.uint8)  # two blocks of 256 rows, and a part
