@@ -126,7 +126,10 @@ def png_cases(draw):
     elif colour in (2, 6) and draw(st.booleans()):
         palette = rng.integers(0, 256, (draw(st.integers(1, 256)), 3))  # a suggested palette, to ignore
     if transparent and colour != 3:  # the key: a colour in the image, or (rarely hit) any value
-        key = samples[rng.integers(height), rng.integers(width)] if draw(st.booleans()) else rng.integers(0, top, CHANNELS[colour])
+        if draw(st.booleans()):
+            key = samples[rng.integers(height), rng.integers(width)]
+        else:
+            key = rng.integers(0, top, CHANNELS[colour])
         trns = b"".join(int(v).to_bytes(2, "big") for v in key)
     data = encode(samples, colour, depth, interlace=draw(st.booleans()), filters="random", palette=palette,
                   trns=trns, ancillary=draw(st.booleans()), idat_pieces=draw(st.integers(1, 3)), seed=seed)
@@ -181,7 +184,7 @@ def assert_same_as_pillow(Image, path, ours, colour, depth, transparent):
         ours = (ours >> 8).astype(np.uint8)
         if colour == 4:
             ours = ours[..., [0, 0, 0, 1]]  # (H, W, 2) grey + alpha -> Pillow's RGBA
-    assert theirs.shape == ours.shape and theirs.dtype == ours.dtype, (mode, theirs.shape, theirs.dtype, ours.shape, ours.dtype)
+    assert (theirs.shape, theirs.dtype) == (ours.shape, ours.dtype), (mode, theirs.shape, theirs.dtype, ours.shape, ours.dtype)
     np.testing.assert_array_equal(theirs, ours)
 
 
@@ -217,7 +220,8 @@ def test_every_depth_interlaced_and_not(tmp_path, colour):
                 samples = rng.integers(0, top, (11, 13, CHANNELS[colour]))
                 path = tmp_path / f"c{colour}d{depth}i{int(interlace)}f{kind}.png"
                 path.write_bytes(encode(samples, colour, depth, interlace, filters=kind, palette=palette))
-                np.testing.assert_array_equal(read_png(path), expected_pixels(samples, colour, depth, palette, None), path.name)
+                expected = expected_pixels(samples, colour, depth, palette, None)
+                np.testing.assert_array_equal(read_png(path), expected, path.name)
 
 
 def test_one_pixel_images(tmp_path):
@@ -331,8 +335,8 @@ def damaged_files():
     yield "two ihdr", png(ihdr(), ihdr(), *GOOD[1:]), "a second IHDR"
     yield "critical", png(ihdr(), (b"ABCD", b""), *GOOD[1:]), "unknown critical chunk b'ABCD'"
     yield "no idat", png(ihdr(), END), "no IDAT chunk"
-    yield "idat apart", png(ihdr(), (b"IDAT", GOOD[1][1][:5]), (b"tEXt", b"a\0b"), (b"IDAT", GOOD[1][1][5:]), END),\
-        "not consecutive"
+    apart = (b"IDAT", GOOD[1][1][:5]), (b"tEXt", b"a\0b"), (b"IDAT", GOOD[1][1][5:])
+    yield "idat apart", png(ihdr(), *apart, END), "not consecutive"
     yield "iend body", png(*GOOD[:2], (b"IEND", b"x")), "the IEND chunk has 1 bytes"
     yield "zlib", png(ihdr(), (b"IDAT", b"not zlib"), END), "does not inflate"
     yield "zlib cut", png(ihdr(), (b"IDAT", GOOD[1][1][:-6]), END), "truncated: its zlib stream stops"
@@ -342,7 +346,8 @@ def damaged_files():
     yield "interlaced filter", png(ihdr(interlace=1), idat([0, 1, 9, 0, 0, 2, 3]), END), "row 0 of pass 6 has filter type 9"
     yield "no palette", png(ihdr(colour=3), idat([0, 1, 2, 0, 3, 4]), END), "without a PLTE chunk"
     palette = ihdr(colour=3), (b"PLTE", bytes(6))
-    yield "palette index", png(*palette, idat([0, 0, 1, 0, 2, 0]), END), "pixel (y=1, x=0) has palette index 2, but PLTE has 2"
+    yield "palette index", png(*palette, idat([0, 0, 1, 0, 2, 0]), END), \
+        "pixel (y=1, x=0) has palette index 2, but PLTE has 2"
     yield "plte length", png(ihdr(colour=3), (b"PLTE", bytes(4)), *GOOD[1:]), "PLTE chunk has 4 bytes"
     yield "plte too long", png(ihdr(colour=3), (b"PLTE", bytes(771)), *GOOD[1:]), "PLTE chunk has 771 bytes"
     yield "plte in grey", png(ihdr(), (b"PLTE", bytes(3)), *GOOD[1:]), "a PLTE chunk in a grey image"
@@ -413,7 +418,8 @@ def test_the_file_is_a_valid_png(pixels):
     assert [kind for kind, _, _ in parsed] == [b"IHDR", b"IDAT", b"IEND"] and all(ok for _, _, ok in parsed)
     width, height, depth, colour, *rest = struct.unpack(">IIBBBBB", parsed[0][1])
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    assert (height, width, depth, colour, rest) == (pixels.shape[0], pixels.shape[1], 8, {1: 0, 2: 4, 3: 2, 4: 6}[channels], [0, 0, 0])
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    assert (height, width, depth, colour, rest) == (pixels.shape[0], pixels.shape[1], 8, colour_type, [0, 0, 0])
     rows = np.frombuffer(zlib.decompress(parsed[1][1]), np.uint8).reshape(height, -1)
     assert (rows[:, 0] == 0).all()  # filter type 0 on every row
     np.testing.assert_array_equal(rows[:, 1:], pixels.reshape(height, -1))

@@ -265,7 +265,8 @@ def _read_other_chunks(chunks, colour, name):
         idat_done = bool(idat)
         if kind == b"PLTE":
             if palette is not None or idat or transparency is not None:
-                raise DatasetFormatError(f"{name}: a PLTE chunk after {'PLTE' if palette is not None else 'tRNS' if transparency is not None else 'IDAT'}")
+                before = "PLTE" if palette is not None else "tRNS" if transparency is not None else "IDAT"
+                raise DatasetFormatError(f"{name}: a PLTE chunk after {before}")
             if colour in (0, 4):
                 raise DatasetFormatError(f"{name}: a PLTE chunk in a grey image (colour type {colour})")
             if len(body) % 3 or not 3 <= len(body) <= 768:
@@ -279,7 +280,9 @@ def _read_other_chunks(chunks, colour, name):
                 entries = "no PLTE before it" if palette is None else f"PLTE has {len(palette)} entries"
                 raise DatasetFormatError(f"{name}: the tRNS chunk has {len(body)} alpha values, but {entries}")
             if expected is not None and len(body) != expected:
-                raise DatasetFormatError(f"{name}: the tRNS chunk has {len(body)} bytes; colour type {colour} takes {expected}")
+                raise DatasetFormatError(
+                    f"{name}: the tRNS chunk has {len(body)} bytes; colour type {colour} takes {expected}"
+                )
             # NOTE: as libpng does, a tRNS chunk is ignored where it is empty (no palette entry gets an
             # alpha) and in images with an alpha channel (types 4 and 6, where the spec forbids it).
             transparency = body if colour in (0, 2, 3) else b""
@@ -309,7 +312,9 @@ def _inflate(idat, expected, name):
     if len(raw) > expected:
         raise DatasetFormatError(f"{name}: the image data inflates to more than the {expected} bytes the IHDR implies")
     if not stream.eof:
-        raise DatasetFormatError(f"{name}: the image data is truncated: its zlib stream stops after {len(raw)} of {expected} bytes")
+        raise DatasetFormatError(
+            f"{name}: the image data is truncated: its zlib stream stops after {len(raw)} of {expected} bytes"
+        )
     if len(raw) != expected:
         raise DatasetFormatError(f"{name}: the image data inflates to {len(raw)} bytes, expected {expected}")
     # NOTE: bytes after the zlib stream's end (stream.unused_data) are ignored, as libpng does.
@@ -386,7 +391,8 @@ def read_image(path):
                 f"through Pillow, which is not installed: {PILLOW_HINT}"
             ) from None
         raise BackendUnavailableError(
-            f"{path}: a {kind} file; tinygen reads PNG itself, and {kind} through Pillow, which is not installed: {PILLOW_HINT}"
+            f"{path}: a {kind} file; tinygen reads PNG itself, and {kind} through Pillow, "
+            f"which is not installed: {PILLOW_HINT}"
         ) from None
     return _decode_with_pillow(Image, data, path)
 
@@ -416,5 +422,7 @@ def _decode_with_pillow(Image, data, path):
     if mode.startswith("I;16"):
         return pixels.astype(np.uint16)  # Pillow's 16-bit grey, in whichever byte order, to native
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
-        raise DatasetFormatError(f"{path}: Pillow reads it in mode {mode!r} ({pixels.dtype}), which has no uint8 layout here")
+        raise DatasetFormatError(
+            f"{path}: Pillow reads it in mode {mode!r} ({pixels.dtype}), which has no uint8 layout here"
+        )
     return pixels
