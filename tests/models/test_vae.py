@@ -76,23 +76,30 @@ def test_bernoulli_nll_by_hand():
 
 
 @requires_torch
-@pytest.mark.parametrize("prior", ["standard", "vamp"])
-def test_mlp_vae_loss_and_gradients_match_torch(prior):
+@pytest.mark.parametrize("prior, likelihood, shape", [("standard", "bernoulli", (1, 28, 28)),
+                                                      ("vamp", "bernoulli", (1, 28, 28)),
+                                                      ("vamp", "logistic", (3, 8, 8))])
+def test_mlp_vae_loss_and_gradients_match_torch(prior, likelihood, shape):
     import torch
 
     tinygen.set_default_dtype(np.float64)  # restored by conftest
     tinygen.manual_seed(0)
-    vae = VAE(VAEConfig(prior=prior, pseudo_inputs=7))
+    D = int(np.prod(shape))
+    vae = VAE(VAEConfig(image_channels=shape[0], image_size=shape[1], prior=prior, pseudo_inputs=7,
+                        likelihood=likelihood))
     if prior == "vamp":  # pseudo-images partly outside [0, 1], so that the clamp acts
-        vae.net.pseudo_inputs.data[...] = np.random.default_rng(0).uniform(-0.2, 1.2, (7, 1, 28, 28))
-    x = tinygen.rand(8, 1, 28, 28)
+        vae.net.pseudo_inputs.data[...] = np.random.default_rng(0).uniform(-0.2, 1.2, (7,) + shape)
+    x = tinygen.rand(8, *shape)
+    if likelihood == "logistic":  # 8-bit levels, the two edge bins among them
+        x = tinygen.tensor(np.concatenate([np.zeros((1,) + shape), np.ones((1,) + shape),
+                                           np.random.default_rng(1).integers(0, 256, (6,) + shape) / 255]))
     eps = tinygen.randn(8, 20)
     recon, kl = vae.negative_elbo_terms(x, eps)
     loss = (recon + kl).mean()
     loss.backward()
 
     w = {name: torch.tensor(p.numpy(), requires_grad=True) for name, p in vae.net.named_parameters()}
-    tx, teps = torch.tensor(x.numpy()).reshape(8, 784), torch.tensor(eps.numpy())
+    tx, teps = torch.tensor(x.numpy()).reshape(8, D), torch.tensor(eps.numpy())
     lin = lambda v, name: torch.nn.functional.linear(v, w[name + ".weight"], w[name + ".bias"])  # noqa: E731
 
     def encode(v):
@@ -101,13 +108,20 @@ def test_mlp_vae_loss_and_gradients_match_torch(prior):
 
     mu, logvar = encode(tx)
     z = mu + torch.exp(0.5 * logvar) * teps
-    logits = lin(torch.relu(lin(z, "decoder.0")), "decoder.2")
-    t_recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, tx, reduction="none").sum(1)
+    out = lin(torch.relu(lin(z, "decoder.0")), "decoder.2")
+    if likelihood == "bernoulli":
+        t_recon = torch.nn.functional.binary_cross_entropy_with_logits(out, tx, reduction="none").sum(1)
+    else:  # the logistic's mass on each bin, its CDF differenced as PixelCNN++'s code does
+        mean, log_s = out.reshape(8, 2, shape[0], -1)[:, 0].reshape(8, D), out.reshape(8, 2, shape[0], -1)[:, 1]
+        s = torch.exp(torch.clamp(log_s.reshape(8, D), min=-8))
+        upper = torch.where(tx < 1, torch.sigmoid((tx + 0.5 / 255 - mean) / s), torch.ones_like(tx))
+        lower = torch.where(tx > 0, torch.sigmoid((tx - 0.5 / 255 - mean) / s), torch.zeros_like(tx))
+        t_recon = -torch.log(upper - lower).sum(1)
     if prior == "standard":
         t_kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), 1)
     else:  # log q(z | x) − log (1/K) Σ_k q(z | u_k), with torch's own Normal
         normal = torch.distributions.Normal
-        mu_k, logvar_k = encode(torch.clamp(w["pseudo_inputs"], 0, 1).reshape(7, 784))
+        mu_k, logvar_k = encode(torch.clamp(w["pseudo_inputs"], 0, 1).reshape(7, D))
         log_q = normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(1)
         log_q_k = normal(mu_k[None], torch.exp(0.5 * logvar_k[None])).log_prob(z[:, None]).sum(2)  # (8, 7)
         t_kl = log_q - (torch.logsumexp(log_q_k, 1) - np.log(7))
