@@ -78,12 +78,11 @@ class Config:
     (Ho et al.'s ch * ch_mult, lucidrains' dim * dim_mults: (32, 64, 128) is ch = 32 with
     ch_mult (1, 2, 4)); their number is the number of resolutions, so image_size must be
     divisible by 2^(len(channels) - 1) (three widths: 28/14/7 or 32/16/8; four: 32/16/8/4 or
-    64/32/16/8); other sizes are refused. `attn_resolutions` lists
-    the resolutions (side lengths in pixels) that get a self-attention block after each residual
-    block, as Ho et al.'s (16,) at 32 x 32; the middle block gets one when the lowest resolution
-    is listed. The settings added with colour images (image_channels, image_size,
-    attn_resolutions, attn_heads) default to the network of before, so checkpoints written
-    before them rebuild the same UNet.
+    64/32/16/8); other sizes are refused. `attn_resolutions` lists the resolutions (side lengths
+    in pixels) that get a self-attention block after each residual block, as Ho et al.'s (16,)
+    at 32 x 32; the middle block gets one when the lowest resolution is listed. The settings
+    added with colour images (image_channels, image_size, attn_resolutions, attn_heads) default
+    to the network of before, so checkpoints written before them rebuild the same UNet.
     """
 
     T: int = 1000  # number of diffusion steps
