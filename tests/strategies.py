@@ -232,9 +232,10 @@ def adam_problem(data):
 def attention_shapes(draw):
     """(query, key, value, mask) shapes for scaled_dot_product_attention: (..., L, E), (..., S, E),
     (..., S, Ev) with 0-2 leading (batch, head) dimensions that broadcast, and a mask shape that
-    broadcasts to (..., L, S) (trailing dimensions only, or with the batch dimensions)."""
+    broadcasts to the scores (..., L, S) (trailing dimensions only, or with the scores' batch dimensions)."""
     batch = draw(broadcastable_shapes(num_shapes=3, max_dims=2, max_side=3))
     L, S, E, Ev = (draw(st.integers(1, 5)) for _ in range(4))
-    (bq, bk, bv), full = batch.input_shapes, batch.result_shape
-    mask = draw(st.sampled_from([(L, S), (1, S), (L, 1), (*full, L, S)]))
+    bq, bk, bv = batch.input_shapes
+    scores = np.broadcast_shapes(bq, bk)  # the batch dimensions of Q K^T (the mask's may not exceed them)
+    mask = draw(st.sampled_from([(L, S), (1, S), (L, 1), (*scores, L, S)]))
     return (*bq, L, E), (*bk, S, E), (*bv, S, Ev), mask

@@ -269,6 +269,8 @@ def test_attention_arguments_are_checked():
         F.scaled_dot_product_attention(tg.randn(3), k, v)
     with pytest.raises(ShapeError, match=r"attn_mask of shape \(5, 4\)"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((5, 4), bool))
+    with pytest.raises(ShapeError, match=r"attn_mask of shape \(3, 2, 4, 5\) does not broadcast to the scores' shape \(2, 4, 5\)"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 2, 4, 5), bool))
     with pytest.raises(DTypeError, match="int64"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((4, 5), np.int64))
     with pytest.raises(ArgumentError, match="not both"):

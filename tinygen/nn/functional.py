@@ -316,10 +316,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
         mask = mask if hasattr(mask, "dtype") else np.asarray(mask)
         try:
-            np.broadcast_shapes(tuple(mask.shape), tuple(scores.shape))
+            fits = np.broadcast_shapes(tuple(mask.shape), tuple(scores.shape)) == tuple(scores.shape)
         except ValueError:
+            fits = False
+        if not fits:  # as torch: the mask broadcasts to the scores, it does not add dimensions to them
             raise ShapeError(f"scaled_dot_product_attention: attn_mask of shape {tuple(mask.shape)} does not "
-                             f"broadcast to the scores' shape {tuple(scores.shape)} (..., L, S)") from None
+                             f"broadcast to the scores' shape {tuple(scores.shape)} (..., L, S)")
         if mask.dtype == bool:  # True: take part; False: -inf before the softmax, weight 0 after it
             xp = backend.get_array_module(scores.data)
             mask = xp.where(backend.to_device(mask, scores.device), 0.0, -math.inf).astype(scores.dtype)
