@@ -25,7 +25,7 @@ evidence lower bound (ELBO, eq. 3 of the paper) on log p_θ(x):
       true upper bound in bits/dim. Why the logistic rather than the discretised Gaussian of Ho
       et al.: its CDF is the sigmoid, so the bin mass is a composition of tinygen's primitives
       (no erf) and its gradient comes from autograd; and it is the likelihood behind published
-      bits/dim of 8-bit colour images (PixelCNN++, and the VAEs compared with it). A learned
+      bits/dim of 8-bit colour images (PixelCNN++; the IAF VAE of Kingma et al. 2016). A learned
       scale per sub-pixel lets the decoder be sure of flat backgrounds and unsure at edges.
       See `discretized_logistic_log_prob` for the form computed. Images are quantised to the
       8-bit grid (round(255 x)/255) before the bound, and samples are the locations μ clipped
