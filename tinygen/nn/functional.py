@@ -309,7 +309,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ArgumentError("scaled_dot_product_attention: pass attn_mask or is_causal=True, not both")
     L, S = query.shape[-2], key.shape[-2]
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    # the scale goes onto Q (L E numbers), not onto the scores (L S numbers): a smaller product and gradient
+    scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, E) @ (..., E, S) -> (..., L, S)
     if is_causal:
         attn_mask = np.tril(np.ones((L, S), dtype=bool))
     if attn_mask is not None:
