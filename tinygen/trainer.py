@@ -59,15 +59,27 @@ def build_model(name, overrides=None):
     return cls(cls.Config(**(overrides or {})))
 
 
-def data_settings(model_name, dataset, conditional=False):
-    """The model settings that the training images decide: their channels and size, and, for a
-    class-conditional DDPM, its number of classes (the dataset's labels)."""
+def data_settings(model_name, dataset, data, conditional=False, overrides=None):
+    """The model settings that the training images decide, and the defaults they imply.
+
+    Decided: their channels and size, and, for a class-conditional DDPM, its number of classes
+    (the dataset's labels). Implied, for settings the run does not override: the DDPM's widths
+    and attention for that shape (`Config.for_shape`), and, off MNIST, the VAEs' discretised
+    logistic decoder, whose bound is in bits/dim of the 8-bit images (the Bernoulli decoder is a
+    likelihood of the binarised digits only).
+    """
     images, _ = dataset.__getitems__([0])  # (1, C, H, W) float32
     c, h, w = images.shape[1:]
     if h != w:
         raise ArgumentError(f"the models take square images; the data's are {h}x{w}: pass --image-size S "
                             f"to centre-crop and resize them to SxS")
     settings = {"image_channels": int(c), "image_size": int(h)}
+    if model_name == "ddpm":
+        widths = {k: v for k, v in (overrides or {}).items() if k in ("channels", "attn_resolutions")}
+        shaped = models.MODELS["ddpm"].Config.for_shape(int(c), int(h), **widths)
+        settings.update(channels=list(shaped.channels), attn_resolutions=list(shaped.attn_resolutions))
+    if model_name in ("vae", "convvae") and data not in ("embedded", "mnist"):
+        settings["likelihood"] = "logistic"
     if conditional:
         if model_name != "ddpm":
             raise ArgumentError(f"--conditional trains a class-conditional DDPM (with classifier-free guidance); "
@@ -166,10 +178,11 @@ def _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, down
     dataset = load_dataset(run["data"], run["data_dir"], download=download, image_size=run.get("image_size"),
                            channels=run.get("channels"))
     if state is None:
-        run["data_settings"] = data_settings(model_name, dataset, run["conditional"])
+        run["data_settings"] = data_settings(model_name, dataset, run["data"], run["conditional"], run["overrides"])
         run["classes"] = list(getattr(dataset, "classes", None) or [])  # names for the grids' rows
         decided = run["data_settings"]
-        clash = [k for k, v in run["overrides"].items() if k in decided and v != decided[k]]
+        clash = [k for k, v in run["overrides"].items()
+                 if k in ("image_channels", "image_size", "num_classes") and k in decided and v != decided[k]]
         if clash:
             given = ", ".join(f"{k}={run['overrides'][k]}" for k in clash)
             raise ArgumentError(f"{given} disagrees with the data ({', '.join(f'{k}={decided[k]}' for k in clash)}); "
