@@ -18,6 +18,7 @@ beside the same number for real training images (the floor).
 # NOTE: the function `features` is not re-exported: `tinygen.evaluation.features` stays the module
 # (use `from tinygen.evaluation.features import features`).
 from tinygen.evaluation.features import (
+    EMOJI_WEIGHTS_SHA256,
     WEIGHTS_SHA256,
     ConvFeatureNet,
     LeNet,

@@ -58,10 +58,13 @@ IMAGE_SHAPE = (1, 28, 28)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training pixels in [0, 1]
 CONV_ARCHITECTURE = "tinygen.evaluation.features.ConvFeatureNet"
 EMOJI_WEIGHTS_PATH = os.path.join(HERE, "convnet_emoji.npz")
+# SHA-256 of the bytes of convnet_emoji.npz, printed by train_feature_net.py --data emoji when it wrote the file.
+EMOJI_WEIGHTS_SHA256 = "647b103c8af26bdde88d065f4863189c78b2591057a89e3e0e65259698b33534"
 # dataset name -> (weights file, SHA-256) of the networks that ship with tinygen
 SHIPPED_FEATURE_NETS = {
     "embedded": (WEIGHTS_PATH, WEIGHTS_SHA256),
     "mnist": (WEIGHTS_PATH, WEIGHTS_SHA256),
+    "emoji": (EMOJI_WEIGHTS_PATH, EMOJI_WEIGHTS_SHA256),
 }
 
 

@@ -81,8 +81,8 @@ LIKELIHOOD_METRICS = {
 def meaning(name):
     """What the metric `name` measures, from `METRICS` or `LIKELIHOOD_METRICS`.
 
-    >>> meaning("test_iwae_k100_nats")
-    'VAE: mean IWAE bound L_K, K = 100, of the binarised test images, nats (higher is better)'
+    >>> meaning("test_iwae_k100_bits_per_dim")
+    'VAE (logistic decoder): the IWAE bound L_K, K = 100, on -log p of the 8-bit test images, bits/dim (lower is better)'
     """
     if name in METRICS:
         return METRICS[name]
