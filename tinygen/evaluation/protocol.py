@@ -53,8 +53,8 @@ MNIST_DATA = ("embedded", "mnist")
 # metric name -> what it means: the last column of `tinygen eval`'s table, "meaning" in its JSON.
 METRICS = {
     "fd": "Fréchet distance to the test set in the feature network's features (lower is better)",
-    "kid": f"kernel inception distance (unbiased MMD^2, cubic kernel; subsets of {SUBSET_SIZE}) to the test set "
-           "(lower is better; about 0, either sign, for real images)",
+    "kid": f"KID: unbiased MMD^2 to the test set, cubic kernel, subsets of {SUBSET_SIZE} (lower is better; "
+           "about 0, of either sign, for real images)",
     "precision": f"share of samples inside the test images' {NEAREST_K}-NN manifold (realism)",
     "recall": f"share of test images inside the samples' {NEAREST_K}-NN manifold (variety)",
     "coverage": f"share of test images whose {NEAREST_K}-NN ball holds a sample",
