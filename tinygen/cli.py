@@ -270,6 +270,10 @@ def run_eval(args):
                                         f"timesteps; give 1..{model.schedule.T - 1}, or 0 for all T")
         ref = evaluation.reference(args.data_dir, net=net, data=data, image_size=args.image_size,
                                    channels=args.channels, test_dir=args.test_dir)
+        shape = (model.config.image_channels, model.config.image_size, model.config.image_size)
+        if shape != tuple(ref.shape):  # before any sampling
+            raise tinygen.ArgumentError(f"{args.checkpoint} draws images of shape {shape}, but the --data {data} "
+                                        f"reference's are {tuple(ref.shape)}: evaluate it on the data it was trained on")
         n = ref.protocol_n if args.n is None else args.n
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])

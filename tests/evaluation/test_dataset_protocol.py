@@ -146,3 +146,10 @@ def test_eval_checkpoint_of_colour_data_reports_bits_per_dim(colour_data, tmp_pa
     assert rows[name]["n"] == 6 and 0 < rows[name]["value"] < 16  # a barely trained model: a few bits per 8-bit value
     if model_name == "vae":  # the same bound in nats: -L_K = bits/dim * D ln 2, D = 3 * 16 * 16
         assert rows["test_iwae_k3_nats"]["value"] == pytest.approx(-rows[name]["value"] * 768 * np.log(2))
+
+
+def test_a_checkpoint_of_another_shape_is_refused_before_sampling(tmp_path, capsys, monkeypatch):
+    ckpt = trainer.train("vae", str(tmp_path / "run"), steps=1, sample_every=100)  # MNIST: (1, 28, 28)
+    monkeypatch.setattr(cli.evaluation, "sample_in_batches", lambda *args, **kwargs: pytest.fail("sampled"))
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "emoji"]) == 2
+    assert "draws images of shape (1, 28, 28), but the --data emoji reference's are (3, 32, 32)" in capsys.readouterr().err
