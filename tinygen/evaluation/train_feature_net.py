@@ -28,7 +28,11 @@ with the network's configuration (shape, class names, the per-channel pixel mean
 the training images) to --out. The default --out for emoji is the shipped `convnet_emoji.npz`;
 its SHA-256 goes into `EMOJI_WEIGHTS_SHA256` in features.py. No statistics file: `tinygen eval`
 computes the held-out images' features itself. Pass a file trained for your own data to
-`tinygen eval --data ... --feature-net FILE`.
+`tinygen eval --data ... --feature-net FILE`. The shipped emoji network: 64.39% accuracy on the
+410 held-out emoji (9 categories; the largest alone is 21%), 110 s of training on the project's
+2-core machine. NOTE: training is not bit-reproducible from run to run here (the tests' small
+networks come out slightly different each time), so the shipped file, pinned by its hash, is the
+reference, as for MNIST.
 """
 
 import argparse
