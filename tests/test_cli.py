@@ -303,12 +303,12 @@ def test_the_data_decides_the_image_shape_and_a_resumed_run_keeps_it(tmp_path, m
 def test_a_conditional_ddpm_samples_one_row_per_class(tmp_path, capsys):
     write_colour_npz(tmp_path / "colour.npz")
     out = tmp_path / "ddpm"
-    small = {"batch_size": 4, "channels": [8, 16], "groups": 4, "T": 20}
+    small = {"batch_size": 4, "channels": [4, 8], "groups": 4, "T": 20}
     trainer.train("ddpm", str(out), steps=2, overrides=small, data="npz", data_dir=str(tmp_path / "colour.npz"),
                   conditional=True, sample_every=2)
     run = json.loads((out / "config.json").read_text())
     assert run["data_settings"]["num_classes"] == 3 and run["data_settings"]["attn_resolutions"] == [16]
-    assert run["config"]["channels"] == [8, 16]  # the run's overrides win over the shape's defaults
+    assert run["config"]["channels"] == [4, 8]  # the run's overrides win over the shape's defaults
     assert read_png(out / "samples" / "final.png").shape == (3 * 34 + 2, 21 * 34 + 2, 3)  # 3 rows of 64 // 3
     ckpt, npz, grid = str(out / "checkpoint.npz"), tmp_path / "s.npz", tmp_path / "g.png"
     command = ["sample", "--checkpoint", ckpt, "--steps", "3", "--out", str(grid), "--npz", str(npz)]

@@ -75,8 +75,8 @@ def data_settings(model_name, dataset, data, conditional=False, overrides=None):
                             f"to centre-crop and resize them to SxS")
     settings = {"image_channels": int(c), "image_size": int(h)}
     if model_name == "ddpm":
-        widths = {k: v for k, v in (overrides or {}).items() if k in ("channels", "attn_resolutions")}
-        shaped = models.MODELS["ddpm"].Config.for_shape(int(c), int(h), **widths)
+        given = {k: v for k, v in (overrides or {}).items() if k not in ("image_channels", "image_size")}
+        shaped = models.MODELS["ddpm"].Config.for_shape(int(c), int(h), **given)  # checks them together
         settings.update(channels=list(shaped.channels), attn_resolutions=list(shaped.attn_resolutions))
     if model_name in ("vae", "convvae") and data not in ("embedded", "mnist"):
         settings["likelihood"] = "logistic"
