@@ -43,7 +43,7 @@ def colour_data(tmp_path_factory):
     return paths
 
 
-def test_the_trained_network_reloads_with_its_configuration(colour_data, capsys):
+def test_the_trained_network_reloads_with_its_configuration(colour_data, tmp_path):
     state = load(colour_data["net"])
     assert state["architecture"] == fnet.CONV_ARCHITECTURE and state["test_accuracy"] > 0.9
     net = fnet.load_feature_net(colour_data["net"], sha256=None)
@@ -57,6 +57,11 @@ def test_the_trained_network_reloads_with_its_configuration(colour_data, capsys)
         fnet.features(np.zeros((20, 1, 28, 28), np.uint8), net=net)
     with pytest.raises(CheckpointError, match=r"net\.npz.*SHA-256"):
         fnet.load_feature_net(colour_data["net"], sha256="0" * 64)
+    again = tmp_path / "again.npz"  # the seed decides the initial weights too: a rerun gives the same network
+    assert train_feature_net.main(["--data", "npz", "--data-dir", str(colour_data["train"]), "--test-dir",
+                                   str(colour_data["test"]), "--epochs", "2", "--out", str(again)]) == 0
+    for name, value in state["state_dict"].items():
+        np.testing.assert_array_equal(load(again)["state_dict"][name], value)
 
 
 def test_eval_scores_colour_samples_against_the_held_out_images(colour_data, tmp_path, capsys):
@@ -77,8 +82,8 @@ def test_eval_scores_colour_samples_against_the_held_out_images(colour_data, tmp
     assert results["real"]["feature_net_sha256"] == fnet.sha256_of(colour_data["net"])
     rows = {name: {row["metric"]: row for row in r["metrics"]} for name, r in results.items()}
     real, noise = rows["real"], rows["noise"]
-    # FD at n = 150 in 128 dimensions varies by 2-3x between draws of real images (and the network's
-    # two-epoch training came out differently from run to run here): wide margins; noise lands 40-200x away
+    # FD at n = 150 in 128 dimensions varies by 2-3x between draws of real images, and between networks
+    # trained from other initial weights: wide margins; noise lands 40-200x away
     assert real["fd"]["value"] < 4 * real["fd"]["floor"] and 20 * real["fd"]["value"] < noise["fd"]["value"]
     assert abs(real["kid"]["value"]) < noise["kid"]["value"] / 50 and abs(real["kid"]["floor"]) < noise["kid"]["value"] / 50
     assert real["classes_present"]["value"] == 3 and noise["coverage"]["value"] < 0.1

@@ -59,7 +59,7 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training pixels in [0, 1]
 CONV_ARCHITECTURE = "tinygen.evaluation.features.ConvFeatureNet"
 EMOJI_WEIGHTS_PATH = os.path.join(HERE, "convnet_emoji.npz")
 # SHA-256 of the bytes of convnet_emoji.npz, printed by train_feature_net.py --data emoji when it wrote the file.
-EMOJI_WEIGHTS_SHA256 = "647b103c8af26bdde88d065f4863189c78b2591057a89e3e0e65259698b33534"
+EMOJI_WEIGHTS_SHA256 = "cd2fa384513b881aa04843dd0b9b565e8992caba0ca70fbc5afc8a8a13cb29da"
 # dataset name -> (weights file, SHA-256) of the networks that ship with tinygen
 SHIPPED_FEATURE_NETS = {
     "embedded": (WEIGHTS_PATH, WEIGHTS_SHA256),

@@ -28,11 +28,9 @@ with the network's configuration (shape, class names, the per-channel pixel mean
 the training images) to --out. The default --out for emoji is the shipped `convnet_emoji.npz`;
 its SHA-256 goes into `EMOJI_WEIGHTS_SHA256` in features.py. No statistics file: `tinygen eval`
 computes the held-out images' features itself. Pass a file trained for your own data to
-`tinygen eval --data ... --feature-net FILE`. The shipped emoji network: 64.39% accuracy on the
-410 held-out emoji (9 categories; the largest alone is 21%), 110 s of training on the project's
-2-core machine. NOTE: training is not bit-reproducible from run to run here (the tests' small
-networks come out slightly different each time), so the shipped file, pinned by its hash, is the
-reference, as for MNIST.
+`tinygen eval --data ... --feature-net FILE`. The shipped emoji network: 65.12% accuracy on the
+410 held-out emoji (9 categories; the largest alone is 21%), 69 s of training on the project's
+2-core machine.
 """
 
 import argparse
@@ -200,6 +198,7 @@ def train_conv_net(args):
     if h != w:
         raise ArgumentError(f"--data {args.data}: ConvFeatureNet takes square images, got {h}x{w}; give --image-size")
     mean, std = x_train.mean(axis=(0, 2, 3)), x_train.std(axis=(0, 2, 3))  # per channel
+    tinygen.manual_seed(args.seed)  # the initial weights too come from the seed
     net = ConvFeatureNet(c, h, num_classes, mean=mean, std=np.maximum(std, 1e-3), classes=classes)
     epochs = 20 if args.epochs is None else args.epochs
     start = time.perf_counter()
