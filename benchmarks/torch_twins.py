@@ -6,8 +6,12 @@ hyperparameters, so it follows the model's config:
 
 - the Sequential networks (GAN generators and discriminators, VAE encoders and decoders) go
   through `to_torch`, a layer-by-layer converter;
-- the DDPM's UNet is written out below, block for block as in `tinygen/models/diffusion.py`, with
-  the same attribute names, so that tinygen's state dict loads into it with `strict=True`.
+- the DDPM's UNet is written out below, block for block as in `tinygen/models/diffusion.py`
+  (its residual blocks, the self-attention blocks at `attn_resolutions`, the class embedding),
+  with the same attribute names, so that tinygen's state dict loads into it with `strict=True`.
+
+Every twin works at the model's image shape (C, H, W) from its config, and the VAE twin with
+either decoder likelihood (Bernoulli, or the discretised logistic of 8-bit images).
 
 Each `train_step` mirrors its tinygen counterpart line for line (losses, optimizer settings,
 the order of the updates); `tests/test_torch_twins.py` checks, in float64 with the same random
@@ -15,7 +19,7 @@ draws, that both give the same outputs, losses and updated weights. Every random
 goes through one method (`noise`, `negative_elbo_terms(eps=...)`, `draw`), which the tests replace.
 Each twin also has tinygen's `sample(n, ...)` (for `benchmarks.quality`): the GAN generator (or
 its weights' average) in eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM
-samplers from the EMA weights.
+samplers from the EMA weights, with class labels and classifier-free guidance for a conditional one.
 """
 
 import copy
@@ -29,7 +33,7 @@ from torch import nn as tnn
 from tinygen import nn
 from tinygen.models.diffusion import DDPM, Schedule
 from tinygen.models.gan import BN_RECALIBRATION, GAN, MinibatchStdDev
-from tinygen.models.vae import LOG_2PI, VAE
+from tinygen.models.vae import BIN, LOG_2PI, LOG_SCALE_MIN, VAE
 
 # --- converting tinygen layers -------------------------------------------------------------
 
@@ -184,7 +188,7 @@ class GANTwin:
 
     @torch.no_grad()
     def sample(self, n):
-        """n images G(z) (n, 1, 28, 28) float32 in [0, 1], as `GAN.sample`: G in eval mode (BatchNorm's
+        """n images G(z) (n, C, H, W) float32 in [0, 1], as `GAN.sample`: G in eval mode (BatchNorm's
         running statistics), the averaged G where the model has `ema_decay`."""
         G = self.generator if self.ema_shadow is None else self.averaged()
         was_training = G.training
@@ -205,11 +209,11 @@ class VAETwin:
     def __init__(self, model):
         self.config = model.config
         self.net = tnn.Module()
-        self.net.encoder = to_torch(model.net.encoder)  # x (B, 1, 28, 28) -> h (B, features)
+        self.net.encoder = to_torch(model.net.encoder)  # x (B, C, H, W) -> h (B, features)
         self.net.to_mu = to_torch(model.net.to_mu)  # h -> mu (B, J)
         self.net.to_logvar = to_torch(model.net.to_logvar)  # h -> log sigma^2 (B, J)
-        self.net.decoder = to_torch(model.net.decoder)  # z (B, J) -> logits (B, 1, 28, 28)
-        if self.config.prior == "vamp":  # the pseudo-inputs u_k (K, 1, 28, 28)
+        self.net.decoder = to_torch(model.net.decoder)  # z (B, J) -> logits (B, C, H, W) or mu, log s (B, 2C, H, W)
+        if self.config.prior == "vamp":  # the pseudo-inputs u_k (K, C, H, W)
             self.net.pseudo_inputs = tnn.Parameter(torch.from_numpy(model.net.pseudo_inputs.numpy().copy()))
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
 
@@ -221,7 +225,7 @@ class VAETwin:
         return self.net.decoder(z)
 
     def pseudo_images(self):
-        """The pseudo-inputs clamped to [0, 1] (K, 1, 28, 28), as `VAE.pseudo_images`."""
+        """The pseudo-inputs clamped to [0, 1] (K, C, H, W), as `VAE.pseudo_images`."""
         return self.net.pseudo_inputs.clamp(0.0, 1.0)
 
     def log_prior(self, z):
@@ -239,17 +243,33 @@ class VAETwin:
         if eps is None:
             eps = torch.randn_like(mu)
         z = mu + (0.5 * logvar).exp() * eps
-        recon = TF.binary_cross_entropy_with_logits(self.decode(z), x, reduction="none").sum((1, 2, 3))
+        recon = self.reconstruction_nll(self.decode(z), x)
         if self.config.prior == "standard":
             kl = -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(1)
         else:  # log q(z | x) - log p(z), one sample
             kl = -0.5 * (eps * eps + logvar + LOG_2PI).sum(1) - self.log_prior(z)
         return recon, kl
 
+    def reconstruction_nll(self, out, x):
+        """-log p(x | z) (B,) from the decoder output: Bernoulli logits, or the logistic's mu and log s."""
+        if self.config.likelihood == "bernoulli":
+            return TF.binary_cross_entropy_with_logits(out, x, reduction="none").sum((1, 2, 3))
+        C = self.config.image_channels
+        log_scale = out[:, C:].clamp(min=LOG_SCALE_MIN)
+        return -discretized_logistic_log_prob(x, out[:, :C], log_scale).sum((1, 2, 3))
+
+    def decoder_mean(self, out):
+        """sigmoid(l) for the Bernoulli, the logistic's locations mu clipped to [0, 1], as `VAE.decoder_mean`."""
+        if self.config.likelihood == "bernoulli":
+            return torch.sigmoid(out)
+        return out[:, :self.config.image_channels].clamp(0.0, 1.0)
+
     def train_step(self, images, labels=None):
         x = images
         if self.config.binarize:
             x = (torch.rand_like(x) < x).to(x.dtype)  # x_bin ~ Bernoulli(x)
+        elif self.config.likelihood == "logistic":
+            x = torch.round(x * 255) / 255  # onto the 8-bit grid, as `VAE._targets` (both round half to even)
         self.net.train()
         recon, kl = self.negative_elbo_terms(x)
         recon, kl = recon.mean(), kl.mean()
@@ -261,7 +281,7 @@ class VAETwin:
 
     @torch.no_grad()
     def sample(self, n):
-        """n decoder means sigmoid(f(z)), z ~ p(z): float32 (n, 1, 28, 28) in [0, 1], as `VAE.sample`."""
+        """n decoder means at z ~ p(z): float32 (n, C, H, W) in [0, 1], as `VAE.sample`."""
         dtype = next(self.net.parameters()).dtype
         eps = torch.randn(n, self.config.latent_dim, dtype=dtype)
         if self.config.prior == "standard":
@@ -270,7 +290,24 @@ class VAETwin:
             mu_k, logvar_k = self.encode(self.pseudo_images())
             k = torch.randint(0, mu_k.shape[0], (n,))
             z = mu_k[k] + (0.5 * logvar_k[k]).exp() * eps
-        return torch.sigmoid(self.decode(z)).numpy().astype(np.float32)
+        return self.decoder_mean(self.decode(z)).numpy().astype(np.float32)
+
+
+def softplus(t):
+    """log(1 + e^t) as tinygen computes it, max(t, 0) + log(1 + e^-|t|) (torch's switches to t above 20)."""
+    return t.clamp(min=0) + torch.log1p(torch.exp(-t.abs()))
+
+
+def discretized_logistic_log_prob(x, mean, log_scale):
+    """`tinygen.models.vae.discretized_logistic_log_prob`, line for line: log P(x) of 8-bit x = k/255
+    under Logistic(mu, s) on bins of width 1/255, the bins of 0 and 1 reaching to -inf and +inf."""
+    inv_scale = (-log_scale).exp()  # 1/s
+    lower = (x - BIN / 2 - mean) * inv_scale  # a
+    upper = (x + BIN / 2 - mean) * inv_scale  # b
+    above_0 = (x > BIN / 2).to(x.dtype)  # 1 where k > 0: the bin has a lower edge
+    below_1 = (x < 1 - BIN / 2).to(x.dtype)  # 1 where k < 255: the bin has an upper edge
+    log_width = torch.log1p(-torch.exp(-BIN * inv_scale))  # log(1 - e^(-Delta/s))
+    return -below_1 * softplus(-upper) - above_0 * softplus(lower) + above_0 * below_1 * log_width
 
 
 # --- DDPM: the UNet of tinygen/models/diffusion.py, and Algorithm 1 ---------------------------
@@ -302,39 +339,67 @@ class ResBlock(tnn.Module):
         return self.skip(x) + h
 
 
+class AttentionBlock(tnn.Module):
+    """GroupNorm -> 1x1 conv to q, k, v -> softmax(Q K^T / sqrt(d)) V per head -> 1x1 conv, added to x."""
+
+    def __init__(self, channels, groups, heads=1):
+        super().__init__()
+        self.heads = heads
+        self.norm = tnn.GroupNorm(groups, channels)
+        self.qkv = tnn.Conv2d(channels, 3 * channels, 1)
+        self.proj = tnn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)  # (B, 3C, H, W) -> (B, 3, h, d, HW)
+        qkv = qkv.transpose(-2, -1)  # (B, 3, h, HW, d)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # each (B, h, HW, d)
+        h = TF.scaled_dot_product_attention(q, k, v)  # (B, h, HW, d)
+        h = h.transpose(-2, -1).reshape(B, C, H, W)  # (B, h, d, HW) -> (B, C, H, W)
+        return x + self.proj(h)
+
+
 class UNet(tnn.Module):
     """eps_theta(x_t, t, c), built from a diffusion `Config` exactly as tinygen's `UNet`."""
 
     def __init__(self, config):
         super().__init__()
         widths, groups, dropout = config.channels, config.groups, config.dropout
+        attn = [r in config.attn_resolutions for r in config.resolutions]  # per level, from the top
+
+        def attention(level, width):  # tnn.Identity holds no weights, as tinygen's
+            return AttentionBlock(width, groups, config.attn_heads) if attn[level] else tnn.Identity()
         self.time_dim = 2 * max(1, widths[0] // 2)
         emb_dim = 4 * widths[0]
         self.num_classes = config.num_classes
         self.time_mlp = tnn.Sequential(tnn.Linear(self.time_dim, emb_dim), tnn.SiLU(), tnn.Linear(emb_dim, emb_dim))
         if config.num_classes is not None:
             self.class_emb = tnn.Embedding(config.num_classes + 1, emb_dim)  # + the "null" class
-        self.inc = tnn.Conv2d(1, widths[0], 3, padding=1)
-        self.down, self.downsample = tnn.ModuleList(), tnn.ModuleList()
+        self.inc = tnn.Conv2d(config.image_channels, widths[0], 3, padding=1)
+        self.down, self.down_attn, self.downsample = tnn.ModuleList(), tnn.ModuleList(), tnn.ModuleList()
         c = widths[0]
         for i, width in enumerate(widths):
             self.down.append(ResBlock(c, width, emb_dim, groups, dropout))
+            self.down_attn.append(attention(i, width))
             if i < len(widths) - 1:
                 self.downsample.append(tnn.Conv2d(width, width, 3, stride=2, padding=1))
             c = width
         self.mid = ResBlock(c, c, emb_dim, groups, dropout)
-        self.up, self.upsample = tnn.ModuleList(), tnn.ModuleList()
+        self.mid_attn = attention(len(widths) - 1, c)
+        self.up, self.up_attn, self.upsample = tnn.ModuleList(), tnn.ModuleList(), tnn.ModuleList()
         for i in reversed(range(len(widths))):
             self.up.append(ResBlock(c + widths[i], widths[i], emb_dim, groups, dropout))
+            self.up_attn.append(attention(i, widths[i]))
             c = widths[i]
             if i > 0:
                 self.upsample.append(tnn.Sequential(tnn.Upsample(scale_factor=2.0),
                                                     tnn.Conv2d(c, widths[i - 1], 3, padding=1)))
                 c = widths[i - 1]
-        self.out = tnn.Sequential(tnn.GroupNorm(groups, c), tnn.SiLU(), tnn.Conv2d(c, 1, 3, padding=1))
+        self.out = tnn.Sequential(tnn.GroupNorm(groups, c), tnn.SiLU(),
+                                 tnn.Conv2d(c, config.image_channels, 3, padding=1))
 
     def forward(self, x, t, labels=None):
-        """x (B, 1, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, 1, H, W)."""
+        """x (B, C, H, W), integer timesteps t (B,) in 0..T-1, labels (B,) or None -> (B, C, H, W)."""
         emb = self.time_mlp(timestep_embedding(t, self.time_dim, x.dtype))  # (B, emb_dim)
         if self.num_classes is not None:
             if labels is None:
@@ -342,14 +407,14 @@ class UNet(tnn.Module):
             emb = emb + self.class_emb(labels)
         h = self.inc(x)
         skips = []
-        for i, block in enumerate(self.down):
-            h = block(h, emb)
+        for i, (block, attn) in enumerate(zip(self.down, self.down_attn)):
+            h = attn(block(h, emb))
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
-        h = self.mid(h, emb)
-        for i, block in enumerate(self.up):
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)  # (B, C_up + C_skip, H, W)
+        h = self.mid_attn(self.mid(h, emb))
+        for i, (block, attn) in enumerate(zip(self.up, self.up_attn)):
+            h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))  # (B, C_up + C_skip, H, W)
             if i < len(self.upsample):
                 h = self.upsample[i](h)
         return self.out(h)
@@ -412,7 +477,7 @@ class DDPMTwin:
         progress = min(1.0, self.step / max(c.steps, 1))
         return c.lr * warmup * 0.5 * (1 + math.cos(math.pi * progress))
 
-    # --- sampling, as DDPM.sample (unconditional; variance beta_t; x0_hat clipped) -------------
+    # --- sampling, as DDPM.sample (variance beta_t; x0_hat clipped; labels and guidance) --------
 
     def ema_net(self):
         """A copy of the UNet holding the EMA weights (and the latest buffers), in eval mode."""
@@ -424,20 +489,31 @@ class DDPMTwin:
                 b.copy_(saved)
         return net
 
+    def initial_noise(self, n, dtype):
+        """x_T ~ N(0, I), (n, C, H, W): the sampler's first draw (the tests replace it)."""
+        return torch.randn(n, *self.config.shape, dtype=dtype)
+
     @torch.no_grad()
-    def sample(self, n, sampler="ddim", steps=None, eta=0.0):
-        """n images (n, 1, 28, 28) float32 in [0, 1] from the EMA weights: "ddpm" (Algorithm 2, all T
+    def sample(self, n, sampler="ddim", steps=None, eta=0.0, labels=None, guidance=0.0):
+        """n images (n, C, H, W) float32 in [0, 1] from the EMA weights: "ddpm" (Algorithm 2, all T
         steps, sigma_t^2 = beta_t) or "ddim" (`steps` timesteps, default 50, with `eta`), each step's
-        x0_hat clipped to [-1, 1] as tinygen's `DDPM._eps` does."""
+        x0_hat clipped to [-1, 1] as tinygen's `DDPM._eps` does. `labels` (n,) pick the classes of a
+        class-conditional model, `guidance` w > 0 applies classifier-free guidance."""
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if guidance != 0 and labels is None:
+            raise ValueError(f"guidance={guidance} needs labels (classifier-free guidance of a conditional model)")
+        if labels is not None:
+            if self.config.num_classes is None:
+                raise ValueError("labels given, but this DDPM has no num_classes")
+            labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         s, net = self.schedule, self.ema_net()
         dtype = next(net.parameters()).dtype
-        x = torch.randn(n, 1, 28, 28, dtype=dtype)  # x_T ~ N(0, I)
+        x = self.initial_noise(n, dtype)  # x_T ~ N(0, I)
         if sampler == "ddpm":
             sigmas = np.sqrt(s.betas)
             for i in reversed(range(s.T)):  # i = t - 1
-                eps = self._eps(net, x, i)
+                eps = self._eps(net, x, i, labels, guidance)
                 x = float(s.inv_sqrt_alpha[i]) * (x - float(s.eps_coef[i]) * eps)
                 if i > 0:  # z = 0 at t = 1
                     x = x + float(sigmas[i]) * torch.randn_like(x)
@@ -448,7 +524,7 @@ class DDPMTwin:
                 i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
                 alpha_bar_prev = float(s.alpha_bar[prev]) if prev >= 0 else 1.0
                 sigma = float(DDPM.ddim_sigma(self, s.alpha_bar[i], alpha_bar_prev, eta))
-                eps = self._eps(net, x, i)
+                eps = self._eps(net, x, i, labels, guidance)
                 # Song et al. (2021), eq. 12
                 x0_hat = (x - float(s.sqrt_one_minus_alpha_bar[i]) * eps) / float(s.sqrt_alpha_bar[i])
                 direction = math.sqrt(max(1 - alpha_bar_prev - sigma * sigma, 0.0))
@@ -457,9 +533,17 @@ class DDPMTwin:
                     x = x + sigma * torch.randn_like(x)
         return ((x.clamp(-1, 1) + 1) / 2).numpy().astype(np.float32)  # [-1, 1] -> [0, 1]
 
-    def _eps(self, net, x, i):
-        """eps_theta(x_t, t) at index i = t - 1, re-derived from x0_hat clipped to [-1, 1] (`DDPM._eps`)."""
-        eps = net(x, torch.full((x.shape[0],), int(i), dtype=torch.int64))
+    def _eps(self, net, x, i, labels=None, guidance=0.0):
+        """eps_theta(x_t, t, c) at index i = t - 1, guided, (1 + w) eps_theta(x, c) - w eps_theta(x, null),
+        and re-derived from x0_hat clipped to [-1, 1] (`DDPM._eps`)."""
+        n = x.shape[0]
+        ts = torch.full((n,), int(i), dtype=torch.int64)
+        if labels is None or guidance == 0:
+            eps = net(x, ts, labels)
+        else:
+            null = torch.full((n,), self.config.num_classes, dtype=torch.int64)
+            both = net(torch.cat([x, x]), torch.cat([ts, ts]), torch.cat([labels, null]))  # (2n, C, H, W)
+            eps = (1 + guidance) * both[:n] - guidance * both[n:]
         a, b = float(self.schedule.sqrt_alpha_bar[i]), float(self.schedule.sqrt_one_minus_alpha_bar[i])
         x0_hat = ((x - b * eps) / a).clamp(-1, 1)
         return (x - a * x0_hat) / b
