@@ -55,6 +55,7 @@ def test_train_writes_checkpoint_metrics_config_and_grids(tmp_path):
     assert all(np.isfinite(m["loss"]) and m["steps_per_s"] > 0 for m in lines)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "vae" and config["steps"] == 12 and config["config"]["latent_dim"] == 20
+    assert config["config"]["prior"] == "vamp"  # a fresh run gets today's defaults, not those of Config.LEGACY
     assert sorted(os.listdir(out / "samples")) == ["final.png", "step_000006.png"]
     grid = read_png(out / "samples" / "final.png")
     assert grid.shape == (8 * 30 + 2, 8 * 30 + 2) and grid.dtype == np.uint8

@@ -188,7 +188,8 @@ def _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, down
             raise ArgumentError(f"{given} disagrees with the data ({', '.join(f'{k}={decided[k]}' for k in clash)}); "
                                 "the images decide it")
     backend.manual_seed(run["seed"])
-    model = build_model(model_name, _saved_overrides(run))
+    # a fresh run gets today's defaults; a resumed one is rebuilt as it was saved (`_saved_overrides`)
+    model = build_model(model_name, _saved_overrides(run) if resume else {**run["data_settings"], **run["overrides"]})
     device = backend.device(device) if device is not None else backend.get_default_device()
     if dp and device.type != "cpu":
         raise ArgumentError(f"--distributed trains on the CPU (MPI); it cannot run on device {device}")
