@@ -168,3 +168,19 @@ def test_fused_rows_are_measured_against_a_copy_of_their_own_size(monkeypatch):
     for row, n, arrays in zip(rows, (16 * 128 * 7 * 7, 1000), (5, 7)):
         assert row["copy_gbs"] == pytest.approx(8 * n / 1e-3 / 1e9)  # n floats read + written in 1 ms
         assert row["percent_of_copy"] == pytest.approx(100 * arrays * 4 / 8)
+
+
+def test_same_trajectory_finds_the_checkout_training_as_its_head_does(capsys):
+    """`benchmarks.same_trajectory` against HEAD on a clean checkout (as CI's): the same arrays."""
+    import os
+    import subprocess
+
+    from benchmarks import same_trajectory
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    assert same_trajectory.main(["--commit", "HEAD", "--model", "vae", "--steps", "2"]) == 0
+    assert "0 in one checkpoint only, 0 that differ" in capsys.readouterr().out
+    state = {"net": {"w": np.zeros(3), "layers": [np.ones(2)]}, "step": 3}
+    assert sorted(same_trajectory.arrays(state)) == ["/net/layers/0", "/net/w"]

@@ -1,0 +1,70 @@
+"""Does a change leave training where it was? Train a model for a few steps at an older commit and at
+the working tree, from the same seed and data, and compare every array of the two checkpoints.
+
+    python -m benchmarks.same_trajectory --commit 1301d87 --model vae --steps 300
+
+The older commit is checked out into a temporary git worktree and run with its own tinygen first
+on the path. Identical arrays mean the change moved neither the networks, their initialisation,
+the data order nor any arithmetic of the step, so the older runs' published numbers still hold.
+One thread each (NUMBA/OMP/OPENBLAS), so thread counts cannot reorder a sum.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from tinygen.serialization import load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def arrays(node, key="", out=None):
+    """Every array of a nested checkpoint state, by its path of keys."""
+    out = {} if out is None else out
+    if isinstance(node, dict):
+        for k, v in node.items():
+            arrays(v, f"{key}/{k}", out)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            arrays(v, f"{key}/{i}", out)
+    elif isinstance(node, np.ndarray):
+        out[key] = node
+    return out
+
+
+def train(tree, model, steps, out):
+    env = dict(os.environ, PYTHONPATH=tree, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "tinygen", "train", model, "--steps", str(steps), "--out", out],
+                   cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+    return arrays(load(os.path.join(out, "checkpoint.npz"))["model"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--commit", required=True, help="the older commit to compare with")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        old_tree = os.path.join(tmp, "old")
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", old_tree, args.commit], cwd=ROOT, check=True)
+        try:
+            old = train(old_tree, args.model, args.steps, os.path.join(tmp, "old-run"))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", old_tree], cwd=ROOT, check=True)
+        new = train(ROOT, args.model, args.steps, os.path.join(tmp, "new-run"))
+    differ = sorted(k for k in old.keys() & new.keys() if not np.array_equal(old[k], new[k]))
+    only = sorted(old.keys() ^ new.keys())
+    print(f"{args.model}, {args.steps} steps, {args.commit} against the working tree: {len(old)} and {len(new)} arrays, "
+          f"{len(only)} in one checkpoint only, {len(differ)} that differ")
+    for key in only + differ:
+        print(f"  {key}")
+    return 0 if not only and not differ else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
