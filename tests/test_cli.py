@@ -332,3 +332,25 @@ def test_labels_and_guidance_need_a_conditional_model(tmp_path, capsys):
     assert "has no classes" in capsys.readouterr().err
     assert cli.main(["sample", "--checkpoint", ckpt, "--guidance", "2", "--out", ""]) == 2
     assert "--guidance only apply to diffusion models" in capsys.readouterr().err
+
+
+def test_eval_of_a_conditional_ddpm_draws_classes_as_the_training_data_has_them(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ddpm"
+    small = {"batch_size": 4, "channels": [4, 8], "groups": 4, "T": 20}
+    trainer.train("ddpm", str(out), steps=1, overrides=small, data="emoji", conditional=True, sample_every=1)
+    model_class, drawn = MODELS["ddpm"], []
+    sample = model_class.sample
+
+    def recording(self, n, **options):
+        drawn.extend(options["labels"].tolist())
+        assert options["guidance"] == 1.5
+        return sample(self, n, **options)
+
+    monkeypatch.setattr(model_class, "sample", recording)
+    command = ["eval", "--checkpoint", str(out / "checkpoint.npz"), "--data", "emoji", "--n", "40", "--steps", "2",
+               "--guidance", "1.5", "--likelihood-n", "0"]
+    assert cli.main(command) == 0
+    assert "classes in the training data's proportions" in capsys.readouterr().out
+    from tinygen.data import Emoji
+    expected = np.random.default_rng(0).choice(Emoji(train=True).labels, size=40)
+    assert drawn == expected.tolist() and len(set(drawn)) > 3

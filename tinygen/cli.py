@@ -110,6 +110,8 @@ def build_parser():
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
     p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
+    p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
+                   "(its classes are drawn in the training data's proportions)")
     p.add_argument("--data", choices=["embedded", "mnist", "emoji", "cifar10", "folder", "npz"],
                    help="the dataset whose held-out images are the reference: embedded (the MNIST subset in the "
                         "package; default), mnist (--data-dir), emoji (in the package), cifar10, folder, npz (--data-dir)")
@@ -253,8 +255,8 @@ def run_eval(args):
            else evaluation.shipped_feature_net(data))
     extra = {}
     if args.samples:
-        if any(v is not None for v in (args.sampler, args.steps, args.eta)):
-            raise tinygen.ArgumentError("--sampler, --steps and --eta apply to --checkpoint only")
+        if any(v is not None for v in (args.sampler, args.steps, args.eta, args.guidance)):
+            raise tinygen.ArgumentError("--sampler, --steps, --eta and --guidance apply to --checkpoint only")
         ref = evaluation.reference(args.data_dir, net=net, data=data, image_size=args.image_size,
                                    channels=args.channels, test_dir=args.test_dir)
         samples, source = evaluation.load_samples(args.samples, shape=ref.shape), args.samples
@@ -275,8 +277,11 @@ def run_eval(args):
             raise tinygen.ArgumentError(f"{args.checkpoint} draws images of shape {shape}, but the --data {data} "
                                         f"reference's are {tuple(ref.shape)}: evaluate it on the data it was trained on")
         n = ref.protocol_n if args.n is None else args.n
-        samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
+        if getattr(model.config, "num_classes", None) is not None:
+            options["labels"] = _training_proportions(data, args, n)
+            settings += ", classes in the training data's proportions"
+        samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         source = f"{args.checkpoint} (step {step}, {settings})"
         extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
                                               iwae_k=args.iwae_k, t_subsample=args.t_subsample)
@@ -306,6 +311,18 @@ def run_eval(args):
             f.write("\n")
         print(f"\njson: {args.json}")
     return 0
+
+
+def _training_proportions(data, args, n):
+    """n classes for a class-conditional model's samples, drawn with --seed from the training
+    images' labels, so that the samples' classes come in the proportions the test images have."""
+    from tinygen.evaluation.protocol import load_split  # NOTE: here: only conditional models need it
+
+    _, labels, _ = load_split(data, args.data_dir, True, args.image_size, args.channels)
+    if labels is None:
+        raise tinygen.ArgumentError(f"{args.checkpoint} is class-conditional, but --data {data} has no labels "
+                                    "to draw its classes from")
+    return np.random.default_rng(args.seed).choice(labels, size=n)
 
 
 def run_info(args):
