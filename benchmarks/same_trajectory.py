@@ -17,30 +17,21 @@ import tempfile
 
 import numpy as np
 
-from tinygen.serialization import load
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def arrays(node, key="", out=None):
-    """Every array of a nested checkpoint state, by its path of keys."""
-    out = {} if out is None else out
-    if isinstance(node, dict):
-        for k, v in node.items():
-            arrays(v, f"{key}/{k}", out)
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            arrays(v, f"{key}/{i}", out)
-    elif isinstance(node, np.ndarray):
-        out[key] = node
-    return out
+def model_arrays(path):
+    """The model's arrays in the checkpoint `path`, by their keys in the .npz: `tinygen.save` writes
+    one entry per array, named by its path of keys ("model/generator/0.weight")."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files if key.startswith("model/")}
 
 
 def train(tree, model, steps, out):
     env = dict(os.environ, PYTHONPATH=tree, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     subprocess.run([sys.executable, "-m", "tinygen", "train", model, "--steps", str(steps), "--out", out],
                    cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
-    return arrays(load(os.path.join(out, "checkpoint.npz"))["model"])
+    return model_arrays(os.path.join(out, "checkpoint.npz"))
 
 
 def main(argv=None):

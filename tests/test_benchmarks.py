@@ -170,7 +170,7 @@ def test_fused_rows_are_measured_against_a_copy_of_their_own_size(monkeypatch):
         assert row["percent_of_copy"] == pytest.approx(100 * arrays * 4 / 8)
 
 
-def test_same_trajectory_finds_the_checkout_training_as_its_head_does(capsys):
+def test_same_trajectory_finds_the_checkout_training_as_its_head_does(tmp_path, capsys):
     """`benchmarks.same_trajectory` against HEAD on a clean checkout (as CI's): the same arrays."""
     import os
     import subprocess
@@ -182,5 +182,8 @@ def test_same_trajectory_finds_the_checkout_training_as_its_head_does(capsys):
         pytest.skip("not a git checkout")
     assert same_trajectory.main(["--commit", "HEAD", "--model", "vae", "--steps", "2"]) == 0
     assert "0 in one checkpoint only, 0 that differ" in capsys.readouterr().out
-    state = {"net": {"w": np.zeros(3), "layers": [np.ones(2)]}, "step": 3}
-    assert sorted(same_trajectory.arrays(state)) == ["/net/layers/0", "/net/w"]
+    import tinygen
+
+    path = str(tmp_path / "state.npz")
+    tinygen.save({"model": {"net": {"w": np.zeros(3), "layers": [np.ones(2)]}}, "rng": np.ones(4), "step": 3}, path)
+    assert sorted(same_trajectory.model_arrays(path)) == ["model/net/layers/0", "model/net/w"]
