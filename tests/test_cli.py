@@ -354,3 +354,20 @@ def test_eval_of_a_conditional_ddpm_draws_classes_as_the_training_data_has_them(
     from tinygen.data import Emoji
     expected = np.random.default_rng(0).choice(Emoji(train=True).labels, size=40)
     assert drawn == expected.tolist() and len(set(drawn)) > 3
+
+
+def test_no_ema_samples_from_the_trained_weights_where_a_model_averages_them(tmp_path, capsys):
+    out = tmp_path / "gan"
+    trainer.train("gan", str(out), steps=3, overrides={"batch_size": 8}, sample_every=3)
+    ckpt, npz = str(out / "checkpoint.npz"), tmp_path / "s.npz"
+    command = ["sample", "--checkpoint", ckpt, "--n", "4", "--out", "", "--npz", str(npz)]
+    assert cli.main(command) == 0
+    averaged = load(npz)["samples"]
+    assert cli.main(command + ["--no-ema"]) == 0
+    model, _, _ = trainer.load_checkpoint(ckpt)
+    backend.manual_seed(0)
+    np.testing.assert_array_equal(load(npz)["samples"], model.sample(4, use_ema=False))
+    assert not np.array_equal(load(npz)["samples"], averaged)
+    trainer.train("vae", str(tmp_path / "vae"), steps=1, overrides={"batch_size": 8}, sample_every=1)
+    assert cli.main(["sample", "--checkpoint", str(tmp_path / "vae" / "checkpoint.npz"), "--no-ema", "--out", ""]) == 2
+    assert "keeps no average of its weights" in capsys.readouterr().err

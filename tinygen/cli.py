@@ -94,6 +94,8 @@ def build_parser():
                    "n / (number of labels) images each (default: one row per class)")
     p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
                    "(eps = (1 + w) eps(x, c) - w eps(x); default 0, no guidance)")
+    p.add_argument("--no-ema", action="store_true", help="sample from the trained weights themselves, not their "
+                   "exponential moving average (the DDPM, and GANs with ema_decay)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.set_defaults(run=run_sample)
@@ -112,6 +114,8 @@ def build_parser():
     p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
     p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
                    "(its classes are drawn in the training data's proportions)")
+    p.add_argument("--no-ema", action="store_true", help="--checkpoint: sample from the trained weights themselves, "
+                   "not their exponential moving average (the DDPM, and GANs with ema_decay)")
     p.add_argument("--data", choices=["embedded", "mnist", "emoji", "cifar10", "folder", "npz"],
                    help="the dataset whose held-out images are the reference: embedded (the MNIST subset in the "
                         "package; default), mnist (--data-dir), emoji (in the package), cifar10, folder, npz (--data-dir)")
@@ -172,6 +176,11 @@ def _sampling_options(args, run):
     options = {k: v for k, v in given if v is not None}
     if options and run["model"] != "ddpm":
         raise tinygen.ArgumentError(f"{', '.join('--' + k for k in options)} only apply to diffusion models, not {run['model']!r}")
+    if args.no_ema:
+        if (run.get("config") or {}).get("ema_decay") is None:
+            raise tinygen.ArgumentError(f"--no-ema: this {run['model']} keeps no average of its weights; "
+                                        "it samples from its trained weights already")
+        options["use_ema"] = False
     return options
 
 
@@ -255,8 +264,8 @@ def run_eval(args):
            else evaluation.shipped_feature_net(data))
     extra = {}
     if args.samples:
-        if any(v is not None for v in (args.sampler, args.steps, args.eta, args.guidance)):
-            raise tinygen.ArgumentError("--sampler, --steps, --eta and --guidance apply to --checkpoint only")
+        if any(v is not None for v in (args.sampler, args.steps, args.eta, args.guidance)) or args.no_ema:
+            raise tinygen.ArgumentError("--sampler, --steps, --eta, --guidance and --no-ema apply to --checkpoint only")
         ref = evaluation.reference(args.data_dir, net=net, data=data, image_size=args.image_size,
                                    channels=args.channels, test_dir=args.test_dir)
         samples, source = evaluation.load_samples(args.samples, shape=ref.shape), args.samples
@@ -284,7 +293,8 @@ def run_eval(args):
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
         source = f"{args.checkpoint} (step {step}, {settings})"
         extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
-                                              iwae_k=args.iwae_k, t_subsample=args.t_subsample)
+                                              iwae_k=args.iwae_k, t_subsample=args.t_subsample,
+                                              use_ema=options.get("use_ema", True))
 
     metrics = evaluation.evaluate(samples, ref, net=net)
     floor_metrics, floor_n = evaluation.floor(ref, len(samples), seed=args.seed, net=net)

@@ -310,14 +310,16 @@ def floor(ref, n, seed=0, net=None):
     return evaluate(ref.train_images[idx], ref, net=net, exclude=idx), n
 
 
-def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_subsample=50):
+def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_subsample=50, use_ema=True):
     """Likelihood bounds on `test_images` (m, C, H, W) uint8: {name: (mean, m)}; {} for a GAN.
 
     VAE / ConvVAE: the ELBO and the IWAE bound with K = `iwae_k` samples, with a Bernoulli decoder
     on the test images binarised once with `seed` (it is a normalised likelihood on binary images
     only), with the discretised logistic on the 8-bit images themselves, and then also the IWAE
-    bound in bits/dim, -L_K / (C H W ln 2), comparable with the DDPM's. DDPM: the bound of Ho et al. eq. 5 in bits/dim on the 8-bit images, estimated from
-    `t_subsample` random timesteps per image (0 or None: all T terms, T network calls per batch).
+    bound in bits/dim, -L_K / (C H W ln 2), comparable with the DDPM's. DDPM: the bound of Ho et
+    al. eq. 5 in bits/dim on the 8-bit images, estimated from `t_subsample` random timesteps per
+    image (0 or None: all T terms, T network calls per batch), of its EMA weights, or of its
+    trained weights with `use_ema=False`.
     """
     from tinygen.evaluation import likelihood  # NOTE: imported here: `eval --samples` never needs it
 
@@ -336,7 +338,8 @@ def likelihood_metrics(model, model_name, test_images, seed=0, iwae_k=100, t_sub
             metrics[f"test_iwae_k{iwae_k}_bits_per_dim"] = (float(-iwae.mean() / (test_images[0].size * np.log(2))), m)
         return metrics
     if model_name == "ddpm":
-        bpd = likelihood.ddpm_bits_per_dim(model, test_images, seed=seed, t_subsample=t_subsample or None)
+        bpd = likelihood.ddpm_bits_per_dim(model, test_images, seed=seed, t_subsample=t_subsample or None,
+                                           use_ema=use_ema)
         return {f"test_bits_per_dim_t{t_subsample}" if t_subsample else "test_bits_per_dim": (float(bpd.mean()), m)}
     return {}
 
