@@ -60,6 +60,7 @@ from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
 from tinygen.models.checks import check_count, check_unit_range
 from tinygen.nn import functional as F
+from tinygen.progress import track
 from tinygen.tensor import Tensor, cat, no_grad
 
 
@@ -427,7 +428,7 @@ class DDPM:
 
     @no_grad()
     def sample(self, n, sampler="ddim", steps=None, eta=0.0, labels=None, guidance=0.0, use_ema=True,
-               variance="beta", clip_x0=True):
+               variance="beta", clip_x0=True, progress=None):
         """n images (n, C, H, W) float32 in [0, 1] (`Config.shape`), from x_T ~ N(0, I) run backwards.
 
         sampler "ddpm": Algorithm 2 over all T steps, sigma_t^2 = beta_t (variance="beta") or
@@ -435,6 +436,8 @@ class DDPM:
         labels (n,) pick the classes of a class-conditional model (None: unconditional), and
         guidance = w > 0 applies classifier-free guidance. The EMA weights sample unless
         use_ema=False; clip_x0 clips each step's predicted x_0 to [-1, 1] (see `_eps`).
+        progress=True shows the denoising steps with an ETA on stderr; a callable is called as
+        progress(done, total) after each step (`tinygen.progress.track`).
 
         NOTE: DDIM with 50 steps is the default because every step is one network evaluation:
         with the NumPy kernels on 2 CPU cores, DDPM's 1000 steps for 64 images take minutes.
@@ -473,9 +476,9 @@ class DDPM:
         x = kernels.normal((n, *self.config.shape), seed, 0, dtype, device=self.device)  # x_T ~ N(0, I), on the GPU there
         xp = backend.get_array_module(x)
         if sampler == "ddpm":
-            x = self._sample_ddpm(net, x, labels, guidance, variance, clip_x0, seed)
+            x = self._sample_ddpm(net, x, labels, guidance, variance, clip_x0, seed, progress)
         else:
-            x = self._sample_ddim(net, x, labels, guidance, steps, eta, clip_x0, seed)
+            x = self._sample_ddim(net, x, labels, guidance, steps, eta, clip_x0, seed, progress)
         net.train(was_training)
         return backend.to_numpy(((xp.clip(x, -1, 1) + 1) / 2).astype(np.float32))  # [-1, 1] -> [0, 1], on the host
 
@@ -503,11 +506,11 @@ class DDPM:
             eps = (x - a * x0_hat) / b
         return eps
 
-    def _sample_ddpm(self, net, x, labels, guidance, variance, clip_x0, seed):
+    def _sample_ddpm(self, net, x, labels, guidance, variance, clip_x0, seed, progress=None):
         """Algorithm 2: for t = T..1, x_{t-1} = (x_t - beta_t/sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z."""
         s, n = self.schedule, x.shape[0]
         sigmas = np.sqrt(s.betas if variance == "beta" else s.posterior_variance)
-        for i in reversed(range(s.T)):  # i = t - 1
+        for i in track(reversed(range(s.T)), progress):  # i = t - 1
             eps = self._eps(net, x, i, labels, guidance, clip_x0)
             coef_eps, inv_sqrt_alpha = np.full(n, s.eps_coef[i]), np.full(n, s.inv_sqrt_alpha[i])
             if i > 0:  # z ~ N(0, I): block T - i of the stream
@@ -528,11 +531,11 @@ class DDPM:
         """Song et al. (2021), eq. 16: sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)."""
         return eta * np.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * np.sqrt(1 - alpha_bar_t / alpha_bar_prev)
 
-    def _sample_ddim(self, net, x, labels, guidance, steps, eta, clip_x0, seed):
+    def _sample_ddim(self, net, x, labels, guidance, steps, eta, clip_x0, seed, progress=None):
         """DDIM (Song et al. 2021, eq. 12) along tau: x_{tau_i} -> x_{tau_{i-1}}, the last step to x_0."""
         s, n = self.schedule, x.shape[0]
         taus = self.ddim_timesteps(min(50, s.T) if steps is None else steps)
-        for k in reversed(range(len(taus))):
+        for k in track(reversed(range(len(taus))), progress):
             i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
             alpha_bar_prev = s.alpha_bar[prev] if prev >= 0 else 1.0
             sigma = self.ddim_sigma(s.alpha_bar[i], alpha_bar_prev, eta)
