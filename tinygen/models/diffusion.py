@@ -352,6 +352,7 @@ class DDPM:
     protocol of `tinygen.models`."""
 
     Config = Config
+    DDIM_STEPS = 50  # sample()'s DDIM steps when none are given (T if fewer)
 
     def __init__(self, config=None):
         self.config = config = Config() if config is None else config
@@ -534,7 +535,7 @@ class DDPM:
     def _sample_ddim(self, net, x, labels, guidance, steps, eta, clip_x0, seed, progress=None):
         """DDIM (Song et al. 2021, eq. 12) along tau: x_{tau_i} -> x_{tau_{i-1}}, the last step to x_0."""
         s, n = self.schedule, x.shape[0]
-        taus = self.ddim_timesteps(min(50, s.T) if steps is None else steps)
+        taus = self.ddim_timesteps(min(self.DDIM_STEPS, s.T) if steps is None else steps)
         for k in track(reversed(range(len(taus))), progress):
             i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
             alpha_bar_prev = s.alpha_bar[prev] if prev >= 0 else 1.0
