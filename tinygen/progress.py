@@ -82,7 +82,9 @@ class Progress:
         elapsed = now - self._start
         rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        parts = [f"{self.desc} {math.floor(self.done)}/{self.total} {self.unit} {100 * self.done / self.total:5.1f}%".lstrip()]
+        # done may be fractional: the images of a batch half way through its denoising steps
+        done = str(int(self.done)) if self.done == int(self.done) else f"{float(self.done):.1f}"
+        parts = [f"{self.desc} {done}/{self.total} {self.unit} {100 * float(self.done) / self.total:5.1f}%".lstrip()]
         if self.values:
             parts.append(" ".join(f"{k} {v:.4g}" for k, v in self.values.items()))
         parts += [f"{rate:.2f} {self.unit}/s", f"elapsed {_clock(elapsed)}", f"ETA {_clock(eta)}"]

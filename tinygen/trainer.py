@@ -26,7 +26,6 @@ import math
 import numbers
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -35,6 +34,7 @@ from tinygen import backend, image, models
 from tinygen.data import DataLoader, load_dataset
 from tinygen.distributed import DataParallel
 from tinygen.errors import ArgumentError, CheckpointError, TinygenError
+from tinygen.progress import Progress
 from tinygen.serialization import load, save
 from tinygen.tensor import Tensor
 
@@ -133,6 +133,9 @@ def train(
 
     `device` ("cpu", "cuda", "cuda:N"; default: the default device, ``TINYGEN_DEVICE``) is where
     the model trains; a run may resume on another device. Data-parallel runs train on the CPU.
+
+    Progress (step/total, the losses, steps/s, ETA) goes to stderr unless `progress=False`: a live
+    line on a terminal, elsewhere a line every 30 seconds (``TINYGEN_PROGRESS_EVERY``).
     """
     for name, value in (("steps", steps), ("epochs", epochs), ("checkpoint_every", checkpoint_every),
                         ("sample_every", sample_every)):
@@ -221,7 +224,8 @@ def _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, down
 
     checkpoint_every = checkpoint_every or max(1, min(500, steps // 10))
     sample_every = sample_every or max(1, steps // 10)
-    bar = Progress(model_name, steps, enabled=root and (sys.stderr.isatty() if progress is None else progress))
+    # a live line on a terminal, else a line every TINYGEN_PROGRESS_EVERY seconds (nohup, notebooks, log files)
+    bar = Progress(steps, model_name, initial=step) if root and progress is not False else None
     # a fresh run starts a fresh metrics file: lines of a run killed before its first checkpoint go
     metrics = open(os.path.join(out, METRICS) if root else os.devnull, "w" if state is None else "a", encoding="utf-8")
     start, start_step = time.perf_counter(), step
@@ -253,12 +257,14 @@ def _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, down
                         save({"model": model.state_dict(), "step": step, "rng": rng, "run": run}, ckpt_path)
                 if root and (step % sample_every == 0 or step == steps):
                     write_grid(model, os.path.join(out, "samples", "final.png" if step == steps else f"step_{step:06d}.png"))
-                bar.update(step, losses, rate)
+                if bar is not None:
+                    bar.update(1, **losses)
                 if step == steps:
                     break
     finally:
         metrics.close()
-        bar.close()
+        if bar is not None:
+            bar.close()
     if dp:
         dp.barrier()  # rank 0's files are complete when train returns on any rank
     return ckpt_path
@@ -341,35 +347,3 @@ def _truncate_metrics(path, step):
     os.replace(path + ".tmp", path)
     return json.loads(lines[-1]).get("elapsed_s") if lines else 0.0
 
-
-class Progress:
-    """A one-line progress bar on stderr: step, losses, steps/s and the time left."""
-
-    def __init__(self, name, total, enabled):
-        self.name, self.total, self.enabled = name, total, enabled
-        self._last = 0.0
-
-    def update(self, step, losses, rate):
-        now = time.perf_counter()
-        if not self.enabled or (now - self._last < 0.2 and step != self.total):
-            return
-        self._last = now
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        shown = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
-        sys.stderr.write(
-            f"\r{self.name} {step}/{self.total} {100 * step / self.total:5.1f}% | {shown} | "
-            f"{rate:.2f} steps/s | ETA {_clock(eta)}\033[K"
-        )
-        sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
-def _clock(seconds):
-    if not math.isfinite(seconds):
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -24,8 +24,10 @@
 """
 
 import dataclasses
+import inspect
 import os
 import re
+from fractions import Fraction
 
 import numpy as np
 
@@ -44,6 +46,7 @@ from tinygen.evaluation.features import (
 from tinygen.evaluation.frechet import frechet_distance, statistics
 from tinygen.evaluation.kid import SUBSET_SIZE, SUBSETS, kernel_distance
 from tinygen.evaluation.manifold import NEAREST_K, class_histogram, nearest_distances, precision_recall_coverage
+from tinygen.progress import Progress
 from tinygen.serialization import _CORRUPT_ERRORS, load, save
 
 PROTOCOL_N = 10_000  # MNIST's; `Reference.protocol_n` is each dataset's
@@ -265,8 +268,9 @@ def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=N
 
     The draws start from `manual_seed(seed)`; `options` go to every call (a diffusion model's
     sampler, steps, eta, guidance), except `labels`, the (n,) classes of a class-conditional
-    model, which each call gets its batch's share of. `progress`, a text file such as
-    sys.stderr, receives a "sampling k/n" line updated after every batch.
+    model, which each call gets its batch's share of. `progress`, True (stderr) or a text file,
+    shows the images done with an ETA (`tinygen.progress.Progress`), advanced after every
+    denoising step of a diffusion model and after every batch of the others.
 
     `partial`, a path: after every batch the samples so far and the generator's state are saved
     there (atomically), and a call that finds the file continues after its last batch, with the
@@ -289,17 +293,22 @@ def sample_in_batches(model, n, batch_size=500, seed=0, options=None, progress=N
                                 f"not {settings}); remove it, or draw with its settings to continue it")
         batches, done = [state["samples"]], len(state["samples"])
         backend.set_rng_state(state["rng"])
+    bar = Progress(n, "sampling", unit="images", file=None if progress is True else progress, initial=done) \
+        if progress else None
+    per_step = bar is not None and "progress" in inspect.signature(model.sample).parameters  # a diffusion model
     while done < n:
         k = min(batch_size, n - done)
-        batches.append(model.sample(k, **options, **({} if labels is None else {"labels": labels[done:done + k]})))
+        # each of a call's `steps` denoising steps does k / steps of its images' work (exact, so they sum to k)
+        hook = {"progress": lambda step, steps: bar.update(Fraction(k, steps))} if per_step else {}
+        batches.append(model.sample(k, **options, **hook, **({} if labels is None else {"labels": labels[done:done + k]})))
         done += len(batches[-1])
         if partial is not None and done < n:
             batches = [np.concatenate(batches)]
             save({"samples": batches[0], "rng": backend.get_rng_state(), "settings": settings}, partial)
-        if progress is not None:
-            print(f"\rsampling {done}/{n}", end="", file=progress, flush=True)
-    if progress is not None:
-        print(file=progress)
+        if bar is not None and not per_step:
+            bar.update(k)
+    if bar is not None:
+        bar.close()
     return np.concatenate(batches)
 
 
