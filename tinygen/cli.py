@@ -16,6 +16,7 @@ Also runs as `python -m tinygen`. Errors a user can cause print one line and exi
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ import sys
 import numpy as np
 
 import tinygen
-from tinygen import backend, distributed, evaluation, image, models, trainer
+from tinygen import backend, distributed, evaluation, image, models, progress, trainer
 from tinygen.data import DATASETS
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
@@ -49,7 +50,10 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"tinygen {tinygen.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("train", help="train a model; checkpoints, metrics and sample grids go to --out")
+    p = commands.add_parser("train", help="train a model; checkpoints, metrics and sample grids go to --out",
+                            description="Train a model; checkpoints, metrics and sample grids go to --out. Progress "
+                            "goes to stderr: a live line on a terminal, else a line every "
+                            f"{progress.EVERY:g} s ({progress.EVERY_VARIABLE}=SECONDS sets it).")
     p.add_argument("model", choices=list(models.MODELS))
     p.add_argument("--data", choices=DATASETS,
                    help="embedded: the MNIST subset shipped in the package (default); emoji: 32x32 colour emoji shipped "
@@ -63,16 +67,18 @@ def build_parser():
     p.add_argument("--conditional", action="store_true",
                    help="ddpm: learn p(x | class) from the data's labels, sampled with classifier-free guidance")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training steps (default: the model's own)")
+    length.add_argument("--steps", type=int, help=f"training steps (default: {_config_defaults('steps')})")
     length.add_argument("--epochs", type=int, help="passes over the data instead of --steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, help=f"images per step (default: {_config_defaults('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default: {_config_defaults('lr')}; "
+                   "ddpm: the peak of its warm-up and cosine decay)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the noise (default 0)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, help="steps between sample grids")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: a tenth of the run, "
+                   f"at most {trainer.CHECKPOINT_EVERY})")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids (default: a tenth of the run)")
     p.add_argument("--distributed", action="store_true",
                    help="be one rank of a data-parallel run: mpiexec -n K python -m mpi4py -m tinygen train ... "
                         "--distributed (--batch-size is per rank; needs tinygen[mpi])")
@@ -80,7 +86,7 @@ def build_parser():
 
     p = commands.add_parser("sample", help="draw samples from a checkpoint into a PNG grid and/or an .npz")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=int, default=64, help="images to draw (default 64)")
     p.add_argument("--out", default="grid.png", help="PNG grid to write ('' for none)")
     p.add_argument("--npz", help="also write the raw samples, shape (n, C, H, W), to this .npz; until then "
                    "NPZ.partial holds the batches done, and the same command continues from it")
@@ -88,15 +94,15 @@ def build_parser():
     p.add_argument("--npz-dtype", choices=["uint8", "float32"], default="float32",
                    help="float32 in [0, 1] or uint8 in [0, 255] (default float32)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
-    p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
-    p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
+    p.add_argument("--steps", type=int, help=_sampling_steps_help())
+    p.add_argument("--eta", type=float, help=f"ddim: 0 deterministic, 1 like ddpm (default {_sample_default('eta'):g})")
     p.add_argument("--labels", help="class-conditional DDPM: comma-separated classes, e.g. 0,3,5, one grid row of "
                    "n / (number of labels) images each (default: one row per class)")
     p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
-                   "(eps = (1 + w) eps(x, c) - w eps(x); default 0, no guidance)")
+                   f"(eps = (1 + w) eps(x, c) - w eps(x); default {_sample_default('guidance'):g}, no guidance)")
     p.add_argument("--no-ema", action="store_true", help="sample from the trained weights themselves, not their "
                    "exponential moving average (the DDPM, and GANs with ema_decay)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: TINYGEN_DEVICE, else cpu); cuda needs tinygen[gpu]")
     p.set_defaults(run=run_sample)
 
@@ -110,8 +116,8 @@ def build_parser():
                         f"{PROTOCOL_N:,} for MNIST, the held-out images' number for other data)")
     p.add_argument("--batch-size", type=int, default=500, help="--checkpoint: images sampled per call")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
-    p.add_argument("--steps", type=int, help="diffusion models: sampling steps (ddim)")
-    p.add_argument("--eta", type=float, help="ddim: 0 deterministic, 1 like ddpm")
+    p.add_argument("--steps", type=int, help=_sampling_steps_help())
+    p.add_argument("--eta", type=float, help=f"ddim: 0 deterministic, 1 like ddpm (default {_sample_default('eta'):g})")
     p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
                    "(its classes are drawn in the training data's proportions)")
     p.add_argument("--no-ema", action="store_true", help="--checkpoint: sample from the trained weights themselves, "
@@ -140,6 +146,21 @@ def build_parser():
     p = commands.add_parser("info", help="version, backends, kernels and threads")
     p.set_defaults(run=run_info)
     return parser
+
+
+def _config_defaults(field):
+    """`field`'s default in each model's Config, for the help: 'gan 60000, dcgan 4000, ...'."""
+    return ", ".join(f"{name} {getattr(cls.Config(), field):g}" for name, cls in models.MODELS.items())
+
+
+def _sample_default(option):
+    """The default of a diffusion model's `sample` option (sampler, eta, guidance, ...)."""
+    return inspect.signature(models.DDPM.sample).parameters[option].default
+
+
+def _sampling_steps_help():
+    return (f"diffusion models: sampling steps (default: {models.DDPM.DDIM_STEPS} with the default sampler, "
+            f"{_sample_default('sampler')}, or T if fewer; ddpm runs all T, {models.DDPM.Config().T} by default)")
 
 
 def _data_of(args):

@@ -26,7 +26,8 @@ import time
 
 from tinygen.errors import ArgumentError
 
-EVERY_VARIABLE = "TINYGEN_PROGRESS_EVERY"
+EVERY = 30.0  # default seconds between lines when the stream is not a terminal
+EVERY_VARIABLE = "TINYGEN_PROGRESS_EVERY"  # sets it
 LIVE_REFRESH = 0.2  # seconds between redraws of the live line
 
 
@@ -122,7 +123,7 @@ def track(iterable, progress=None, total=None, desc="sampling"):
 
 
 def _every_from_environment():
-    value = os.environ.get(EVERY_VARIABLE, "30")
+    value = os.environ.get(EVERY_VARIABLE, str(EVERY))
     try:
         every = float(value)
     except ValueError:

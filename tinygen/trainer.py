@@ -41,6 +41,7 @@ from tinygen.tensor import Tensor
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+CHECKPOINT_EVERY = 500  # at most, steps between checkpoints (default: a tenth of the run)
 
 
 class TrainingDivergedError(TinygenError, RuntimeError):
@@ -135,7 +136,7 @@ def train(
     the model trains; a run may resume on another device. Data-parallel runs train on the CPU.
 
     Progress (step/total, the losses, steps/s, ETA) goes to stderr unless `progress=False`: a live
-    line on a terminal, elsewhere a line every 30 seconds (``TINYGEN_PROGRESS_EVERY``).
+    line on a terminal, elsewhere a line every `tinygen.progress.EVERY` seconds (``TINYGEN_PROGRESS_EVERY``).
     """
     for name, value in (("steps", steps), ("epochs", epochs), ("checkpoint_every", checkpoint_every),
                         ("sample_every", sample_every)):
@@ -222,7 +223,7 @@ def _train(model_name, out, steps, epochs, overrides, seed, data, data_dir, down
     if root:
         _write_json(os.path.join(out, CONFIG), run)  # for people; the checkpoint carries its own copy
 
-    checkpoint_every = checkpoint_every or max(1, min(500, steps // 10))
+    checkpoint_every = checkpoint_every or max(1, min(CHECKPOINT_EVERY, steps // 10))
     sample_every = sample_every or max(1, steps // 10)
     # a live line on a terminal, else a line every TINYGEN_PROGRESS_EVERY seconds (nohup, notebooks, log files)
     bar = Progress(steps, model_name, initial=step) if root and progress is not False else None
