@@ -24,6 +24,7 @@ from tinygen.errors import (
     UnsupportedTypeError,
 )
 from tinygen.serialization import load, save
+from tinygen.safetensors import load_file as load_safetensors, save_file as save_safetensors
 from tinygen.tensor import (
     Function,
     Tensor,
