@@ -1,8 +1,10 @@
-"""Every function in tinygen.nn.functional: float64 gradient checks and, where PyTorch is installed,
-forward and backward against torch.nn.functional at float32 tolerances; then the error paths.
+"""Every function in tinygen.nn.functional against two oracles, then the error paths.
 
-`check_op` does both from one line: given float32 arrays it compares values and gradients with
-torch in float32 and runs the directional gradient check on float64 copies.
+`check` does it from one line: the forward value against the plain NumPy oracle of
+tests/oracles.py (always, with or without PyTorch), values and gradients against
+torch.nn.functional where PyTorch is installed, and the directional gradient check on float64
+copies. A wrong forward (a pad value, an eps in the wrong place, a clamp) fails the NumPy oracle,
+which the gradient check, agreeing with whatever the forward computes, cannot catch.
 """
 
 import numpy as np
@@ -13,7 +15,8 @@ import tinygen as tg
 from tinygen import ArgumentError, DTypeError, ShapeError
 from tinygen.nn import functional as F
 
-from helpers import check_op, gradcheck, requires_torch, torch
+import oracles as O
+from helpers import check_op, gradcheck, torch
 from strategies import arrays, attention_shapes, conv_params, make_array, pool_params, shapes
 
 # Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
@@ -21,6 +24,16 @@ pytestmark = pytest.mark.usefixtures("device")
 
 TF = None if torch is None else torch.nn.functional
 f32 = np.float32
+
+
+def check(tg_fn, np_fn, torch_fn, *arrays, **kwargs):
+    """`check_op` with its NumPy oracle required: every op here is checked against tests/oracles.py."""
+    assert np_fn is not None, "every functional op needs its NumPy oracle"
+    return check_op(tg_fn, torch_fn, *arrays, np_fn=np_fn, **kwargs)
+
+
+def draw_dtype(data):
+    return data.draw(st.sampled_from([f32, np.float64]), label="dtype")
 
 
 def draw_array(data, shape, kind="normal", dtype=f32):
@@ -38,10 +51,10 @@ def optional(array, include):
 @given(data=st.data())
 def test_linear(data):
     batch = data.draw(shapes(max_dims=2, max_side=3))
-    fin, fout = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
-    x, w = draw_array(data, batch + (fin,)), draw_array(data, (fout, fin))
-    b = optional(draw_array(data, (fout,)), data.draw(st.booleans()))
-    check_op(F.linear, TF and TF.linear, x, w, *b)
+    fin, fout, dtype = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)), draw_dtype(data)
+    x, w = draw_array(data, batch + (fin,), dtype=dtype), draw_array(data, (fout, fin), dtype=dtype)
+    b = optional(draw_array(data, (fout,), dtype=dtype), data.draw(st.booleans()))
+    check(F.linear, O.linear, TF and TF.linear, x, w, *b)
 
 
 def _conv_inputs(p, transposed, bias, seed):
@@ -55,42 +68,43 @@ def _conv_inputs(p, transposed, bias, seed):
 @given(p=conv_params(), bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_conv2d(p, bias, seed):
     kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"])
-    check_op(lambda x, w, *b: F.conv2d(x, w, *b, **kw), lambda x, w, *b: TF.conv2d(x, w, *b, **kw),
-             *_conv_inputs(p, False, bias, seed))
+    check(lambda x, w, *b: F.conv2d(x, w, *b, **kw), lambda x, w, *b: O.conv2d(x, w, *b, **kw),
+          lambda x, w, *b: TF.conv2d(x, w, *b, **kw), *_conv_inputs(p, False, bias, seed))
 
 
 @settings(max_examples=30)
 @given(p=conv_params(transposed=True), bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_conv_transpose2d(p, bias, seed):
     kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"], output_padding=p["output_padding"])
-    check_op(lambda x, w, *b: F.conv_transpose2d(x, w, *b, **kw), lambda x, w, *b: TF.conv_transpose2d(x, w, *b, **kw),
-             *_conv_inputs(p, True, bias, seed))
+    check(lambda x, w, *b: F.conv_transpose2d(x, w, *b, **kw), lambda x, w, *b: O.conv_transpose2d(x, w, *b, **kw),
+          lambda x, w, *b: TF.conv_transpose2d(x, w, *b, **kw), *_conv_inputs(p, True, bias, seed))
 
 
 def test_conv_arguments_as_ints():
     x, w, b = _conv_inputs(dict(N=2, Cin=3, Cout=2, H=7, W=6, kernel=(3, 3)), False, True, 0)
-    check_op(lambda x, w, b: F.conv2d(x, w, b, 2, 1, 2), lambda x, w, b: TF.conv2d(x, w, b, 2, 1, 2), x, w, b)
+    check(lambda x, w, b: F.conv2d(x, w, b, 2, 1, 2), lambda x, w, b: O.conv2d(x, w, b, 2, 1, 2),
+          lambda x, w, b: TF.conv2d(x, w, b, 2, 1, 2), x, w, b)
     wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3))
-    check_op(lambda x, w: F.conv_transpose2d(x, w, None, 2, 1, 1), lambda x, w: TF.conv_transpose2d(x, w, None, 2, 1, 1),
-             x, wt)
+    check(lambda x, w: F.conv_transpose2d(x, w, None, 2, 1, 1), lambda x, w: O.conv_transpose2d(x, w, None, 2, 1, 1),
+          lambda x, w: TF.conv_transpose2d(x, w, None, 2, 1, 1), x, wt)
 
 
 @settings(max_examples=30)
 @given(p=conv_params(), seed=st.integers(0, 2**16))
 def test_unfold(p, seed):
     kw = dict(dilation=p["dilation"], padding=p["padding"], stride=p["stride"])
-    check_op(lambda x: F.unfold(x, p["kernel"], **kw), lambda x: TF.unfold(x, p["kernel"], **kw),
-             _conv_inputs(p, False, False, seed)[0])
+    check(lambda x: F.unfold(x, p["kernel"], **kw), lambda x: O.unfold(x, p["kernel"], **kw),
+          lambda x: TF.unfold(x, p["kernel"], **kw), _conv_inputs(p, False, False, seed)[0])
 
 
 # --- pooling and resampling -----------------------------------------------------------------
 
 
-@given(p=pool_params(), seed=st.integers(0, 2**16))
-def test_avg_pool2d(p, seed):
-    x = make_array(np.random.default_rng(seed), (p["N"], p["C"], p["H"], p["W"]), dtype=f32)
+@given(p=pool_params(), seed=st.integers(0, 2**16), dtype=st.sampled_from([f32, np.float64]))
+def test_avg_pool2d(p, seed, dtype):
+    x = make_array(np.random.default_rng(seed), (p["N"], p["C"], p["H"], p["W"]), dtype=dtype)
     args = (p["kernel"], p["stride"], p["padding"])
-    check_op(lambda t: F.avg_pool2d(t, *args), lambda t: TF.avg_pool2d(t, *args), x)
+    check(lambda t: F.avg_pool2d(t, *args), lambda a: O.avg_pool2d(a, *args), lambda t: TF.avg_pool2d(t, *args), x)
 
 
 @given(p=pool_params(dilation=True), seed=st.integers(0, 2**16))
@@ -103,21 +117,21 @@ def test_max_pool2d(p, seed):
     # distinct values: no ties, where tinygen splits the gradient and torch picks one element
     x = make_array(np.random.default_rng(seed), (p["N"], p["C"], p["H"], p["W"]), "distinct", f32)
     args = (p["kernel"], p["stride"], p["padding"], p["dilation"])
-    check_op(lambda t: F.max_pool2d(t, *args), lambda t: TF.max_pool2d(t, *args), x)
+    check(lambda t: F.max_pool2d(t, *args), lambda a: O.max_pool2d(a, *args), lambda t: TF.max_pool2d(t, *args), x)
 
 
 def test_pool_arguments_as_ints():
     x = make_array(np.random.default_rng(0), (2, 3, 7, 6), "distinct", f32)
-    check_op(lambda t: F.avg_pool2d(t, 3, 2, 1), lambda t: TF.avg_pool2d(t, 3, 2, 1), x)
-    check_op(lambda t: F.max_pool2d(t, 2), lambda t: TF.max_pool2d(t, 2), x)
+    check(lambda t: F.avg_pool2d(t, 3, 2, 1), lambda a: O.avg_pool2d(a, 3, 2, 1), lambda t: TF.avg_pool2d(t, 3, 2, 1), x)
+    check(lambda t: F.max_pool2d(t, 2), lambda a: O.max_pool2d(a, 2), lambda t: TF.max_pool2d(t, 2), x)
 
 
 @given(data=st.data())
 def test_interpolate_nearest_integer_scale(data):
     shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))) + data.draw(shapes(2, 2, max_side=4))
     scale = data.draw(st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
-    out = check_op(lambda t: F.interpolate(t, scale_factor=scale), lambda t: TF.interpolate(t, scale_factor=scale),
-                   draw_array(data, shape))
+    out = check(lambda t: F.interpolate(t, scale_factor=scale), lambda a: O.interpolate(a, scale_factor=scale),
+                lambda t: TF.interpolate(t, scale_factor=scale), draw_array(data, shape, dtype=draw_dtype(data)))
     sh, sw = (scale, scale) if isinstance(scale, int) else scale
     assert out.shape == shape[:2] + (shape[2] * sh, shape[3] * sw)
 
@@ -126,13 +140,18 @@ def test_interpolate_nearest_integer_scale(data):
 def test_interpolate_nearest_to_any_size(data):
     shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))) + data.draw(shapes(2, 2, max_side=6))
     size = data.draw(st.one_of(st.integers(1, 9), st.tuples(st.integers(1, 9), st.integers(1, 9))))
-    check_op(lambda t: F.interpolate(t, size=size), lambda t: TF.interpolate(t, size=size), draw_array(data, shape))
+    check(lambda t: F.interpolate(t, size=size), lambda a: O.interpolate(a, size=size),
+          lambda t: TF.interpolate(t, size=size), draw_array(data, shape))
 
 
 def test_interpolate_to_a_size_reads_torchs_float32_source_rows():
     """26 rows to 22: dst 11 reads row 12 (floor of the float32 product 11 * (26 / 22)), not 13."""
     x = tg.tensor(np.arange(26, dtype=np.float32).reshape(1, 1, 26, 1))
     np.testing.assert_array_equal(F.interpolate(x, size=(22, 1)).numpy()[0, 0, 9:13, 0], [10, 11, 12, 14])
+    for n_in, n_out in [(26, 22), (6, 74), (14, 46), (39, 33), (7, 5)]:  # the first four: the exact formula differs
+        x = np.arange(n_in, dtype=np.float32).reshape(1, 1, n_in, 1)
+        np.testing.assert_array_equal(F.interpolate(tg.tensor(x), size=(n_out, 1)).numpy(),
+                                      O.interpolate(x, size=(n_out, 1)))
     torch = pytest.importorskip("torch")
     for n_in, n_out in [(26, 22), (6, 74), (14, 46), (39, 33), (7, 5)]:  # the first four: the exact formula differs
         x = np.arange(n_in, dtype=np.float32).reshape(1, 1, n_in, 1)
@@ -146,38 +165,39 @@ def test_interpolate_nearest_fractional_scale(data):
     shape = (1, 2) + data.draw(shapes(2, 2, min_side=2, max_side=6))
     factor = st.one_of(st.sampled_from([0.5, 1.7, 2.4, 3.2]), st.floats(0.5, 3.5).map(lambda s: round(s, 2)))
     scale = data.draw(st.one_of(factor, st.tuples(factor, factor)))
-    check_op(lambda t: F.interpolate(t, scale_factor=scale), lambda t: TF.interpolate(t, scale_factor=scale),
-             draw_array(data, shape))
+    check(lambda t: F.interpolate(t, scale_factor=scale), lambda a: O.interpolate(a, scale_factor=scale),
+          lambda t: TF.interpolate(t, scale_factor=scale), draw_array(data, shape))
 
 
 # --- activations ----------------------------------------------------------------------------
 
-# name: (tinygen function, torch function name, kind of input)
+# name: (tinygen function, NumPy oracle, torch function name, kind of input)
 ACTIVATIONS = {
-    "relu": (F.relu, "relu", "nonzero"),
-    "leaky_relu": (F.leaky_relu, "leaky_relu", "nonzero"),
-    "leaky_relu-0.2": (lambda x: F.leaky_relu(x, 0.2), None, "nonzero"),
-    "sigmoid": (F.sigmoid, "sigmoid", "normal"),
-    "tanh": (F.tanh, "tanh", "normal"),
-    "silu": (F.silu, "silu", "normal"),
-    "softplus": (F.softplus, "softplus", "normal"),
+    "relu": (F.relu, O.relu, "relu", "nonzero"),
+    "leaky_relu": (F.leaky_relu, O.leaky_relu, "leaky_relu", "nonzero"),
+    "leaky_relu-0.2": (lambda x: F.leaky_relu(x, 0.2), lambda a: O.leaky_relu(a, 0.2), None, "nonzero"),
+    "sigmoid": (F.sigmoid, O.sigmoid, "sigmoid", "normal"),
+    "tanh": (F.tanh, O.tanh, "tanh", "normal"),
+    "silu": (F.silu, O.silu, "silu", "normal"),
+    "softplus": (F.softplus, O.softplus, "softplus", "normal"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 @given(data=st.data())
 def test_activations(name, data):
-    fn, torch_name, kind = ACTIVATIONS[name]
+    fn, np_fn, torch_name, kind = ACTIVATIONS[name]
     scale = data.draw(st.sampled_from([1.0, 10.0]))  # 10: the tails (softplus above torch's threshold 20)
-    x = draw_array(data, data.draw(shapes()), kind) * f32(scale)
+    dtype = draw_dtype(data)
+    x = draw_array(data, data.draw(shapes()), kind, dtype) * dtype(scale)
     torch_fn = (lambda t: TF.leaky_relu(t, 0.2)) if torch_name is None else getattr(TF, torch_name, None)
-    check_op(fn, torch_fn, x)
+    check(fn, np_fn, torch_fn, x)
 
 
 @pytest.mark.parametrize("fn", [F.softplus, F.silu, F.sigmoid, F.tanh], ids=lambda f: f.__name__)
 def test_smooth_activations_are_smooth_at_zero(fn):
     # composed from relu and abs, whose derivatives at 0 are conventions: the sum must not show it
-    check_op(fn, getattr(TF, fn.__name__, None), np.array([0.0, -0.0, 1e-3], dtype=f32))
+    check(fn, getattr(O, fn.__name__), getattr(TF, fn.__name__, None), np.array([0.0, -0.0, 1e-3], dtype=f32))
     gradcheck(fn, np.zeros(3))
 
 
@@ -204,13 +224,15 @@ def test_activations_at_infinity(fn, expected):
 def test_softmax_and_log_softmax(name, data):
     shape = data.draw(shapes(min_dims=1))
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    check_op(lambda t: getattr(F, name)(t, dim), lambda t: getattr(TF, name)(t, dim), draw_array(data, shape) * f32(5))
+    check(lambda t: getattr(F, name)(t, dim), lambda a: getattr(O, name)(a, dim), lambda t: getattr(TF, name)(t, dim),
+          draw_array(data, shape) * f32(5))
 
 
 def test_logsumexp():
     x = make_array(np.random.default_rng(0), (3, 4), dtype=f32)
-    check_op(lambda t: F.logsumexp(t, 1), lambda t: torch.logsumexp(t, 1), x)
-    check_op(lambda t: F.logsumexp(t, 0, keepdim=True), lambda t: torch.logsumexp(t, 0, keepdim=True), x)
+    check(lambda t: F.logsumexp(t, 1), lambda a: O.logsumexp(a, 1), lambda t: torch.logsumexp(t, 1), x)
+    check(lambda t: F.logsumexp(t, 0, keepdim=True), lambda a: O.logsumexp(a, 0, keepdim=True),
+          lambda t: torch.logsumexp(t, 0, keepdim=True), x)
 
 
 # --- attention -----------------------------------------------------------------------------
@@ -233,8 +255,9 @@ def test_scaled_dot_product_attention(data, mask, scaled):
     else:
         extra, fixed = (), dict(is_causal=mask == "causal")
         fixed_torch = fixed
-    check_op(lambda *t: F.scaled_dot_product_attention(*t[:3], *t[3:], scale=scale, **fixed),
-             lambda *t: TF.scaled_dot_product_attention(*t[:3], *t[3:], scale=scale, **fixed_torch), q, k, v, *extra)
+    check(lambda *t: F.scaled_dot_product_attention(*t[:3], *t[3:], scale=scale, **fixed),
+          lambda *a: O.scaled_dot_product_attention(*a[:3], *a[3:], scale=scale, **fixed),
+          lambda *t: TF.scaled_dot_product_attention(*t[:3], *t[3:], scale=scale, **fixed_torch), q, k, v, *extra)
 
 
 def test_attention_without_a_mask_is_the_softmax_of_scaled_scores():
@@ -302,9 +325,9 @@ def test_batch_norm_training_forward_and_backward(data):
     affine = data.draw(st.booleans())
     c = shape[1]
     extra = (draw_array(data, (c,)), draw_array(data, (c,))) if affine else ()
-    check_op(lambda x, *wb: F.batch_norm(x, None, None, *wb, training=True),
-             lambda x, *wb: TF.batch_norm(x, None, None, *wb, training=True), draw_array(data, shape), *extra,
-             **NORM_TOL)
+    check(lambda x, *wb: F.batch_norm(x, None, None, *wb, training=True), O.batch_norm_train,
+          lambda x, *wb: TF.batch_norm(x, None, None, *wb, training=True), draw_array(data, shape), *extra,
+          **NORM_TOL)
 
 
 @given(data=st.data())
@@ -314,28 +337,36 @@ def test_batch_norm_eval_uses_running_statistics(data):
     mean, var = draw_array(data, (c,)), draw_array(data, (c,), "positive")
     affine = data.draw(st.booleans())
     extra = (draw_array(data, (c,)), draw_array(data, (c,))) if affine else ()
-    check_op(lambda x, *wb: F.batch_norm(x, mean, var, *wb, training=False),
-             lambda x, *wb: TF.batch_norm(x, torch.from_numpy(mean), torch.from_numpy(var), *wb, training=False),
-             draw_array(data, shape), *extra, **NORM_TOL)
+    check(lambda x, *wb: F.batch_norm(x, mean, var, *wb, training=False),
+          lambda x, *wb: O.batch_norm_eval(x, mean, var, *wb),
+          lambda x, *wb: TF.batch_norm(x, torch.from_numpy(mean), torch.from_numpy(var), *wb, training=False),
+          draw_array(data, shape), *extra, **NORM_TOL)
 
 
 @pytest.mark.cpu_only
-@requires_torch
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (3, 2, 4, 5)])
 @pytest.mark.parametrize("as_tensor", [False, True], ids=["arrays", "tensors"])
 def test_batch_norm_updates_running_statistics(shape, as_tensor):
     g = np.random.default_rng(0)
     c = shape[1]
     ours_mean, ours_var = np.zeros(c, f32), np.ones(c, f32)
-    theirs_mean, theirs_var = torch.zeros(c), torch.ones(c)
+    expected_mean, expected_var = np.zeros(c), np.ones(c)
     running = (tg.Tensor(ours_mean), tg.Tensor(ours_var)) if as_tensor else (ours_mean, ours_var)
+    if torch is not None:
+        theirs_mean, theirs_var = torch.zeros(c), torch.ones(c)
     for step in range(3):
         x = make_array(g, shape, dtype=f32) * 2 + step
         out = F.batch_norm(tg.tensor(x), *running, training=True, momentum=0.3)
-        expected = TF.batch_norm(torch.from_numpy(x), theirs_mean, theirs_var, training=True, momentum=0.3)
-        np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(ours_mean, theirs_mean.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ours_var, theirs_var.numpy(), rtol=1e-5, atol=1e-6)  # unbiased batch variance
+        np.testing.assert_allclose(out.numpy(), O.batch_norm_train(x), rtol=1e-4, atol=1e-5)
+        expected_mean, expected_var = O.batch_norm_running(expected_mean, expected_var, x, 0.3)
+        if torch is not None:
+            expected = TF.batch_norm(torch.from_numpy(x), theirs_mean, theirs_var, training=True, momentum=0.3)
+            np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours_mean, expected_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours_var, expected_var, rtol=1e-5, atol=1e-6)  # unbiased batch variance
+    if torch is not None:
+        np.testing.assert_allclose(ours_mean, theirs_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours_var, theirs_var.numpy(), rtol=1e-5, atol=1e-6)
     frozen = ours_mean.copy()
     F.batch_norm(tg.tensor(x), *running, training=False)
     np.testing.assert_array_equal(ours_mean, frozen)  # eval mode leaves them alone
@@ -350,8 +381,8 @@ def test_group_norm(data):
         shape = shape + (2,)
     affine = data.draw(st.booleans())
     extra = (draw_array(data, (c,)), draw_array(data, (c,))) if affine else ()
-    check_op(lambda x, *wb: F.group_norm(x, groups, *wb), lambda x, *wb: TF.group_norm(x, groups, *wb),
-             draw_array(data, shape), *extra, **NORM_TOL)
+    check(lambda x, *wb: F.group_norm(x, groups, *wb), lambda x, *wb: O.group_norm(x, groups, *wb),
+          lambda x, *wb: TF.group_norm(x, groups, *wb), draw_array(data, shape), *extra, **NORM_TOL)
 
 
 @given(data=st.data())
@@ -363,13 +394,13 @@ def test_layer_norm(data):
         shape, normalized = shape + (3,), normalized + (3,)
     affine = data.draw(st.booleans())
     extra = (draw_array(data, normalized), draw_array(data, normalized)) if affine else ()
-    check_op(lambda x, *wb: F.layer_norm(x, normalized, *wb), lambda x, *wb: TF.layer_norm(x, normalized, *wb),
-             draw_array(data, shape), *extra, **NORM_TOL)
+    check(lambda x, *wb: F.layer_norm(x, normalized, *wb), lambda x, *wb: O.layer_norm(x, normalized, *wb),
+          lambda x, *wb: TF.layer_norm(x, normalized, *wb), draw_array(data, shape), *extra, **NORM_TOL)
 
 
 def test_layer_norm_with_an_int_shape():
     x = make_array(np.random.default_rng(0), (3, 5), dtype=f32)
-    check_op(lambda t: F.layer_norm(t, 5), lambda t: TF.layer_norm(t, (5,)), x)
+    check(lambda t: F.layer_norm(t, 5), lambda a: O.layer_norm(a, 5), lambda t: TF.layer_norm(t, (5,)), x)
 
 
 # --- dropout --------------------------------------------------------------------------------
@@ -388,6 +419,23 @@ def test_dropout_statistics(p):
     assert y.dtype == np.float32
     y.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), values)  # the same mask and scale
+
+
+@given(data=st.data(), p=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), training=st.booleans())
+def test_dropout_values(data, p, training):
+    """The deterministic part: given which elements survive (nonzero inputs stay nonzero), each
+    output is x / (1 - p) or 0, the oracle's; in eval, or with p = 0, the output is x."""
+    x = draw_array(data, data.draw(shapes()), "nonzero", draw_dtype(data))
+    tg.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
+    out = F.dropout(tg.tensor(x), p, training).numpy()
+    keep = out != 0
+    if not training or p == 0:
+        assert keep.all()
+    if training and p == 1:
+        assert not keep.any()
+    keep_p = p if training else 0.0
+    np.testing.assert_allclose(out, O.dropout(x, keep_p, keep), rtol=1e-6)
+    assert out.dtype == x.dtype
 
 
 def test_dropout_in_eval_and_edge_probabilities():
@@ -413,7 +461,7 @@ def test_embedding(data):
     rows, dim = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 4))
     idx_shape = data.draw(shapes(0, 2, max_side=4))
     idx = np.asarray(data.draw(arrays(idx_shape, "unit")) * rows, dtype=np.int64)  # repeats are likely
-    check_op(F.embedding, TF and TF.embedding, idx, draw_array(data, (rows, dim)))
+    check(F.embedding, O.embedding, TF and TF.embedding, idx, draw_array(data, (rows, dim), dtype=draw_dtype(data)))
 
 
 @given(data=st.data())
@@ -421,7 +469,8 @@ def test_pad(data):
     shape = data.draw(shapes(1, 4, max_side=3))
     pad = tuple(data.draw(st.lists(st.integers(0, 2), min_size=2, max_size=2 * len(shape)).filter(lambda p: len(p) % 2 == 0)))
     value = data.draw(st.sampled_from([0.0, -1.5]))
-    check_op(lambda t: F.pad(t, pad, value=value), lambda t: TF.pad(t, pad, value=value), draw_array(data, shape))
+    check(lambda t: F.pad(t, pad, value=value), lambda a: O.pad(a, pad, value), lambda t: TF.pad(t, pad, value=value),
+          draw_array(data, shape))
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -433,8 +482,8 @@ REDUCTIONS = ["mean", "sum", "none"]
 @given(data=st.data())
 def test_mse_loss(reduction, data):
     shape = data.draw(shapes())
-    check_op(lambda x, t: F.mse_loss(x, t, reduction=reduction), lambda x, t: TF.mse_loss(x, t, reduction=reduction),
-             draw_array(data, shape), draw_array(data, shape))
+    check(lambda x, t: F.mse_loss(x, t, reduction=reduction), lambda x, t: O.mse_loss(x, t, reduction),
+          lambda x, t: TF.mse_loss(x, t, reduction=reduction), draw_array(data, shape), draw_array(data, shape))
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -455,7 +504,10 @@ def test_binary_cross_entropy_with_logits(reduction, data, use_weight, use_pos_w
         return TF.binary_cross_entropy_with_logits(x, t, constant(weight), reduction=reduction,
                                                    pos_weight=constant(pos_weight))
 
-    out = check_op(ours, theirs, logits, draw_array(data, shape, "unit"))
+    def oracle(x, t):
+        return O.binary_cross_entropy_with_logits(x, t, weight, reduction, pos_weight)
+
+    out = check(ours, oracle, theirs, logits, draw_array(data, shape, "unit"))
     assert np.all(np.isfinite(out.numpy()))
 
 
@@ -483,26 +535,26 @@ def test_cross_entropy(reduction, label_smoothing, data, use_weight):
     def theirs(x, t):
         return TF.cross_entropy(x, t, None if weight is None else torch.from_numpy(weight), **kw)
 
-    check_op(ours, theirs, draw_array(data, (n, c)) * f32(3), target)
+    check(ours, lambda x, t: O.cross_entropy(x, t, weight, **kw), theirs, draw_array(data, (n, c)) * f32(3), target)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @given(data=st.data(), full=st.booleans())
 def test_gaussian_nll_loss(reduction, data, full):
     shape = data.draw(shapes(1, 3))
-    check_op(lambda x, t, v: F.gaussian_nll_loss(x, t, v, full=full, reduction=reduction),
-             lambda x, t, v: TF.gaussian_nll_loss(x, t, v, full=full, reduction=reduction),
-             draw_array(data, shape), draw_array(data, shape), draw_array(data, shape, "positive"))
+    check(lambda x, t, v: F.gaussian_nll_loss(x, t, v, full=full, reduction=reduction),
+          lambda x, t, v: O.gaussian_nll_loss(x, t, v, full, reduction=reduction),
+          lambda x, t, v: TF.gaussian_nll_loss(x, t, v, full=full, reduction=reduction),
+          draw_array(data, shape), draw_array(data, shape), draw_array(data, shape, "positive"))
 
 
-@requires_torch
 def test_gaussian_nll_loss_eps_clamp_passes_the_gradient():
     # var below eps is raised to eps for the value, but its gradient still flows (as in torch)
     var = np.array([0.0, 1e-8, 1e-3, 0.5], dtype=f32)
     x, t = np.array([0.1, -0.2, 0.3, 0.4], dtype=f32), np.zeros(4, dtype=f32)
     for eps in (1e-6, 1e-2):
-        check_op(lambda a, b, v: F.gaussian_nll_loss(a, b, v, eps=eps), lambda a, b, v: TF.gaussian_nll_loss(a, b, v, eps=eps),
-                 x, t, var, numeric_grad=False)
+        check(lambda a, b, v: F.gaussian_nll_loss(a, b, v, eps=eps), lambda a, b, v: O.gaussian_nll_loss(a, b, v, eps=eps),
+              lambda a, b, v: TF.gaussian_nll_loss(a, b, v, eps=eps), x, t, var, numeric_grad=False)
     v = tg.tensor(var, requires_grad=True)
     F.gaussian_nll_loss(tg.tensor(x), tg.tensor(t), v, reduction="sum").backward()
     assert np.all(v.grad.numpy() != 0)
