@@ -1,4 +1,4 @@
-"""Denoising diffusion probabilistic models (Ho et al. 2020), with DDIM sampling and guidance.
+"""Denoising diffusion probabilistic models (Ho et al. 2020), with DDIM and DPM-Solver++ sampling and guidance.
 
 The forward process adds Gaussian noise to an image x_0 in T small steps with variances beta_t,
 
@@ -22,7 +22,8 @@ and sampling runs the chain backwards from x_T ~ N(0, I) (Algorithm 2):
 with sigma_t^2 = beta_t or the posterior variance beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
 of q(x_{t-1} | x_t, x_0). DDIM (Song et al. 2021) reuses the same trained network to jump along a
 sub-sequence of S << T timesteps; its eta interpolates between a deterministic sampler (eta = 0)
-and DDPM's (eta = 1). Classifier-free guidance (Ho & Salimans 2022) trains one network both with
+and DDPM's (eta = 1). DPM-Solver++(2M) (Lu et al. 2022) integrates the same deterministic path (the
+probability-flow ODE) to second order in log-SNR; see `DDPM._sample_dpmpp`. Classifier-free guidance (Ho & Salimans 2022) trains one network both with
 class labels and, a fraction p_uncond of the time, with a "null" label, and samples with
 eps = (1 + w) eps_theta(x, c) - w eps_theta(x, null).
 
@@ -42,6 +43,8 @@ the NumPy and Numba kernels draw the same numbers (to float32 rounding).
 >>> sorted(model.train_step(images, np.zeros(4, np.int64)))
 ['grad_norm', 'loss']
 >>> model.sample(2, sampler="ddim", steps=5).shape
+(2, 1, 28, 28)
+>>> model.sample(2, sampler="dpmpp", steps=5).shape
 (2, 1, 28, 28)
 >>> rgb = DDPM(Config.for_shape(3, 32, T=50, channels=(8, 16), groups=4, num_classes=2))  # attention at 16x16
 >>> _ = rgb.train_step(tinygen.rand(2, 3, 32, 32), np.array([0, 1]))
@@ -209,6 +212,9 @@ class Schedule:
         self.eps_coef = betas / self.sqrt_one_minus_alpha_bar  # \beta_t / \sqrt{1 - \bar\alpha_t}
         # \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t, the variance of q(x_{t-1} | x_t, x_0)
         self.posterior_variance = (1 - self.alpha_bar_prev) / (1 - self.alpha_bar) * betas
+        # \lambda_t = \log(\alpha_t / \sigma_t), half the log-SNR (Lu et al. 2022), with DPM-Solver's \alpha_t =
+        # \sqrt{\bar\alpha_t} and \sigma_t = \sqrt{1 - \bar\alpha_t}; it falls as t grows
+        self.lambdas = np.log(self.sqrt_alpha_bar / self.sqrt_one_minus_alpha_bar)
 
 
 # --- the network eps_theta(x_t, t, c) -------------------------------------------------------
@@ -344,7 +350,7 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-# --- the model: training (Algorithm 1) and sampling (Algorithm 2, DDIM) -----------------------
+# --- the model: training (Algorithm 1) and sampling (Algorithm 2, DDIM, DPM-Solver++) ----------
 
 
 class DDPM:
@@ -353,6 +359,7 @@ class DDPM:
 
     Config = Config
     DDIM_STEPS = 50  # sample()'s DDIM steps when none are given (T if fewer)
+    DPMPP_STEPS = 20  # sample()'s DPM-Solver++ steps when none are given (T if fewer)
 
     def __init__(self, config=None):
         self.config = config = Config() if config is None else config
@@ -434,6 +441,7 @@ class DDPM:
 
         sampler "ddpm": Algorithm 2 over all T steps, sigma_t^2 = beta_t (variance="beta") or
         beta~_t (variance="posterior"). sampler "ddim": `steps` timesteps (default 50, or T if fewer) with `eta`.
+        sampler "dpmpp": DPM-Solver++(2M), `steps` timesteps evenly spaced in log-SNR (default 20, or T).
         labels (n,) pick the classes of a class-conditional model (None: unconditional), and
         guidance = w > 0 applies classifier-free guidance. The EMA weights sample unless
         use_ema=False; clip_x0 clips each step's predicted x_0 to [-1, 1] (see `_eps`).
@@ -442,15 +450,18 @@ class DDPM:
 
         NOTE: DDIM with 50 steps is the default because every step is one network evaluation:
         with the NumPy kernels on 2 CPU cores, DDPM's 1000 steps for 64 images take minutes.
+        Every sampler costs one network evaluation per step (of a doubled batch with guidance).
         """
         check_count(n)
-        if sampler not in ("ddpm", "ddim"):
-            raise ArgumentError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if sampler not in ("ddpm", "ddim", "dpmpp"):
+            raise ArgumentError(f"sampler must be 'ddpm', 'ddim' or 'dpmpp', got {sampler!r}")
         if not (isinstance(eta, (int, float, np.floating)) and 0 <= eta <= 1):
             raise ArgumentError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
         if sampler == "ddpm" and eta != 0:
             raise ArgumentError(f"eta={eta} applies to sampler='ddim'; the ancestral sampler's noise is sigma_t^2 = "
                                 f"beta_t or beta~_t (variance)")
+        if sampler == "dpmpp" and eta != 0:
+            raise ArgumentError(f"eta={eta} applies to sampler='ddim'; DPM-Solver++(2M) is deterministic")
         if guidance != 0 and labels is None:
             raise ArgumentError(f"guidance={guidance} needs labels (classifier-free guidance of a class-conditional "
                                 f"model); without them it would change nothing")
@@ -478,8 +489,10 @@ class DDPM:
         xp = backend.get_array_module(x)
         if sampler == "ddpm":
             x = self._sample_ddpm(net, x, labels, guidance, variance, clip_x0, seed, progress)
-        else:
+        elif sampler == "ddim":
             x = self._sample_ddim(net, x, labels, guidance, steps, eta, clip_x0, seed, progress)
+        else:
+            x = self._sample_dpmpp(net, x, labels, guidance, steps, clip_x0, progress)
         net.train(was_training)
         return backend.to_numpy(((xp.clip(x, -1, 1) + 1) / 2).astype(np.float32))  # [-1, 1] -> [0, 1], on the host
 
@@ -547,6 +560,73 @@ class DDPM:
                 x = kernels.ddim_step_noise(x, eps, *coefs, seed, (len(taus) - k) * x.size)
             else:
                 x = kernels.ddim_step(x, eps, *coefs)
+        return x
+
+    def dpmpp_timesteps(self, steps):
+        """S indices 0..T-1, ascending from 0 to T-1, evenly spaced in lambda_t = log(alpha_t / sigma_t).
+
+        NOTE: the network was trained at integer t only, so each target lambda is mapped to the nearest
+        trained timestep (t interpolated linearly in lambda, then rounded), and the solver uses that
+        timestep's own lambda_t, alpha_t and sigma_t: the steps are uneven by the rounding, which the
+        2M update allows for through r_i, and every network call sees the coefficients of its own t.
+        Where rounding merges targets (near t = 1, where lambda_t moves fastest, at many steps), the
+        indices are pushed apart to consecutive ones, so that `steps` calls are `steps` timesteps.
+
+        >>> DDPM(Config(T=1000, channels=(8,), groups=4)).dpmpp_timesteps(10)
+        array([  0,   5,  22,  73, 202, 410, 603, 757, 886, 999])
+        """
+        T = self.schedule.T
+        if not 1 <= steps <= T:
+            raise ArgumentError(f"DPM-Solver++ steps must be in 1..{T}, got {steps}")
+        lam = self.schedule.lambdas  # lambda_1 > ... > lambda_T
+        targets = np.linspace(lam[-1], lam[0], steps)[::-1]  # lambda_1 down to lambda_T, evenly (one step: lambda_T)
+        # np.interp needs increasing abscissae: lambda from lambda_T up, with its indices T-1 down to 0
+        taus = np.round(np.interp(targets, lam[::-1], np.arange(T - 1, -1, -1))).astype(np.int64)
+        k = np.arange(steps)
+        # strictly increasing: each at least one above the one before, and at most T - steps + k
+        return np.minimum(k + np.maximum.accumulate(taus - k), T - steps + k)
+
+    def _sample_dpmpp(self, net, x, labels, guidance, steps, clip_x0, progress=None):
+        """DPM-Solver++(2M), Lu et al. (2022), Algorithm 2, in the data-prediction form.
+
+        With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t),
+        the probability-flow ODE's exact solution from t_{i-1} to t_i is (eq. 9 of DPM-Solver++)
+
+            x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}}
+                      + sigma_{t_i} int_{lambda_{t_{i-1}}}^{lambda_{t_i}} e^lambda x_theta(x_lambda, lambda) dlambda,
+
+        x_theta(x_t, t) = (x_t - sigma_t eps_theta(x_t, t)) / alpha_t being the predicted x_0. Along the
+        timesteps t_0 = T > t_1 > ... > t_M, with h_i = lambda_{t_i} - lambda_{t_{i-1}} and r_i = h_{i-1} / h_i,
+
+            D_i = (1 + 1 / (2 r_i)) x_theta(x_{t_{i-1}}, t_{i-1}) - 1 / (2 r_i) x_theta(x_{t_{i-2}}, t_{i-2})
+            x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i
+
+        (x_theta extrapolated linearly in lambda from the last two predictions: second order). The first
+        step has no earlier prediction and takes D_1 = x_theta(x_T, T): first order, which is DDIM's step.
+        The timesteps are `dpmpp_timesteps` (the last one t = 1), then one last step to t = 0, where
+        sigma = 0 and lambda = infinity (h_M = infinity, r_M = 0): there too D_M = x_theta(x_{t_{M-1}},
+        t_{M-1}) (first order), so x_0 = D_M, as DDIM's last step. `steps` network calls in all.
+        """
+        s = self.schedule
+        alpha, sigma, lam = s.sqrt_alpha_bar, s.sqrt_one_minus_alpha_bar, s.lambdas  # alpha_t, sigma_t, lambda_t
+        taus = self.dpmpp_timesteps(min(self.DPMPP_STEPS, s.T) if steps is None else steps)
+        x0_prev = h_prev = None  # x_theta(x_{t_{i-2}}, t_{i-2}) and h_{i-1}
+        for k in track(reversed(range(len(taus))), progress):
+            i = taus[k]  # t_{i-1}, as an index
+            eps = self._eps(net, x, i, labels, guidance, clip_x0)
+            x0 = (x - float(sigma[i]) * eps) / float(alpha[i])  # x_theta(x_{t_{i-1}}, t_{i-1})
+            if k == 0:  # the last step, to sigma = 0: x_0 = D_M
+                x = x0
+                continue
+            prev = taus[k - 1]  # t_i, as an index
+            h = float(lam[prev] - lam[i])  # h_i
+            if x0_prev is None:  # the first step: D_1 = x_theta(x_T, T)
+                D = x0
+            else:
+                r = h_prev / h  # r_i
+                D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev  # D_i
+            x = float(sigma[prev] / sigma[i]) * x - float(alpha[prev] * math.expm1(-h)) * D
+            x0_prev, h_prev = x0, h
         return x
 
     # --- checkpoints ------------------------------------------------------------------------
