@@ -22,9 +22,10 @@ and sampling runs the chain backwards from x_T ~ N(0, I) (Algorithm 2):
 with sigma_t^2 = beta_t or the posterior variance beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
 of q(x_{t-1} | x_t, x_0). DDIM (Song et al. 2021) reuses the same trained network to jump along a
 sub-sequence of S << T timesteps; its eta interpolates between a deterministic sampler (eta = 0)
-and DDPM's (eta = 1). DPM-Solver++(2M) (Lu et al. 2022) integrates the same deterministic path (the
-probability-flow ODE) to second order in log-SNR; see `DDPM._sample_dpmpp`. Classifier-free guidance (Ho & Salimans 2022) trains one network both with
-class labels and, a fraction p_uncond of the time, with a "null" label, and samples with
+and DDPM's (eta = 1). DPM-Solver++(2M) (Lu et al. 2022) follows the same deterministic path (the
+probability-flow ODE, of which DDIM with eta = 0 is the first-order solver) to second order in
+log-SNR; see `DDPM._sample_dpmpp`. Classifier-free guidance (Ho & Salimans 2022) trains one network
+both with class labels and, a fraction p_uncond of the time, with a "null" label, and samples with
 eps = (1 + w) eps_theta(x, c) - w eps_theta(x, null).
 
 NOTE: arrays are indexed by t - 1: `schedule.betas[0]` is beta_1, and the network sees the index
