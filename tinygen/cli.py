@@ -93,7 +93,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=500, help="images sampled per call (default 500)")
     p.add_argument("--npz-dtype", choices=["uint8", "float32"], default="float32",
                    help="float32 in [0, 1] or uint8 in [0, 255] (default float32)")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
+    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"],
+                   help="diffusion models: ancestral (ddpm), ddim, or dpmpp (DPM-Solver++(2M))")
     p.add_argument("--steps", type=int, help=_sampling_steps_help())
     p.add_argument("--eta", type=float, help=f"ddim: 0 deterministic, 1 like ddpm (default {_sample_default('eta'):g})")
     p.add_argument("--labels", help="class-conditional DDPM: comma-separated classes, e.g. 0,3,5, one grid row of "
@@ -115,7 +116,8 @@ def build_parser():
                    help=f"samples to evaluate (default: all in --samples; from --checkpoint the protocol's n: "
                         f"{PROTOCOL_N:,} for MNIST, the held-out images' number for other data)")
     p.add_argument("--batch-size", type=int, default=500, help="--checkpoint: images sampled per call")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion models: ancestral (ddpm) or ddim")
+    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"],
+                   help="diffusion models: ancestral (ddpm), ddim, or dpmpp (DPM-Solver++(2M))")
     p.add_argument("--steps", type=int, help=_sampling_steps_help())
     p.add_argument("--eta", type=float, help=f"ddim: 0 deterministic, 1 like ddpm (default {_sample_default('eta'):g})")
     p.add_argument("--guidance", type=float, help="class-conditional DDPM: classifier-free guidance weight w "
