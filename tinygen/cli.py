@@ -1,4 +1,4 @@
-"""The `tinygen` command: train, sample, eval, info.
+"""The `tinygen` command: train, sample, eval, info, export.
 
     tinygen train ddpm                       # the embedded MNIST subset, default settings
     tinygen train vae --data mnist --data-dir ../shared/data/mnist --epochs 5
@@ -9,6 +9,7 @@
     tinygen sample --checkpoint runs/ddpm/checkpoint.npz --labels 0,3,5 --guidance 2
     tinygen eval --samples samples.npz --data-dir ../shared/data/mnist --json eval.json
     tinygen eval --checkpoint runs/vae/checkpoint.npz --n 10000
+    tinygen export runs/ddpm/checkpoint.npz --out ddpm.safetensors   # for PyTorch: docs/interop.md
     tinygen info
 
 Also runs as `python -m tinygen`. Errors a user can cause print one line and exit with status 2.
@@ -29,6 +30,7 @@ from tinygen import backend, distributed, evaluation, image, models, progress, t
 from tinygen.data import DATASETS
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
+from tinygen.safetensors import export_model
 from tinygen.serialization import save
 
 
@@ -147,6 +149,15 @@ def build_parser():
 
     p = commands.add_parser("info", help="version, backends, kernels and threads")
     p.set_defaults(run=run_info)
+
+    p = commands.add_parser("export", help="write a checkpoint's weights for other frameworks, under PyTorch's names")
+    p.add_argument("checkpoint", help="a run's checkpoint.npz")
+    p.add_argument("--format", choices=["safetensors"], default="safetensors",
+                   help="safetensors: what PyTorch, JAX and the model hubs read (default)")
+    p.add_argument("--out", help="the file to write (default: CHECKPOINT with the extension .safetensors)")
+    p.add_argument("--no-ema", action="store_true", help="the trained weights themselves, not their exponential "
+                   "moving average (the DDPM, and GANs with ema_decay)")
+    p.set_defaults(run=run_export)
     return parser
 
 
@@ -381,4 +392,18 @@ def run_info(args):
     except tinygen.TinygenError as err:
         print(f"default device: unavailable: {err}")
     print(f"models: {', '.join(models.MODELS)}")
+    return 0
+
+
+def run_export(args):
+    out = args.out or os.path.splitext(args.checkpoint)[0] + ".safetensors"
+    _check_output_folder(out, "--out")
+    model, run, step = trainer.load_checkpoint(args.checkpoint, device="cpu")
+    if args.no_ema and getattr(model, "ema", None) is None:
+        raise tinygen.ArgumentError(f"--no-ema: this {run['model']} keeps no average of its weights; "
+                                    "it exports its trained weights already")
+    tensors = export_model(model, out, use_ema=not args.no_ema)
+    which = "trained weights" if args.no_ema or getattr(model, "ema", None) is None else "EMA weights"
+    size = sum(a.nbytes for a in tensors.values())
+    print(f"weights: {out} ({run['model']}, step {step}, {which}: {len(tensors)} tensors, {size:,} bytes)")
     return 0
