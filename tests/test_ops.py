@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 import tinygen as tg
 from tinygen import ops
 from tinygen.kernels.conv2d import conv_output_size
-from tinygen.tensor import unbroadcast
+from tinygen.tensor import apply, unbroadcast
 
 from helpers import check_op, gradcheck, requires_torch, torch
 from strategies import (
@@ -179,7 +179,7 @@ def test_max_dim_keepdim_sweep(data):
     shape = data.draw(shapes())
     dim, keepdim = data.draw(reduction_dims(len(shape))), data.draw(st.booleans())
     check_op(
-        lambda x: ops.Max.apply(x, axis=_axes(dim, x.ndim), keepdim=keepdim),
+        lambda x: apply(ops.Max, x, axis=_axes(dim, x.ndim), keepdim=keepdim),
         lambda x: torch.amax(x, _torch_dim(dim, x.ndim), keepdim=keepdim),
         data.draw(arrays(shape, "distinct")),
         np_fn=lambda a: np.max(a, axis=dim, keepdims=keepdim),
@@ -258,7 +258,7 @@ def test_pad(data):
     widths = tuple((data.draw(st.integers(0, 2)), data.draw(st.integers(0, 2))) for _ in shape)
     flat = [w for pair in reversed(widths) for w in pair]  # torch: last dim first
     check_op(
-        lambda x: ops.Pad.apply(x, widths=widths, value=0.5),
+        lambda x: apply(ops.Pad, x, widths=widths, value=0.5),
         lambda x: TF.pad(x, flat, value=0.5),
         data.draw(arrays(shape)),
         np_fn=lambda a: np.pad(a, widths, constant_values=0.5),
@@ -294,7 +294,7 @@ def check_unfold(p):
     kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"])
     n, c = x.shape[:2]
     check_op(
-        lambda t: ops.Unfold.apply(t, kernel_size=p["kernel"], **kw),
+        lambda t: apply(ops.Unfold, t, kernel_size=p["kernel"], **kw),
         lambda t: TF.unfold(t, p["kernel"], **kw).reshape(n, c, *p["kernel"], *_conv_out(p)),
         x,
     )
@@ -302,13 +302,13 @@ def check_unfold(p):
 
 def check_conv2d(p):
     kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"])
-    check_op(lambda x, w: ops.Conv2d.apply(x, w, **kw), lambda x, w: TF.conv2d(x, w, **kw), *_conv_arrays(p, False))
+    check_op(lambda x, w: apply(ops.Conv2d, x, w, **kw), lambda x, w: TF.conv2d(x, w, **kw), *_conv_arrays(p, False))
 
 
 def check_conv_transpose2d(p):
     kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"], output_padding=p["output_padding"])
     check_op(
-        lambda x, w: ops.ConvTranspose2d.apply(x, w, **kw),
+        lambda x, w: apply(ops.ConvTranspose2d, x, w, **kw),
         lambda x, w: TF.conv_transpose2d(x, w, **kw),
         *_conv_arrays(p, True),
     )

@@ -1,7 +1,10 @@
 """The primitive ops: the only operations with hand-written backward passes.
 
-Each primitive is a `Function` with `forward(ctx, *arrays, **params)` and `backward(ctx,
-grad_out)` side by side, on raw arrays (NumPy or CuPy: `xp = get_array_module(x)`). Everything
+Each primitive is a class with two static methods side by side, `forward(ctx, *arrays, **params)`
+and `backward(ctx, grad_out)`, on raw arrays (NumPy or CuPy: `xp = get_array_module(x)`);
+`tinygen.tensor.apply(op, *tensors)` runs one and records it in the graph. This module knows
+arrays, not tensors: it imports nothing from tinygen.tensor. A binary op's backward returns its
+gradients in the broadcast shape; the engine sums each down to its input's shape. Everything
 else in tinygen (mean, var, softmax, layer norm, the losses, pooling) is composed from these, so
 its gradient follows from the chain rule and is covered by the same gradient checks. GroupNorm,
 BatchNorm, LeakyRelu and SiLU could be composed too, and were: they are primitives because the DDPM UNet
@@ -27,36 +30,31 @@ from tinygen.kernels import conv2d as conv_kernels
 from tinygen.kernels import normalization as norm_kernels
 from tinygen import backend
 from tinygen.backend import get_array_module, matmul
-from tinygen.tensor import Function, unbroadcast
 
 # --- binary ---------------------------------------------------------------------------------
 
 
-class Add(Function):
+class Add:
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = a.shape, b.shape
         return a + b
 
     @staticmethod
     def backward(ctx, grad_out):
-        sa, sb = ctx.shapes
-        return unbroadcast(grad_out, sa), unbroadcast(grad_out, sb)
+        return grad_out, grad_out
 
 
-class Sub(Function):
+class Sub:
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = a.shape, b.shape
         return a - b
 
     @staticmethod
     def backward(ctx, grad_out):
-        sa, sb = ctx.shapes
-        return unbroadcast(grad_out, sa), unbroadcast(-grad_out, sb)
+        return grad_out, -grad_out
 
 
-class Mul(Function):
+class Mul:
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -65,12 +63,12 @@ class Mul(Function):
     @staticmethod
     def backward(ctx, grad_out):
         a, b = ctx.saved_tensors
-        ga = unbroadcast(grad_out * b, a.shape) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(grad_out * a, b.shape) if ctx.needs_input_grad[1] else None
+        ga = grad_out * b if ctx.needs_input_grad[0] else None
+        gb = grad_out * a if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
-class Div(Function):
+class Div:
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -79,12 +77,12 @@ class Div(Function):
     @staticmethod
     def backward(ctx, grad_out):
         a, b = ctx.saved_tensors
-        ga = unbroadcast(grad_out / b, a.shape) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(-grad_out * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
+        ga = grad_out / b if ctx.needs_input_grad[0] else None
+        gb = -grad_out * a / (b * b) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
-class Pow(Function):
+class Pow:
     """a ** b; d/da = b a^(b-1), d/db = a^b log(a) (only computed when b requires grad)."""
 
     @staticmethod
@@ -101,13 +99,13 @@ class Pow(Function):
         # NOTE: as torch, d(a^b)/da = 0 where b = 0 and d(a^b)/db = 0 where a = 0 and b >= 0 (the
         # limits), where the formulas give 0 * 0^-1 and 0 * log 0 = nan: there a^1 and log 1 stand in
         if ctx.needs_input_grad[0]:
-            ga = unbroadcast(grad_out * b * a ** xp.where(b == 0, 1, b - 1), a.shape)
+            ga = grad_out * b * a ** xp.where(b == 0, 1, b - 1)
         if ctx.needs_input_grad[1]:
-            gb = unbroadcast(grad_out * out * xp.log(xp.where((a == 0) & (b >= 0), 1, a)), b.shape)
+            gb = grad_out * out * xp.log(xp.where((a == 0) & (b >= 0), 1, a))
         return ga, gb
 
 
-class MatMul(Function):
+class MatMul:
     """Batched matrix product with NumPy's rules for 1-D operands and batch broadcasting."""
 
     @staticmethod
@@ -129,17 +127,19 @@ class MatMul(Function):
         if a.ndim == 1:
             g = xp.expand_dims(g, -2)
         ga = gb = None
-        if ctx.needs_input_grad[0]:  # dL/dA = dL/dC B^T
-            ga = unbroadcast(matmul(g, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
-        if ctx.needs_input_grad[1]:  # dL/dB = A^T dL/dC
-            gb = unbroadcast(matmul(xp.swapaxes(a2, -1, -2), g), b2.shape).reshape(b.shape)
+        if ctx.needs_input_grad[0]:  # dL/dA = dL/dC B^T, less the row axis a 1-D a was given
+            ga = matmul(g, xp.swapaxes(b2, -1, -2))
+            ga = ga[..., 0, :] if a.ndim == 1 else ga
+        if ctx.needs_input_grad[1]:  # dL/dB = A^T dL/dC, less the column axis a 1-D b was given
+            gb = matmul(xp.swapaxes(a2, -1, -2), g)
+            gb = gb[..., 0] if b.ndim == 1 else gb
         return ga, gb
 
 
 # --- unary ----------------------------------------------------------------------------------
 
 
-class Neg(Function):
+class Neg:
     @staticmethod
     def forward(ctx, x):
         return -x
@@ -149,7 +149,7 @@ class Neg(Function):
         return -grad_out
 
 
-class Exp(Function):
+class Exp:
     @staticmethod
     def forward(ctx, x):
         out = get_array_module(x).exp(x)
@@ -162,7 +162,7 @@ class Exp(Function):
         return grad_out * out
 
 
-class Log(Function):
+class Log:
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -174,7 +174,7 @@ class Log(Function):
         return grad_out / x
 
 
-class Log1p(Function):
+class Log1p:
     """log(1 + x), accurate for small x."""
 
     @staticmethod
@@ -188,7 +188,7 @@ class Log1p(Function):
         return grad_out / (1 + x)
 
 
-class Sqrt(Function):
+class Sqrt:
     @staticmethod
     def forward(ctx, x):
         out = get_array_module(x).sqrt(x)
@@ -201,7 +201,7 @@ class Sqrt(Function):
         return grad_out / (2 * out)
 
 
-class Abs(Function):
+class Abs:
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -213,7 +213,7 @@ class Abs(Function):
         return grad_out * get_array_module(x).sign(x)  # NOTE: abs'(0) = sign(0) = 0
 
 
-class Relu(Function):
+class Relu:
     """max(x, 0): floating x through the fused kernels (tinygen.kernels.normalization), which save
     only the output (relu' is 1 where y > 0); other dtypes (no gradient) through `xp.maximum`."""
 
@@ -231,7 +231,7 @@ class Relu(Function):
         return norm_kernels.relu_backward(grad_out, y)  # NOTE: relu'(0) = 0
 
 
-class Sigmoid(Function):
+class Sigmoid:
     @staticmethod
     def forward(ctx, x):
         # With e = exp(-|x|) <= 1, never overflowing: sigmoid(x) = 1 / (1 + e) for x >= 0 and
@@ -250,7 +250,7 @@ class Sigmoid(Function):
         return grad_out * out * (1 - out)
 
 
-class Tanh(Function):
+class Tanh:
     @staticmethod
     def forward(ctx, x):
         out = get_array_module(x).tanh(x)
@@ -263,7 +263,7 @@ class Tanh(Function):
         return grad_out * (1 - out * out)
 
 
-class Clamp(Function):
+class Clamp:
     @staticmethod
     def forward(ctx, x, min=None, max=None):
         xp = get_array_module(x)
@@ -281,7 +281,7 @@ class Clamp(Function):
         return grad_out * inside  # NOTE: the boundaries pass the gradient, as in PyTorch
 
 
-class Cast(Function):
+class Cast:
     @staticmethod
     def forward(ctx, x, dtype):
         ctx.dtype = x.dtype
@@ -295,7 +295,7 @@ class Cast(Function):
 # --- reductions -----------------------------------------------------------------------------
 
 
-class Sum(Function):
+class Sum:
     @staticmethod
     def forward(ctx, x, axis, keepdim):
         ctx.shape, ctx.axis = x.shape, axis
@@ -308,7 +308,7 @@ class Sum(Function):
         return xp.broadcast_to(g, ctx.shape)
 
 
-class Max(Function):
+class Max:
     @staticmethod
     def forward(ctx, x, axis, keepdim):
         ctx.axis, ctx.keepdim = axis, keepdim
@@ -328,7 +328,7 @@ class Max(Function):
 # --- movement -------------------------------------------------------------------------------
 
 
-class Reshape(Function):
+class Reshape:
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
@@ -339,7 +339,7 @@ class Reshape(Function):
         return grad_out.reshape(ctx.shape)
 
 
-class Permute(Function):
+class Permute:
     @staticmethod
     def forward(ctx, x, order):
         ctx.order = order
@@ -350,18 +350,17 @@ class Permute(Function):
         return grad_out.transpose(tuple(int(i) for i in np.argsort(ctx.order)))
 
 
-class Expand(Function):
+class Expand:
     @staticmethod
     def forward(ctx, x, shape):
-        ctx.shape = x.shape
         return get_array_module(x).broadcast_to(x, shape)
 
     @staticmethod
     def backward(ctx, grad_out):
-        return unbroadcast(grad_out, ctx.shape)
+        return grad_out  # summed down to x's shape by the engine (tinygen.tensor.unbroadcast)
 
 
-class GetItem(Function):
+class GetItem:
     """x[index] for any NumPy index: ints, slices, None, Ellipsis, integer and boolean arrays."""
 
     @staticmethod
@@ -389,7 +388,7 @@ def _is_basic_index(index):
     return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
 
 
-class Pad(Function):
+class Pad:
     """Constant padding; `widths` holds (before, after) for every axis."""
 
     @staticmethod
@@ -402,7 +401,7 @@ class Pad(Function):
         return grad_out[ctx.slices]
 
 
-class Cat(Function):
+class Cat:
     @staticmethod
     def forward(ctx, *arrays, axis):
         ctx.axis = axis
@@ -414,7 +413,7 @@ class Cat(Function):
         return tuple(get_array_module(grad_out).split(grad_out, ctx.splits, axis=ctx.axis))
 
 
-class ToDevice(Function):
+class ToDevice:
     """The same values on another device (a copy); the gradient is copied back to the input's."""
 
     @staticmethod
@@ -432,7 +431,7 @@ class ToDevice(Function):
 # tinygen.nn.functional; the arithmetic lives in tinygen.kernels.conv2d.
 
 
-class Unfold(Function):
+class Unfold:
     """im2col: (N, C, H, W) -> (N, C, kh, kw, Ho, Wo), every kernel window laid out."""
 
     @staticmethod
@@ -445,7 +444,7 @@ class Unfold(Function):
         return conv_kernels.col2im(grad_out, ctx.shape, *ctx.params)
 
 
-class Conv2d(Function):
+class Conv2d:
     @staticmethod
     def forward(ctx, x, w, stride, padding, dilation):
         ctx.save_for_backward(x, w)
@@ -463,7 +462,7 @@ class Conv2d(Function):
         return gx, gw
 
 
-class ConvTranspose2d(Function):
+class ConvTranspose2d:
     @staticmethod
     def forward(ctx, x, w, stride, padding, output_padding, dilation):
         ctx.save_for_backward(x, w)
@@ -485,7 +484,7 @@ class ConvTranspose2d(Function):
 # The maths is in tinygen/kernels/normalization/reference.py.
 
 
-class GroupNorm(Function):
+class GroupNorm:
     """x (N, C, *) normalised per sample over groups of C / num_groups channels, then scaled and
     shifted per channel: weight and bias are (C,) arrays of x's dtype."""
 
@@ -502,7 +501,7 @@ class GroupNorm(Function):
         return norm_kernels.group_norm_backward(grad_out, x, weight, mean, rstd, ctx.num_groups)
 
 
-class BatchNorm(Function):
+class BatchNorm:
     """x (N, C, *) normalised per channel by the batch's own statistics (training mode), then
     scaled and shifted: weight and bias are (C,) arrays of x's dtype. `running`, if given, is
     (running_mean, running_var, momentum), either array possibly None: the arrays are moved towards the batch's mean and
@@ -531,7 +530,7 @@ class BatchNorm(Function):
         return norm_kernels.batch_norm_backward(grad_out, x, weight, mean, var, ctx.eps)
 
 
-class LeakyRelu(Function):
+class LeakyRelu:
     """x for x > 0, negative_slope * x below (floating x); NOTE: derivative 0 at x = 0, like relu."""
 
     @staticmethod
@@ -546,7 +545,7 @@ class LeakyRelu(Function):
         return norm_kernels.leaky_relu_backward(grad_out, x, ctx.negative_slope)
 
 
-class SiLU(Function):
+class SiLU:
     """x * sigmoid(x), floating x."""
 
     @staticmethod

@@ -1,28 +1,34 @@
-"""`Tensor` and reverse-mode automatic differentiation.
+"""`Tensor` and reverse-mode automatic differentiation: the engine, in one file.
 
 A `Tensor` wraps an array (`.data`: a NumPy array on the ``cpu`` device, or a CuPy array on a
-``cuda`` device; `.to(device)` moves it, and every input of one operation must live on one
-device, or `DeviceMismatchError` says which differ). Every operation on
-tensors that require gradients records a `Function` node: the primitive that ran, its input
+``cuda`` device). Every operation on tensors that require gradients goes through `apply`, which
+runs the primitive's forward on the arrays and records a `Node`: the primitive that ran, its input
 tensors (`ctx.parents`) and whatever its backward needs (`ctx.save_for_backward`). The nodes form
 a directed acyclic graph; `loss.backward()` walks it once in reverse topological order, calls each
 node's `backward(ctx, grad_out)` and adds the results into the inputs' gradients (the chain rule:
-dL/dx = sum over the uses of x of dL/dy * dy/dx).
+dL/dx = sum over the uses of x of dL/dy * dy/dx). A gradient of a broadcast shape is summed down
+to its input's shape there, once for every op (`unbroadcast`).
 
-Only the primitives in `tinygen/ops.py` have hand-written backward passes. Everything defined here
-in terms of them (`mean`, `var`, `softmax`, `logsumexp`, ...) gets its gradient for free.
+Read this file top to bottom: grad mode, `Node` and `apply`, `unbroadcast`, `Tensor` (its
+`backward`, then the operators), the creation functions. The primitives, forward and backward
+side by side on raw arrays, are in tinygen/ops.py; everything defined here in terms of them
+(`mean`, `var`, `softmax`, `logsumexp`, ...) gets its gradient for free. Three rules the
+operators follow live in their own modules: dtype promotion (tinygen/dtypes.py), the version
+counters that guard saved tensors (tinygen/version_counter.py) and the device rules
+(tinygen/devices.py).
 """
 
 import builtins
 import functools
-import sys
 import threading
 from collections import namedtuple
 
 import numpy as np
 
-from tinygen import backend
+from tinygen import backend, devices, ops
+from tinygen.dtypes import is_number, number_dtype, result_type
 from tinygen.errors import ArgumentError, DeviceMismatchError, DTypeError, ShapeError
+from tinygen.version_counter import VersionCounter, check_saved_versions, saved_versions, share_with_view
 
 
 class _GradMode(threading.local):
@@ -66,114 +72,55 @@ class no_grad:
         return wrapper
 
 
-class Function:
-    """One node of the graph: a primitive op with `forward` and `backward` on raw arrays.
+# --- the graph ------------------------------------------------------------------------------
 
-    Subclasses define two static methods, like `torch.autograd.Function`:
-    `forward(ctx, *arrays, **params) -> array` and `backward(ctx, grad_out) -> grad or tuple of
-    grads` (one per input, `None` where `ctx.needs_input_grad` is False). `apply` runs forward on
-    the inputs' arrays and, if any input requires a gradient, links the result into the graph.
-    """
 
-    def __init__(self, *parents):
-        self.parents = parents
+class Node:
+    """One node of the graph, and the `ctx` its op's forward and backward receive: the op that
+    ran, its input tensors (`parents`), which of them need a gradient (`needs_input_grad`) and the
+    arrays the forward kept for the backward (`save_for_backward`)."""
+
+    def __init__(self, op, parents):
+        self.op, self.parents = op, parents
         self.needs_input_grad = tuple(p.requires_grad for p in parents)
         self.saved_tensors = ()
 
     def save_for_backward(self, *arrays):
         self.saved_tensors = arrays
 
+
+def apply(op, *inputs, **params):
+    """Run the op on tensors: `op.forward(ctx, *arrays, **params)` on the inputs' arrays, the
+    result wrapped in a Tensor. If an input requires a gradient (and grad mode is on), the result
+    keeps the node in `_ctx`, linking it into the graph that `backward()` walks.
+
+    An op is a class with two static methods, `forward(ctx, *arrays, **params) -> array` and
+    `backward(ctx, grad_out) -> grad or tuple of grads` (one per input, `None` where
+    `ctx.needs_input_grad` is False): the primitives of tinygen/ops.py, or a `Function`.
+    """
+    ctx = Node(op, inputs)
+    arrays = [t.data for t in inputs]
+    for a in arrays:
+        if type(a) is not np.ndarray:  # not all on the CPU: check that they share a device
+            arrays = devices.on_one_device(op.__name__, arrays)
+            break
+    out = op.forward(ctx, *arrays, **params)
+    requires_grad = _grad_mode.enabled and any(ctx.needs_input_grad)
+    result = Tensor._from_array(out, requires_grad=requires_grad)
+    share_with_view(result, inputs, arrays)  # a view of an input (reshape, indexing) shares its version
+    if requires_grad:
+        result._ctx = ctx
+        ctx.saved_versions = saved_versions(ctx, inputs, arrays, result) if ctx.saved_tensors else ()
+    return result
+
+
+class Function:
+    """Base class of an op you define, like `torch.autograd.Function`: give the subclass the two
+    static methods `apply` expects, then call ``MyOp.apply(*tensors, **params)``."""
+
     @classmethod
     def apply(cls, *inputs, **params):
-        ctx = cls(*inputs)
-        arrays = [t.data for t in inputs]
-        for a in arrays:
-            if type(a) is not np.ndarray:  # not all on the CPU: check that they share a device
-                arrays = _on_one_device(cls.__name__, arrays)
-                break
-        out = cls.forward(ctx, *arrays, **params)
-        requires_grad = _grad_mode.enabled and any(ctx.needs_input_grad)
-        result = Tensor._from_array(out, requires_grad=requires_grad)
-        view = result.data.base is not None  # (result.data: out, or out made an array)
-        for a in arrays:
-            view = view or a is result.data
-        if view:
-            _share_version_with_input(result, inputs, arrays)
-        if requires_grad:
-            result._ctx = ctx
-            ctx.saved_versions = _saved_versions(ctx, inputs, arrays, result) if ctx.saved_tensors else ()
-        return result
-
-
-def _share_version_with_input(result, inputs, arrays):
-    """A view of an input's memory (reshape, indexing) shares that input's version counter."""
-    root = _memory_owner(result.data)
-    for t, a in zip(inputs, arrays):
-        if root is _memory_owner(a):
-            result._version_counter = t._version_counter
-            return
-
-
-def _memory_owner(array):
-    """The array that owns `array`'s memory (itself unless it is a view)."""
-    while getattr(array, "base", None) is not None:
-        array = array.base
-    return array
-
-
-def _saved_versions(ctx, inputs, arrays, result):
-    """((input index, or -1 for the output), version) of each tensor whose array the backward saved.
-
-    The backward reads those arrays as they were at the forward; an in-place change to one of
-    them since (`t[i] = v`, an optimizer step) would give a silently wrong gradient, so
-    `backward()` compares the versions and raises instead, as PyTorch does.
-    """
-    watched, out = [], result.data
-    for s in ctx.saved_tensors:
-        if s is out:
-            watched.append((-1, result._version_counter.value))
-            continue
-        for i, a in enumerate(arrays):
-            if s is a:
-                watched.append((i, inputs[i]._version_counter.value))
-    return tuple(watched)
-
-
-class _VersionCounter:
-    """How often a tensor's data, shared with its views and detached copies, changed in place."""
-
-    __slots__ = ("value",)
-
-    def __init__(self):
-        self.value = 0
-
-
-def _on_one_device(what, arrays):
-    """`arrays` if they all live on one device; a 0-d CPU array beside GPU arrays is moved to
-    their GPU (a number, as PyTorch allows); anything else raises `DeviceMismatchError`."""
-    if all(isinstance(a, np.generic) or backend.is_device_array(a) for a in arrays):
-        return arrays  # GPU arrays and NumPy scalars (numbers, passed to the GPU kernels as arguments)
-    devices = [backend.device_of(a) for a in arrays]
-    gpus = {d.index for d in devices if d.type == "cuda"}
-    if len(gpus) == 1 and all(d.type == "cuda" or a.ndim == 0 for d, a in zip(devices, arrays)):
-        return [backend.to_device(a, next(d for d in devices if d.type == "cuda")) for a in arrays]
-    found = ", ".join(f"{tuple(a.shape)} on {d}" for a, d in zip(arrays, devices))
-    raise DeviceMismatchError(
-        f"{what}: expected every input on one device, got {found}; move them with .to(device) first"
-    )
-
-
-def _check_saved_versions(ctx, node):
-    """Raise if a tensor that `ctx`'s backward saved was changed in place after the forward."""
-    for i, expected in ctx.saved_versions:
-        t = node if i < 0 else ctx.parents[i]
-        if t._version != expected:
-            what = "its output" if i < 0 else f"its input {i}"
-            raise RuntimeError(
-                f"{type(ctx).__name__}.backward needs {what} (shape {tuple(t.shape)}, {t.dtype}) as the forward "
-                f"saw it, but it was modified in place since (version {t._version}, expected {expected}); "
-                f"modify a copy (tinygen.tensor(t)), or modify it after backward()"
-            )
+        return apply(cls, *inputs, **params)
 
 
 def unbroadcast(grad, shape):
@@ -252,7 +199,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
-        self._version_counter = _VersionCounter()
+        self._version_counter = VersionCounter()
 
     @classmethod
     def _from_array(cls, arr, requires_grad=False):
@@ -264,7 +211,7 @@ class Tensor:
         t.requires_grad = bool(requires_grad)
         t.grad = None
         t._ctx = None
-        t._version_counter = _VersionCounter()
+        t._version_counter = VersionCounter()
         return t
 
     @property
@@ -404,16 +351,19 @@ class Tensor:
                     "trying to backward through the graph a second time: its saved buffers "
                     "were freed; pass retain_graph=True to the first backward()"
                 )
-            _check_saved_versions(ctx, node)
-            input_grads = type(ctx).backward(ctx, grad)
+            check_saved_versions(ctx, node)
+            input_grads = ctx.op.backward(ctx, grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for parent, g in zip(ctx.parents, input_grads):
                 if g is None or not parent.requires_grad:
                     continue
+                if g.shape != parent.shape and g.ndim >= parent.ndim:
+                    # NOTE: the input was broadcast: sum its gradient down (as PyTorch's engine does)
+                    g = unbroadcast(g, parent.shape)
                 if g.shape != parent.shape:
                     raise RuntimeError(
-                        f"{type(ctx).__name__}.backward returned a gradient of shape {g.shape} "
+                        f"{ctx.op.__name__}.backward returned a gradient of shape {g.shape} "
                         f"for an input of shape {parent.shape}"
                     )
                 if g.dtype != parent.dtype:
@@ -443,43 +393,43 @@ class Tensor:
     # --- arithmetic (broadcasting; gradients un-broadcast in ops) ---------------------------
 
     def __add__(self, other):
-        return ops.Add.apply(*_promoted(self, other))
+        return apply(ops.Add, *_promoted(self, other))
 
     def __radd__(self, other):
-        return ops.Add.apply(*_promoted(other, self))
+        return apply(ops.Add, *_promoted(other, self))
 
     def __sub__(self, other):
-        return ops.Sub.apply(*_promoted(self, other))
+        return apply(ops.Sub, *_promoted(self, other))
 
     def __rsub__(self, other):
-        return ops.Sub.apply(*_promoted(other, self))
+        return apply(ops.Sub, *_promoted(other, self))
 
     def __mul__(self, other):
-        return ops.Mul.apply(*_promoted(self, other))
+        return apply(ops.Mul, *_promoted(self, other))
 
     def __rmul__(self, other):
-        return ops.Mul.apply(*_promoted(other, self))
+        return apply(ops.Mul, *_promoted(other, self))
 
     def __truediv__(self, other):
-        return ops.Div.apply(*_promoted(self, other, floating=True))
+        return apply(ops.Div, *_promoted(self, other, floating=True))
 
     def __rtruediv__(self, other):
-        return ops.Div.apply(*_promoted(other, self, floating=True))
+        return apply(ops.Div, *_promoted(other, self, floating=True))
 
     def __pow__(self, exponent):
-        return ops.Pow.apply(*_promoted(self, exponent))
+        return apply(ops.Pow, *_promoted(self, exponent))
 
     def __rpow__(self, base):
-        return ops.Pow.apply(*_promoted(base, self))
+        return apply(ops.Pow, *_promoted(base, self))
 
     def __matmul__(self, other):
-        return ops.MatMul.apply(*_same_dtype("matmul", self, other))
+        return apply(ops.MatMul, *_same_dtype("matmul", self, other))
 
     def __rmatmul__(self, other):
-        return ops.MatMul.apply(*_same_dtype("matmul", other, self))
+        return apply(ops.MatMul, *_same_dtype("matmul", other, self))
 
     def __neg__(self):
-        return ops.Neg.apply(self)
+        return apply(ops.Neg, self)
 
     def __pos__(self):
         return self
@@ -520,38 +470,38 @@ class Tensor:
     # --- elementwise ------------------------------------------------------------------
 
     def exp(self):
-        return ops.Exp.apply(self)
+        return apply(ops.Exp, self)
 
     def log(self):
-        return ops.Log.apply(self)
+        return apply(ops.Log, self)
 
     def log1p(self):
-        return ops.Log1p.apply(self)
+        return apply(ops.Log1p, self)
 
     def sqrt(self):
-        return ops.Sqrt.apply(self)
+        return apply(ops.Sqrt, self)
 
     def abs(self):
-        return ops.Abs.apply(self)
+        return apply(ops.Abs, self)
 
     def clamp(self, min=None, max=None):
         if min is None and max is None:
             raise ArgumentError("clamp needs at least one of min and max")
-        return ops.Clamp.apply(self, min=min, max=max)
+        return apply(ops.Clamp, self, min=min, max=max)
 
     def relu(self):
-        return ops.Relu.apply(self)
+        return apply(ops.Relu, self)
 
     def sigmoid(self):
-        return ops.Sigmoid.apply(self)
+        return apply(ops.Sigmoid, self)
 
     def tanh(self):
-        return ops.Tanh.apply(self)
+        return apply(ops.Tanh, self)
 
     # --- reductions ---------------------------------------------------------------------
 
     def sum(self, dim=None, keepdim=False):
-        return ops.Sum.apply(self, axis=_dims(dim, self.ndim), keepdim=keepdim)
+        return apply(ops.Sum, self, axis=_dims(dim, self.ndim), keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False):
         axes = _dims(dim, self.ndim)
@@ -560,7 +510,7 @@ class Tensor:
 
     def amax(self, dim=None, keepdim=False):
         """Maximum over `dim`. NOTE: ties share the gradient equally (as torch.amax)."""
-        return ops.Max.apply(self, axis=_dims(dim, self.ndim), keepdim=keepdim)
+        return apply(ops.Max, self, axis=_dims(dim, self.ndim), keepdim=keepdim)
 
     def amin(self, dim=None, keepdim=False):
         if self.dtype.kind != "f":  # integer or bool: outside the graph, and -x would wrap unsigned ints
@@ -626,7 +576,7 @@ class Tensor:
         new_shape = _reshape_target(self.shape, _size(shape))
         if new_shape == self.shape:
             return self
-        return ops.Reshape.apply(self, shape=new_shape)
+        return apply(ops.Reshape, self, shape=new_shape)
 
     view = reshape
 
@@ -651,7 +601,7 @@ class Tensor:
         dims = tuple(_dims(d, self.ndim)[0] for d in _size(dims))
         if sorted(dims) != list(range(self.ndim)):
             raise ArgumentError(f"permute needs a permutation of 0..{self.ndim - 1}, got {dims}")
-        return ops.Permute.apply(self, order=dims)
+        return apply(ops.Permute, self, order=dims)
 
     def transpose(self, dim0, dim1):
         (a,), (b,) = _dims(dim0, self.ndim), _dims(dim1, self.ndim)
@@ -671,10 +621,10 @@ class Tensor:
             expandable = False
         if not expandable:
             raise ShapeError(f"cannot expand shape {self.shape} to {shape}")
-        return ops.Expand.apply(self, shape=shape)
+        return apply(ops.Expand, self, shape=shape)
 
     def __getitem__(self, index):
-        return ops.GetItem.apply(self, index=_index_arrays(index, self.data))
+        return apply(ops.GetItem, self, index=devices.index_for(_unwrapped(index), self.data))
 
     def __setitem__(self, index, value):
         if self.requires_grad and _grad_mode.enabled:
@@ -688,7 +638,7 @@ class Tensor:
             value = value.data
         elif hasattr(value, "shape") and backend.is_device_array(self.data):
             value = backend.to_device(value, self.device)  # a NumPy array of values: a constant
-        self.data[_index_arrays(index, self.data)] = value
+        self.data[devices.index_for(_unwrapped(index), self.data)] = value
         self._bump_version()
 
     # --- device and dtype -----------------------------------------------------------------
@@ -702,13 +652,13 @@ class Tensor:
         """
         device, dtype = _to_arguments(args, device, dtype)
         out = self
-        if device is not None and not _already_on(out.data, device):
-            out = ops.ToDevice.apply(out, device=device)
+        if device is not None and not devices.already_on(out.data, device):
+            out = apply(ops.ToDevice, out, device=device)
         if dtype is not None:
             if dtype.kind != "f" and dtype != out.dtype:  # integer or bool: outside the graph
                 out = Tensor._from_array(out.data.astype(dtype))
             elif dtype != out.dtype:
-                out = ops.Cast.apply(out, dtype=dtype)
+                out = apply(ops.Cast, out, dtype=dtype)
         return out
 
     def cpu(self):
@@ -729,65 +679,12 @@ class Tensor:
         return self.to(np.int64)
 
 
-# --- dtype promotion: PyTorch's rules --------------------------------------------------------
-
-
-def _is_number(x):
-    """A Python bool, int or float (NumPy scalars count as 0-d arrays, as in PyTorch)."""
-    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
-
-
-def _number_dtype(x):
-    if isinstance(x, bool):
-        return np.dtype(bool)
-    return np.dtype(np.int64) if isinstance(x, int) else backend.get_default_dtype()
-
-
-def _promote_types(a, b):
-    """PyTorch's promote_types: an integer or bool beside a float gives that float (int64 +
-    float32 -> float32, where NumPy says float64); otherwise NumPy's rule (uint8 + int8 -> int16,
-    float32 + float64 -> float64, bool + int -> int)."""
-    if a == b:
-        return a
-    if (a.kind == "f") != (b.kind == "f"):
-        return a if a.kind == "f" else b
-    return np.promote_types(a, b)
-
-
-def _combine_categories(higher, lower):
-    """The dtype of a higher-priority group of operands, met by a lower-priority one's: the lower
-    group counts only if it brings a higher category (bool < integer < float)."""
-    if higher is None or lower is None:
-        return lower if higher is None else higher
-    if higher.kind == "f":
-        return higher
-    if higher.kind == "b" or lower.kind == "f":
-        return _promote_types(higher, lower)
-    return higher
-
-
-def result_type(*operands):
-    """The dtype PyTorch gives an elementwise op on `operands` (tensors and Python numbers).
-
-    Operands rank by priority: tensors with dimensions, then 0-d tensors, then numbers (bool,
-    int64, or the default float dtype). A lower rank changes the dtype only by bringing a higher
-    category (bool < integer < float): ``float32 tensor + float64 0-d tensor`` is float32,
-    ``int64 tensor * 0.5`` and ``float32 tensor + int64 tensor`` are float32, ``uint8 tensor + 1``
-    stays uint8. (NumPy would give float64, float64, float64 and uint8.)
-    """
-    groups = [None, None, None]  # dtypes of tensors with dimensions, 0-d tensors, numbers
-    for x in operands:
-        if _is_number(x):
-            rank, dtype = 2, _number_dtype(x)
-        else:
-            rank, dtype = (0 if x.ndim else 1), np.dtype(x.dtype)
-        groups[rank] = dtype if groups[rank] is None else _promote_types(groups[rank], dtype)
-    return _combine_categories(groups[0], _combine_categories(groups[1], groups[2]))
+# --- operands: dtype promotion (tinygen.dtypes) and argument forms --------------------------
 
 
 def _as_operand(x, like):
     """A tensor for a binary operand: numbers and arrays become constants on `like`'s device."""
-    if isinstance(x, Tensor) or _is_number(x):
+    if isinstance(x, Tensor) or is_number(x):
         return x
     return Tensor(x, device=like.device)
 
@@ -795,11 +692,11 @@ def _as_operand(x, like):
 def _cast(x, dtype, like):
     """Operand `x` (a tensor or a number) as a tensor of `dtype`; casts between floating-point
     dtypes stay in the graph (the gradient is cast back)."""
-    if _is_number(x):
+    if is_number(x):
         return _constant(x, dtype, like)
     if x.dtype == dtype:
         return x
-    return ops.Cast.apply(x, dtype=dtype) if x.dtype.kind == "f" else Tensor._from_array(x.data.astype(dtype))
+    return apply(ops.Cast, x, dtype=dtype) if x.dtype.kind == "f" else Tensor._from_array(x.data.astype(dtype))
 
 
 def _constant(number, dtype, like):
@@ -840,7 +737,7 @@ def _same_dtype(what, a, b):
     """Operands of an op that does not promote (matmul, as in PyTorch): one dtype, or an error."""
     like = a if isinstance(a, Tensor) else b
     a, b = _as_operand(a, like), _as_operand(b, like)
-    if _is_number(a) or _is_number(b):
+    if is_number(a) or is_number(b):
         raise ArgumentError(f"{what} needs two tensors, got a number")
     if a.dtype != b.dtype:
         raise DTypeError(f"{what} needs operands of one dtype, got {a.dtype} and {b.dtype}; cast one with .to(dtype)")
@@ -858,17 +755,6 @@ def _to_arguments(args, device=None, dtype=None):
         else:
             dtype = arg
     return (None if device is None else backend.device(device)), (None if dtype is None else np.dtype(dtype))
-
-
-def _already_on(array, device):
-    """Whether `array` lives on `device` (``cuda`` without an index: on the current GPU)."""
-    if device.type == "cpu":
-        return not backend.is_device_array(array)
-    if not backend.is_device_array(array):
-        return False
-    if device.index is None:
-        return array.device.id == sys.modules["cupy"].cuda.runtime.getDevice()
-    return array.device.id == device.index
 
 
 def _size(args):
@@ -892,21 +778,11 @@ def _reshape_target(old, shape):
     return shape
 
 
-def _index_arrays(index, data):
-    """Replace tensors inside an index by their arrays; on a GPU tensor, index arrays and lists
-    from the CPU are copied to its device (a GPU index array for a CPU tensor is refused)."""
-    parts = index if isinstance(index, tuple) else (index,)
-    gpu = backend.is_device_array(data)
-    out = []
-    for i in parts:
-        if isinstance(i, Tensor):
-            i = i.data
-        if gpu and (isinstance(i, (np.ndarray, list)) and not isinstance(i, np.generic)):
-            i = backend.to_device(np.asarray(i), backend.device_of(data))
-        elif not gpu and backend.is_device_array(i):
-            raise DeviceMismatchError(f"cannot index a tensor on cpu with an index array on {backend.device_of(i)}")
-        out.append(i)
-    return tuple(out) if isinstance(index, tuple) else out[0]
+def _unwrapped(index):
+    """`index` with its tensors replaced by their arrays."""
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index.data if isinstance(index, Tensor) else index
 
 
 # --- creation -------------------------------------------------------------------------------
@@ -952,8 +828,8 @@ def ones(*size, dtype=None, requires_grad=False, device=None):
 def full(size, fill_value, dtype=None, requires_grad=False, device=None):
     """A tensor of `size` filled with `fill_value`; without a dtype, the value's, as in PyTorch:
     bool, int64 for an int, the default float dtype for a float."""
-    if dtype is None and _is_number(fill_value):
-        dtype = _number_dtype(fill_value)
+    if dtype is None and is_number(fill_value):
+        dtype = number_dtype(fill_value)
     arr = _filled(_size((size,)), fill_value, _float_dtype(dtype), device)
     return Tensor._from_array(arr, requires_grad=requires_grad)
 
@@ -1023,7 +899,7 @@ def cat(tensors, dim=0):
                 f"{[tuple(x.shape) for x in tensors]}"
             )
     dtype = result_type(*tensors)  # as torch.cat: float32 beside int64 gives float32
-    return ops.Cat.apply(*(_cast(t, dtype, t) for t in tensors), axis=axis)
+    return apply(ops.Cat, *(_cast(t, dtype, t) for t in tensors), axis=axis)
 
 
 def stack(tensors, dim=0):
@@ -1034,6 +910,3 @@ def stack(tensors, dim=0):
     if any(t.shape != tensors[0].shape for t in tensors):
         raise ShapeError(f"stack needs equal shapes, got {[tuple(t.shape) for t in tensors]}")
     return cat([t.unsqueeze(dim) for t in tensors], dim)
-
-
-from tinygen import ops  # noqa: E402  (ops needs Function and Tensor from this module)

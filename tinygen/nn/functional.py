@@ -15,7 +15,7 @@ import numpy as np
 from tinygen import backend, ops
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size
-from tinygen.tensor import Tensor
+from tinygen.tensor import Tensor, apply
 
 # --- argument checks ------------------------------------------------------------------------
 
@@ -99,7 +99,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _check_conv(input, weight, bias, 1, weight.shape[0] if weight.ndim == 4 else None)
     stride, padding, dilation = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
     _check_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation, "conv2d")
-    y = ops.Conv2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation)
+    y = apply(ops.Conv2d, input, weight, stride=stride, padding=padding, dilation=dilation)
     return _add_channel_bias(y, bias)
 
 
@@ -118,8 +118,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     out_hw = tuple(map(conv_transpose_output_size, input.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation))
     if min(out_hw) < 1:
         raise ShapeError(f"conv_transpose2d: input of size {tuple(input.shape[2:])} gives output size {out_hw}")
-    y = ops.ConvTranspose2d.apply(
-        input, weight, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation
+    y = apply(
+        ops.ConvTranspose2d, input, weight, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation
     )
     return _add_channel_bias(y, bias)
 
@@ -130,7 +130,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     kernel_size = _pair(kernel_size, "kernel_size", 1)
     stride, padding, dilation = _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
     _check_output_size(input.shape[2:], kernel_size, stride, padding, dilation, "unfold")
-    cols = ops.Unfold.apply(input, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
+    cols = apply(ops.Unfold, input, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
     n, c, kh, kw, ho, wo = cols.shape
     return cols.reshape(n, c * kh * kw, ho * wo)  # (N, C, kh, kw, Ho, Wo) -> (N, C*kh*kw, L)
 
@@ -158,8 +158,8 @@ def _windows(input, kernel_size, stride, padding, dilation, pad_value, what):
     ho, wo = _check_output_size(input.shape[2:], kernel_size, stride, padding, dilation, what)
     if any(padding):
         (ph, pw) = padding
-        input = ops.Pad.apply(input, widths=((0, 0), (0, 0), (ph, ph), (pw, pw)), value=pad_value)
-    cols = ops.Unfold.apply(input, kernel_size=kernel_size, stride=stride, padding=(0, 0), dilation=dilation)
+        input = apply(ops.Pad, input, widths=((0, 0), (0, 0), (ph, ph), (pw, pw)), value=pad_value)
+    cols = apply(ops.Unfold, input, kernel_size=kernel_size, stride=stride, padding=(0, 0), dilation=dilation)
     n, c = input.shape[:2]
     return cols.reshape(n, c, kernel_size[0] * kernel_size[1], ho, wo)  # (N, C, kh*kw, Ho, Wo)
 
@@ -231,7 +231,7 @@ def relu(input):
 
 def leaky_relu(input, negative_slope=0.01):
     """x for x > 0, negative_slope * x below (one fused primitive, `ops.LeakyRelu`; derivative 0 at 0)."""
-    return ops.LeakyRelu.apply(input.to(dtype=np.result_type(input.dtype, np.float32)), negative_slope=negative_slope)
+    return apply(ops.LeakyRelu, input.to(dtype=np.result_type(input.dtype, np.float32)), negative_slope=negative_slope)
 
 
 def sigmoid(input):
@@ -245,7 +245,7 @@ def tanh(input):
 def silu(input):
     """x * sigmoid(x), the swish activation of the DDPM UNet (one fused primitive, `ops.SiLU`)."""
     # The kernels take float32 and float64: integers and float16 are promoted as NumPy would with float32.
-    return ops.SiLU.apply(input.to(dtype=np.result_type(input.dtype, np.float32)))
+    return apply(ops.SiLU, input.to(dtype=np.result_type(input.dtype, np.float32)))
 
 
 def softplus(input):
@@ -374,8 +374,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ShapeError(f"batch_norm in training needs more than one value per channel, got shape {tuple(input.shape)}")
         running = [t.data if isinstance(t, Tensor) else t for t in (running_mean, running_var)]
         input, weight, bias = _norm_arguments(input, weight, bias)
-        return ops.BatchNorm.apply(input, weight, bias, eps=eps,
-                                   running=None if running[0] is None and running[1] is None else (*running, momentum))
+        return apply(ops.BatchNorm, input, weight, bias, eps=eps,
+                     running=None if running[0] is None and running[1] is None else (*running, momentum))
     if running_mean is None or running_var is None:
         raise ArgumentError("batch_norm in eval mode needs running_mean and running_var")
     x = (input - Tensor(running_mean).reshape(shape)) / (Tensor(running_var).reshape(shape) + eps).sqrt()
@@ -409,7 +409,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     if num_groups < 1 or c % num_groups:
         raise ArgumentError(f"num_groups={num_groups} must divide the {c} channels")
     _check_per_channel("group_norm", input, weight=weight, bias=bias)
-    return ops.GroupNorm.apply(*_norm_arguments(input, weight, bias), num_groups=num_groups, eps=eps)
+    return apply(ops.GroupNorm, *_norm_arguments(input, weight, bias), num_groups=num_groups, eps=eps)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -465,7 +465,7 @@ def pad(input, pad, mode="constant", value=0.0):
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):
         widths[input.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
-    return ops.Pad.apply(input, widths=tuple(widths), value=value)
+    return apply(ops.Pad, input, widths=tuple(widths), value=value)
 
 
 # --- losses ---------------------------------------------------------------------------------
