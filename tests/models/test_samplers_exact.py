@@ -1,22 +1,10 @@
 """The DDPM's samplers against the exact answer, and DPM-Solver++ as a sampler.
 
-For Gaussian data x_0 ~ N(mu, s^2 I) everything is closed form. With x_t = a x_0 + b eps
-(a = sqrt(alpha_bar_t), b = sqrt(1 - alpha_bar_t)), x_t ~ N(a mu, (a^2 s^2 + b^2) I), and the noise
-predictor that minimises the training loss is the posterior mean
-
-    eps*(x_t, t) = E[eps | x_t] = b (x_t - a mu) / (a^2 s^2 + b^2).
-
-The probability-flow ODE moves every x_t along its own quantile of that Gaussian: with
-z = (x_T - a_T mu) / sqrt(a_T^2 s^2 + b_T^2), its solution is x_t = a_t mu + z sqrt(a_t^2 s^2 + b_t^2)
-(in DDIM's variables x/a and sigma = b/a it is d(x/a)/d(sigma) = eps*, whose solution this is). The
-samplers never call the network below t = 1: DDIM's and DPM-Solver++'s last step both return the x_0
-predicted at t = 1, x0*(x_1) = (x_1 - b_1 eps*(x_1, 1)) / a_1, a fixed map. So with eps* in place of
-the network, both converge, as their steps grow, to x0*(x_1) at the ODE's exact x_1; that lies
-within |z| s (1 - s / sqrt(s^2 + b_1^2 / a_1^2)), about |z| beta_1 / (2 s), of the ODE's x_0 = mu + s z.
-
-The predictor is injected by overriding `DDPM._eps`, the one place where every sampler asks for
-eps_theta(x_t, t), so the samplers run exactly as `DDPM.sample` runs them. benchmarks/sampler_order.py
-prints the errors and slopes; docs/samplers.md shows them.
+For Gaussian data x_0 ~ N(mu, s^2 I) the optimal noise predictor eps*(x_t, t) and the probability-flow
+ODE's solution from a given x_T are closed forms (written out in benchmarks/sampler_order.py, whose
+`GaussianDDPM` puts eps* in place of the network by overriding `DDPM._eps`, the one place where every
+sampler asks for eps_theta). With it, DDIM (eta = 0) and DPM-Solver++(2M) converge to the exact answer
+at their orders, 1 and 2, and the ancestral sampler draws the data's mean and variance.
 """
 
 import math
@@ -25,72 +13,38 @@ import numpy as np
 import pytest
 
 import tinygen
+from benchmarks.sampler_order import SHAPE, GaussianDDPM, exact_answer, sampler_errors, slope
 from tinygen import backend, cli, trainer
 from tinygen.errors import ArgumentError
-from tinygen.kernels.diffusion.reference import normal
 from tinygen.models.diffusion import DDPM, Config
 from tinygen.serialization import load
 
 MU, S = 0.1, 0.2  # the data: x_0 ~ N(MU, S^2 I); MU +- 4.5 S stays inside the sampler's output range [-1, 1]
-SHAPE = (1, 4, 4)  # 16 independent coordinates per image
 
 
-class GaussianDDPM(DDPM):
-    """A DDPM whose samplers see the optimal predictor eps*(x_t, t) of N(MU, S^2 I) data, not a network."""
-
-    def _eps(self, net, x, i, labels, guidance, clip_x0):
-        a, b = float(self.schedule.sqrt_alpha_bar[i]), float(self.schedule.sqrt_one_minus_alpha_bar[i])
-        return b * (x - a * MU) / (a * a * S * S + b * b)
-
-
-def gaussian_model(**config):
-    model = GaussianDDPM(Config(image_size=SHAPE[1], channels=(4,), groups=4, **config))
-    model.net.double()  # the samplers compute in the network's dtype: float64, so that rounding stays far below
-    return model
-
-
-def exact_answer(model, n, seed):
-    """(x0*(x_1) at the ODE's exact x_1 from the x_T that `sample` draws after manual_seed(seed), the ODE's x_0)."""
-    s = model.schedule
-    tinygen.manual_seed(seed)
-    x_T = normal((n, *SHAPE), int(backend.generator().integers(2**63))).astype(np.float64)  # as sample() draws it
-    a_T, b_T = s.sqrt_alpha_bar[-1], s.sqrt_one_minus_alpha_bar[-1]
-    a_1, b_1 = s.sqrt_alpha_bar[0], s.sqrt_one_minus_alpha_bar[0]
-    z = (x_T - a_T * MU) / math.sqrt(a_T**2 * S**2 + b_T**2)
-    x_1 = a_1 * MU + z * math.sqrt(a_1**2 * S**2 + b_1**2)
-    return (x_1 - b_1 * b_1 * (x_1 - a_1 * MU) / (a_1**2 * S**2 + b_1**2)) / a_1, MU + S * z
-
-
-def sampler_error(model, sampler, steps, n=8, seed=0):
-    """RMS distance of the sampler's images (back in [-1, 1]) from the exact answer."""
-    target, _ = exact_answer(model, n, seed)
-    tinygen.manual_seed(seed)
-    x = 2 * model.sample(n, sampler=sampler, steps=steps, use_ema=False, clip_x0=False).astype(np.float64) - 1
-    return float(np.sqrt(np.mean((x - target) ** 2)))
-
-
-def slope(steps, errors):
-    """The least-squares slope of log(error) against log(steps): -p for a method of order p."""
-    return float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
+def sampler_error(model, sampler, steps):
+    """RMS distance of 8 images from the exact answer (the target: see benchmarks/sampler_order.py)."""
+    return sampler_errors(model, sampler, steps)[0]
 
 
 # --- convergence to the exact answer, at each sampler's order -----------------------------------
 
 
-# The steps are where each error is in its asymptotic range: DPM-Solver++ below 20 steps takes steps
-# of about 1 in lambda, the width over which x0* turns from mu to the data, and from about 100 steps
-# on meets the floor of the integer timesteps (near t = 1 consecutive t are 0.39 apart in lambda, a
-# step that cannot shrink). benchmarks/sampler_order.py prints the whole range.
+# The steps are where each error is in its asymptotic range. Below 20 steps DPM-Solver++'s steps are
+# about 1 in lambda, the width over which x0* turns from mu to the data, and its error changes sign
+# between 5 and 10 steps; from about 100 steps on it meets the floor of the integer timesteps (near
+# t = 1 neighbouring t are up to 0.39 apart in lambda, steps that cannot shrink). DDIM converges from
+# about 20 steps to its own floor, all T steps. benchmarks/sampler_order.py prints the whole range.
 @pytest.mark.parametrize("sampler, steps, order", [("ddim", (20, 40, 80, 160), 1), ("dpmpp", (20, 40, 80), 2)])
 def test_the_deterministic_samplers_converge_to_the_exact_answer_at_their_orders(sampler, steps, order):
-    model = gaussian_model()
+    model = GaussianDDPM(MU, S)
     errors = [sampler_error(model, sampler, k) for k in steps]
     assert all(e1 < e0 for e0, e1 in zip(errors, errors[1:])), errors
     assert -order - 0.3 < slope(steps, errors) < -order + 0.3, (errors, slope(steps, errors))
 
 
 def test_dpmpp_beats_ddim_at_equal_steps_and_both_approach_the_odes_x0():
-    model = gaussian_model()
+    model = GaussianDDPM(MU, S)
     for k in (20, 40):
         assert sampler_error(model, "dpmpp", k) < sampler_error(model, "ddim", k) / 10
     # the target (x0* at t = 1) is the ODE's x_0 but for the last, fixed step from t = 1 to 0
@@ -106,7 +60,7 @@ def test_ancestral_samples_have_the_datas_mean_and_variance():
     # variance S^2 sqrt(2 / (N - 1)); 4 standard errors fail a correct sampler with probability 6e-5.
     n = 512
     N = n * math.prod(SHAPE)
-    model = gaussian_model()
+    model = GaussianDDPM(MU, S)
     tinygen.manual_seed(0)
     x = 2 * model.sample(n, sampler="ddpm", use_ema=False, clip_x0=False).astype(np.float64) - 1
     mean_tol, var_tol = 4 * S / math.sqrt(N), 4 * S**2 * math.sqrt(2 / (N - 1))
@@ -224,3 +178,13 @@ def test_the_sample_command_runs_dpmpp(tmp_path):
     backend.manual_seed(0)
     np.testing.assert_array_equal(saved["samples"], model.sample(2, sampler="dpmpp", steps=3))
     assert saved["options"]["sampler"] == "dpmpp"
+
+
+def test_the_benchmark_prints_each_samplers_errors_and_local_slopes(capsys):
+    from benchmarks import sampler_order
+
+    sampler_order.main(["--steps", "20,40", "--n", "2"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["ddim", "20"], ["ddim", "40"], ["dpmpp", "20"], ["dpmpp", "40"]]
+    assert len(rows[0]) == 4 and len(rows[1]) == 5  # the first row of each sampler has no slope
+    assert float(rows[1][4]) < -0.5 and float(rows[3][4]) < -1.5
