@@ -450,3 +450,18 @@ def test_export_command(tmp_path, capsys):
                   sample_every=1)
     assert cli.main(["export", str(tmp_path / "vae" / "checkpoint.npz"), "--no-ema"]) == 2
     assert "keeps no average of its weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gan", "ddpm"])
+def test_a_model_on_the_gpu_exports_the_arrays_it_would_on_the_cpu(device, tmp_path, name):
+    """`device`: cpu, then cuda (a GPU, or the stand-in with TINYGEN_TEST_FAKE_GPU=1)."""
+    tinygen.manual_seed(0)
+    model = SMALL[name]()  # on the default device
+    tensors = export_model(model, tmp_path / "m.safetensors")
+    assert all(type(a) is np.ndarray for a in tensors.values())
+    assert_same_tensors(load_file(tmp_path / "m.safetensors"), tensors)
+    model.to("cpu")  # the averaged G's BatchNorm statistics are recomputed there, summed in another order
+    on_cpu = model_tensors(model)
+    assert on_cpu.keys() == tensors.keys()
+    for key, array in tensors.items():
+        assert_close(on_cpu[key], array, key)
