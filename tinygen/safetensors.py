@@ -88,12 +88,12 @@ def save_file(tensors, filename, metadata=None):
     path = os.fspath(filename)
     arrays = _checked_tensors(tensors)
     header = {} if metadata is None else {METADATA_KEY: _checked_metadata(metadata)}
-    order = sorted(arrays, key=lambda name: (-_RANK[_CODES[arrays[name].dtype.newbyteorder("=")]], name))
+    codes = {name: _code(array.dtype) for name, array in arrays.items()}
+    order = sorted(arrays, key=lambda name: (-_RANK[codes[name]], name))
     offset = 0
     for name in order:
         array = arrays[name]
-        code = _CODES[array.dtype.newbyteorder("=")]
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {"dtype": codes[name], "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the buffer, and so each tensor, starts 8-byte aligned
@@ -290,6 +290,7 @@ def _is_size(value):
 
 
 def _code(dtype):
+    """The safetensors code of a NumPy dtype of either byte order: "F32" for float32."""
     return _CODES[dtype.newbyteorder("=")]
 
 
