@@ -1,0 +1,38 @@
+"""`benchmarks.mutations`: every known bug of its list still applies to the tree (so the list cannot
+rot silently), a stale one stops the script naming it, and a copy of the tree imports its own code."""
+
+import os
+import sys
+
+import pytest
+
+from benchmarks import mutations
+from benchmarks.mutations import MUTATIONS, Mutation
+
+
+def test_every_mutation_applies_exactly_once_to_the_tree():
+    mutations.check(mutations.ROOT, MUTATIONS)
+    assert len({m.name for m in MUTATIONS}) == len(MUTATIONS)
+    for m in MUTATIONS:
+        assert m.new != m.old and m.bug, m.name
+        files = [t for t in m.tests if t.startswith("tests/")]
+        assert files and all(os.path.isfile(os.path.join(mutations.ROOT, f)) for f in files), m.name
+
+
+def test_a_stale_mutation_stops_the_script_naming_it(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\ny = x + x\n")
+    good = Mutation("fine", "a.py", "x = 1", "x = 2", ("tests/t.py",))
+    mutations.check(str(tmp_path), [good])
+    for bad, count in ((Mutation("gone", "a.py", "z = 3", "z = 4", ()), "0 times"),
+                       (Mutation("twice", "a.py", "x", "w", ()), "3 times"),
+                       (Mutation("nofile", "b.py", "x", "w", ()), "does not exist")):
+        with pytest.raises(SystemExit, match=rf"{bad.name}: .*{count}"):
+            mutations.check(str(tmp_path), [good, bad])
+
+
+def test_the_copy_of_the_tree_imports_its_own_tinygen_and_kernels(tmp_path):
+    tree = mutations.copy_tree(mutations.ROOT, str(tmp_path / "tree"))
+    assert os.path.isfile(os.path.join(tree, "benchmarks", "mutations.py"))
+    mutations.check_imports(sys.executable, tree)  # tinygen and tinygen.kernels both from the copy
+    with pytest.raises(SystemExit, match="not the copy's modules"):
+        mutations.check_imports(sys.executable, str(tmp_path))  # no tinygen there: the installed one is imported
