@@ -114,6 +114,12 @@ def copy_weights(module, twin):
 # --- GAN: Goodfellow et al. Algorithm 1, k = 1, as in tinygen/models/gan.py -------------------
 
 
+def ema_decay(decay, warmup, t):
+    """`tinygen.optim.EMA`'s decay at its update t (t updates before it): with the warm-up,
+    min(decay, (1 + t) / (10 + t)), TensorFlow's ExponentialMovingAverage with num_updates=t."""
+    return min(decay, (1 + t) / (10 + t)) if warmup else decay
+
+
 class GANTwin:
     """The twin of `MLPGAN` and `DCGAN`: one D step, then one G step with D frozen."""
 
@@ -126,6 +132,8 @@ class GANTwin:
         # `GAN.sample`'s average of G's weights, with BatchNorm statistics recomputed for it (`GAN.averaged`)
         self.ema_shadow = None if model.ema is None else \
             [torch.from_numpy(model.ema.shadow[name].copy()) for name, _ in self.generator.named_parameters()]
+        self.ema_warmup, self.ema_updates = (False, 0) if model.ema is None else \
+            (model.ema.warmup, model.ema.num_updates)
         self.step, self._averaged = model.step, None
 
     def noise(self, n):
@@ -157,8 +165,10 @@ class GANTwin:
             D.requires_grad_(True)
         if self.ema_shadow is not None:
             with torch.no_grad():
+                decay = ema_decay(self.config.ema_decay, self.ema_warmup, self.ema_updates)
                 for shadow, p in zip(self.ema_shadow, G.parameters()):
-                    shadow.lerp_(p, 1 - self.config.ema_decay)
+                    shadow.lerp_(p, 1 - decay)
+            self.ema_updates += 1
         self.step += 1
         return {
             "loss_d": loss_d.item(),
@@ -433,6 +443,7 @@ class DDPMTwin:
         # the EMA and the step count (which sets the warm-up) continue from the model's; Adam starts afresh
         self.ema_shadow = [torch.from_numpy(model.ema.shadow[name].copy()) for name, _ in self.net.named_parameters()]
         self.ema_buffers = [torch.from_numpy(model.ema.buffers[name].copy()) for name, _ in self.net.named_buffers()]
+        self.ema_warmup, self.ema_updates = model.ema.warmup, model.ema.num_updates
         self.step = model.step
 
     def draw(self, x0):
@@ -463,10 +474,12 @@ class DDPMTwin:
         grad_norm = tnn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip or math.inf)
         self.optimizer.step()
         with torch.no_grad():  # EMA: shadow += (1 - decay) (theta - shadow); buffers copied
+            decay = ema_decay(c.ema_decay, self.ema_warmup, self.ema_updates)
             for shadow, p in zip(self.ema_shadow, self.net.parameters()):
-                shadow.lerp_(p, 1 - c.ema_decay)
+                shadow.lerp_(p, 1 - decay)
             for saved, b in zip(self.ema_buffers, self.net.buffers()):
                 saved.copy_(b)
+        self.ema_updates += 1
         self.step += 1
         return {"loss": loss.item(), "grad_norm": grad_norm.item()}
 

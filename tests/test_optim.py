@@ -631,7 +631,7 @@ class TinyModel(Module):
 
 def test_ema_update_by_hand_and_copy_to():
     model = TinyModel()
-    ema = optim.EMA(model, decay=0.9)
+    ema = optim.EMA(model, decay=0.9, warmup=False)
     assert sorted(ema.shadow) == ["inner.bias", "weight"]
 
     write(model.weight, [3.0, 4.0])
@@ -660,7 +660,7 @@ def test_ema_update_by_hand_and_copy_to():
 @pytest.mark.cpu_only
 def test_ema_keeps_float32_and_matches_the_formula_in_float64():
     model32, model64 = TinyModel(np.float32), TinyModel()
-    ema32, ema64 = optim.EMA(model32, decay=0.99), optim.EMA(model64, decay=0.99)
+    ema32, ema64 = optim.EMA(model32, decay=0.99, warmup=False), optim.EMA(model64, decay=0.99, warmup=False)
     rng = np.random.default_rng(0)
     expected = np.array([1.0, 2.0])
     for _ in range(10):
@@ -677,7 +677,7 @@ def test_ema_keeps_float32_and_matches_the_formula_in_float64():
 
 def test_ema_state_dict_round_trip_and_errors(tmp_path):
     model = TinyModel()
-    ema = optim.EMA(model, decay=0.5)
+    ema = optim.EMA(model, decay=0.5, warmup=False)
     write(model.weight, [3.0, 4.0])
     ema.update(model)
     sd = ema.state_dict()
@@ -689,7 +689,7 @@ def test_ema_state_dict_round_trip_and_errors(tmp_path):
     third = optim.EMA(TinyModel(), decay=0.9)
     third.load_state_dict(serialization.load(tmp_path / "ema.ckpt"))
     for e in (other, third):
-        assert (e.decay, e.num_updates) == (0.5, 1)
+        assert (e.decay, e.warmup, e.num_updates) == (0.5, False, 1)
         np.testing.assert_array_equal(backend.to_numpy(e.shadow["weight"]), [2.0, 3.0])
 
     with pytest.raises(StateDictError, match=r"'shadow': missing \['weight'\], unexpected \['w'\]"):
@@ -698,11 +698,17 @@ def test_ema_state_dict_round_trip_and_errors(tmp_path):
         other.load_state_dict({**sd, "shadow": {**sd["shadow"], "weight": np.zeros(3)}})
     with pytest.raises(StateDictError, match="decay must be >= 0.0 and <= 1.0, got 1.5"):
         other.load_state_dict({**sd, "decay": 1.5})
+    with pytest.raises(StateDictError, match="warmup must be True or False, got 'yes'"):
+        other.load_state_dict({**sd, "warmup": "yes"})
+    with pytest.raises(StateDictError, match=r"exactly the keys .* got \['decay', 'shadow'\]"):
+        other.load_state_dict({"decay": 0.5, "shadow": sd["shadow"]})
 
 
 def test_ema_bad_arguments():
     with pytest.raises(ArgumentError, match="decay must be >= 0.0 and <= 1.0, got 1.5"):
         optim.EMA(TinyModel(), decay=1.5)
+    with pytest.raises(ArgumentError, match="warmup must be True or False, got 1"):
+        optim.EMA(TinyModel(), warmup=1)
     ema = optim.EMA(TinyModel())
 
     class Other(Module):
@@ -725,7 +731,7 @@ def test_ema_with_real_layers():
         return nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
 
     model, sampler = make(), make()
-    ema = optim.EMA(model, decay=0.75)
+    ema = optim.EMA(model, decay=0.75, warmup=False)
     assert {"0.weight", "0.bias", "1.weight", "1.bias"} <= set(ema.shadow)
     assert {"1.running_mean", "1.running_var"} <= set(ema.buffers)
     start = model[0].weight.numpy().copy()
@@ -735,3 +741,74 @@ def test_ema_with_real_layers():
     ema.copy_to(sampler)
     np.testing.assert_allclose(sampler[0].weight.numpy(), start + 0.25 * 4.0, rtol=1e-6)
     np.testing.assert_array_equal(sampler[1].running_mean.numpy(), [1.0, 2.0])
+
+
+@pytest.mark.cpu_only
+def test_ema_warmup_uses_min_of_decay_and_1_plus_t_over_10_plus_t():
+    # TensorFlow's ExponentialMovingAverage(decay, num_updates=t), t the updates before this one
+    model = TinyModel()
+    ema = optim.EMA(model, decay=0.5)
+    assert ema.warmup
+    rng = np.random.default_rng(0)
+    expected, decays = np.array([1.0, 2.0]), []
+    for t in range(12):
+        decays.append(ema.current_decay())
+        w = rng.standard_normal(2)
+        model.weight.data[:] = w
+        ema.update(model)
+        expected = min(0.5, (1 + t) / (10 + t)) * expected + (1 - min(0.5, (1 + t) / (10 + t))) * w
+        np.testing.assert_allclose(ema.shadow["weight"], expected, rtol=1e-13)
+    assert decays[:3] == [0.1, 2 / 11, 3 / 12] and decays[7] < 0.5 and decays[8:] == [0.5] * 4  # 9 / 18 at t = 8
+    # after n updates the start keeps the product of the decays, 9! n! / (n + 9)!: 1 / 10 after one
+    start = TinyModel()
+    fresh = optim.EMA(start, decay=0.999)
+    write(start.weight, [0.0, 0.0])
+    for _ in range(30):
+        fresh.update(start)
+    weight = math.factorial(9) * math.factorial(30) / math.factorial(39)
+    np.testing.assert_allclose(fresh.shadow["weight"], [weight, 2 * weight], rtol=1e-10)
+
+
+def test_ema_warmup_is_saved_and_a_state_dict_from_before_it_loads_without_it(tmp_path):
+    from tinygen import serialization
+
+    model = TinyModel()
+    ema = optim.EMA(model, decay=0.999)
+    for _ in range(3):
+        ema.update(model)
+    serialization.save(ema.state_dict(), tmp_path / "ema.ckpt")
+    resumed = optim.EMA(TinyModel(), decay=0.999, warmup=False)
+    resumed.load_state_dict(serialization.load(tmp_path / "ema.ckpt"))
+    assert (resumed.warmup, resumed.num_updates, resumed.current_decay()) == (True, 3, 4 / 13)
+    before = {k: v for k, v in ema.state_dict().items() if k != "warmup"}  # as EMAs saved before the warm-up
+    old = optim.EMA(TinyModel(), decay=0.999)
+    old.load_state_dict(before)
+    assert (old.warmup, old.num_updates, old.current_decay()) == (False, 3, 0.999)
+
+
+def test_ema_warmup_leaves_the_trained_weights_bit_for_bit_as_they_were(tmp_path):
+    # The average only reads the weights: one run with and one without the warm-up train the same
+    # network and optimizer state, array for array (as benchmarks.same_trajectory compares them);
+    # only the average differs.
+    from tinygen import serialization
+    from tinygen.models.diffusion import DDPM, Config
+
+    arrays = []
+    for warmup in (True, False):
+        backend.manual_seed(0)
+        model = DDPM(Config(T=20, image_size=8, channels=(4, 8), groups=4, batch_size=2))
+        model.ema = optim.EMA(model.net, decay=model.config.ema_decay, warmup=warmup)
+        images = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+        for _ in range(3):
+            model.train_step(images)
+        serialization.save(model.state_dict(), tmp_path / f"{warmup}.npz")
+        with np.load(tmp_path / f"{warmup}.npz", allow_pickle=False) as archive:
+            arrays.append({key: archive[key] for key in archive.files})
+    with_warmup, without = arrays
+    assert with_warmup.keys() == without.keys()
+    trained = [key for key in with_warmup if key.startswith(("model/", "optimizer/"))]
+    assert len(trained) > len(dict(model.net.named_parameters()))
+    for key in trained:
+        np.testing.assert_array_equal(with_warmup[key], without[key], err_msg=key)
+    averaged = [key for key in with_warmup if key.startswith("ema/shadow/")]
+    assert any(not np.array_equal(with_warmup[key], without[key]) for key in averaged)

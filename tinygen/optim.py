@@ -412,10 +412,20 @@ class EMA:
     and sample with the shadow weights, which are smoother than the last iterate. Buffers
     (running statistics and the like) are not averaged; the latest values are copied.
 
-    NOTE: the decay is fixed: no warm-up. The shadow starts at the model's weights when the EMA
-    is made, and the starting point's weight after n updates is decay^n: with decay=0.9999 it
-    takes about 10,000 updates to fade to 1/e (about 46,000 to 1%). For short runs pick a smaller
-    decay (0.999 or 0.99).
+    With `warmup` (the default), update t (t = 0, 1, ... updates before it) uses
+
+        decay_t = min(decay, (1 + t) / (10 + t)),
+
+    TensorFlow's `ExponentialMovingAverage(decay, num_updates=t)`, which diffusers' `EMAModel`
+    also uses (without its `use_ema_warmup`; it counts t from one update later and copies the
+    weights at its first). The shadow starts at the model's weights when the EMA is made; with a
+    fixed decay that start keeps the weight decay^n after n updates (0.999^1200 = 0.30: an early
+    grid of a diffusion model sampled from it is still mostly its random initialisation), with
+    the warm-up the product of the decay_t, 9! n! / (n + 9)!, which is 7e-23 at n = 1,200; the
+    average then spans roughly the last t / 9 updates, until decay_t reaches `decay` (at
+    t = 8,990 for 0.999).
+    `warmup=False` keeps the decay fixed, as EMAs saved before the warm-up existed did: their
+    state dicts load with it off, so that a resumed run averages as it began.
 
         ema = EMA(model, decay=0.9999)
         for batch in data:
@@ -425,9 +435,12 @@ class EMA:
     The shadow arrays are stored in each parameter's dtype and array module.
     """
 
-    def __init__(self, model, decay=0.9999):
+    def __init__(self, model, decay=0.9999, warmup=True):
         _check_number("decay", decay, 0.0, 1.0)
+        if not isinstance(warmup, bool):
+            raise ArgumentError(f"warmup must be True or False, got {warmup!r}")
         self.decay = float(decay)
+        self.warmup = warmup
         self.num_updates = 0
         self.shadow = {name: p.data.copy() for name, p in model.named_parameters()}
         self.buffers = {name: b.data.copy() for name, b in model.named_buffers()}
@@ -464,10 +477,26 @@ class EMA:
         # shadow + (1 - decay) (theta - shadow) == decay shadow + (1 - decay) theta, with less rounding
         # when decay is close to 1; in place, every parameter at once (kernels/optim/reference.py)
         optim_kernels.ema_update_many([self.shadow[name] for name in params], [p.data for p in params.values()],
-                                      self.decay)
+                                      self.current_decay())
         for name, b in buffers.items():
             self.buffers[name][...] = b.data
         self.num_updates += 1
+
+    def current_decay(self):
+        """The decay the next `update` uses: min(decay, (1 + t) / (10 + t)) after t updates with
+        the warm-up, `decay` without it.
+
+        >>> from tinygen import nn
+        >>> ema = EMA(nn.Linear(2, 2), decay=0.999)
+        >>> ema.current_decay()  # the first update keeps a tenth of the starting weights
+        0.1
+        >>> ema.num_updates = 8990
+        >>> ema.current_decay()
+        0.999
+        """
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
     def copy_to(self, model):
         """Write the averaged parameters (and the buffers) into `model`, in place."""
@@ -481,20 +510,26 @@ class EMA:
             b._bump_version()
 
     def state_dict(self):
-        """``{"decay", "num_updates", "shadow": {name: array}, "buffers": {name: array}}``, copied."""
+        """``{"decay", "warmup", "num_updates", "shadow": {name: array}, "buffers": {name: array}}``, copied."""
         return {
             "decay": self.decay,
+            "warmup": self.warmup,
             "num_updates": self.num_updates,
             "shadow": {name: a.copy() for name, a in self.shadow.items()},
             "buffers": {name: a.copy() for name, a in self.buffers.items()},
         }
 
     def load_state_dict(self, state_dict):
-        """Restore what `state_dict()` returned; names and shapes must match this EMA's."""
-        expected = {"decay", "num_updates", "shadow", "buffers"}
-        if not isinstance(state_dict, dict) or set(state_dict) != expected:
+        """Restore what `state_dict()` returned; names and shapes must match this EMA's. A state dict
+        saved before the warm-up existed (no "warmup") loads with the warm-up off: it averaged without."""
+        expected = {"decay", "warmup", "num_updates", "shadow", "buffers"}
+        if not isinstance(state_dict, dict) or set(state_dict) not in (expected, expected - {"warmup"}):
             keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
-            raise StateDictError(f"an EMA state dict has exactly the keys {sorted(expected)}, got {keys}")
+            raise StateDictError(f"an EMA state dict has exactly the keys {sorted(expected)} (\"warmup\" may be "
+                                 f"missing from one saved before it existed), got {keys}")
+        warmup = state_dict.get("warmup", False)
+        if not isinstance(warmup, (bool, np.bool_)):
+            raise StateDictError(f"EMA state dict: warmup must be True or False, got {warmup!r}")
         try:
             _check_number("decay", state_dict["decay"], 0.0, 1.0)
         except ArgumentError as err:
@@ -518,5 +553,6 @@ class EMA:
                     value = value.get()
                 loaded[kind][name] = xp.array(value, dtype=ours[name].dtype)
         self.decay = float(state_dict["decay"])
+        self.warmup = bool(warmup)
         self.num_updates = int(state_dict["num_updates"])
         self.shadow, self.buffers = loaded["shadow"], loaded["buffers"]
