@@ -15,8 +15,8 @@ selection runs on the unmutated copy: a selection that fails there marks its mut
 fails" instead of counting them as caught. A run stops at its first failure (-x).
 
 "caught": a test failed (or the tests could not even be collected); "survived": the selected tests
-ran and passed; "not run": every selected test skipped (e.g. the Numba kernels' tests where Numba
-is absent), so the mutation says nothing about that configuration.
+ran and passed; "not run": the python lacks a module the mutated code needs (Numba for the Numba
+kernels), or every selected test skipped, so the mutation says nothing about that configuration.
 """
 
 import argparse
@@ -41,6 +41,7 @@ class Mutation:
     tests: tuple  # pytest arguments: test files, -k expressions
     env: tuple = ()  # (variable, value) pairs the test run needs
     bug: str = ""
+    needs: tuple = ()  # modules without which the mutated code never runs (e.g. numba for cpu_numba.py)
 
 
 MUTATIONS = (
@@ -55,11 +56,11 @@ MUTATIONS = (
     Mutation("conv2d_numba_im2col_column", "kernels/conv2d/cpu_numba.py",
              "row[d0 + ox] = src[s0 + ox * step]", "row[d0 + ox] = src[s0 + ox * step + 1]",
              ("tests/kernels/test_conv2d_numba.py",),
-             bug="the Numba im2col reads every window one column to the right"),
+             bug="the Numba im2col reads every window one column to the right", needs=("numba",)),
     Mutation("conv2d_numba_pad_border", "kernels/conv2d/cpu_numba.py",
              "for ix in range(left + width, pitch):", "for ix in range(left + width + 1, pitch):",
              ("tests/kernels/test_conv2d_numba.py",),
-             bug="the Numba padding leaves the first column right of each row unwritten"),
+             bug="the Numba padding leaves the first column right of each row unwritten", needs=("numba",)),
     Mutation("conv2d_cuda_im2col_bound", "kernels/conv2d/conv2d.cu",
              "iy < H && ix < W;", "iy < H && ix <= W;",
              ("tests/kernels/test_conv2d_cupy.py",),
@@ -72,7 +73,8 @@ MUTATIONS = (
     Mutation("group_norm_numba_backward_divisor", "kernels/normalization/cpu_numba.py",
              "a, b = sum_dxhat / (Cg * S), sum_dxhat_xhat / (Cg * S)", "a, b = sum_dxhat / S, sum_dxhat_xhat / S",
              ("tests/test_functional.py", "tests/kernels/test_normalization.py", "-k", "group_norm"),
-             bug="GroupNorm's Numba backward divides by the spatial size, not the group's C/G times it"),
+             bug="GroupNorm's Numba backward divides by the spatial size, not the group's C/G times it",
+             needs=("numba",)),
     Mutation("adam_reference_bias_correction", "kernels/optim/reference.py",
              "p -= (lr / (1 - beta1**step)) * m / denom", "p -= lr * m / denom",
              ("tests/test_optim.py", "tests/kernels/test_optim_kernels.py"),
@@ -80,7 +82,7 @@ MUTATIONS = (
     Mutation("adam_numba_bias_correction", "kernels/optim/cpu_numba.py",
              "lr / (1 - beta1**step), math.sqrt(1 - beta2**step)", "lr, math.sqrt(1 - beta2**step)",
              ("tests/test_optim.py", "tests/kernels/test_optim_kernels.py"),
-             bug="Adam's update (Numba) without the first moment's bias correction"),
+             bug="Adam's update (Numba) without the first moment's bias correction", needs=("numba",)),
     Mutation("avg_pool2d_pads_with_one", "tinygen/nn/functional.py",
              'padding, 1, 0.0, "avg_pool2d")', 'padding, 1, 1.0, "avg_pool2d")',
              ("tests/test_functional.py", "-k", "avg_pool"),
@@ -179,7 +181,7 @@ def selection(m):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python", default=sys.executable, help="the interpreter that runs the tests (default: this one)")
+    parser.add_argument("--python", default=sys.executable, help="the python running the tests (default: this one)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="these mutations only")
     parser.add_argument("--list", action="store_true", help="list the mutations and their tests, run nothing")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one pytest run may take")
@@ -196,19 +198,25 @@ def main(argv=None):
             print(f"{m.name}: {m.bug}\n  {m.path}: {m.old!r} -> {m.new!r}\n  tests: {selection(m)}")
         return 0
 
-    version = subprocess.run([args.python, "-c", "import sys, importlib.util as u; print(sys.version.split()[0], "
-                              "'| torch' if u.find_spec('torch') else '| no torch', "
-                              "'| numba' if u.find_spec('numba') else '| no numba')"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    print(f"{args.python}: Python {version}; {os.cpu_count()} cores, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start", flush=True)
+    probe = ("import sys, importlib.util as u; print(sys.version.split()[0]); "
+             "print(' '.join(m for m in sys.argv[1:] if u.find_spec(m)))")
+    modules = sorted({"torch", "numba"}.union(*(m.needs for m in mutations)))
+    version, found = subprocess.run([args.python, "-c", probe, *modules], capture_output=True, text=True,
+                                    check=True).stdout.split("\n")[:2]
+    present = set(found.split())
+    print(f"{args.python}: Python {version}, {', '.join(m if m in present else 'no ' + m for m in modules)}; "
+          f"{os.cpu_count()} cores, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start",
+          flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tinygen-mutations-") as tmp:
         tree = copy_tree(ROOT, os.path.join(tmp, "tree"))
         check_imports(args.python, tree)
+        missing = {m.name: sorted(set(m.needs) - present) for m in mutations}
         baseline = {}
         for m in mutations:
             key = (m.tests, m.env)
+            if missing[m.name]:
+                continue
             if key not in baseline:
                 baseline[key] = run_tests(args.python, tree, m.tests, m.env, args.timeout)
                 status, ran, skipped, failure, seconds = baseline[key]
@@ -218,6 +226,9 @@ def main(argv=None):
             path = os.path.join(tree, m.path)
             with open(path, encoding="utf-8") as f:
                 original = f.read()
+            if missing[m.name]:
+                rows.append((m, f"not run (no {', '.join(missing[m.name])})", 0, 0, "", 0.0))
+                continue
             base = baseline[(m.tests, m.env)][0]
             if base not in ("survived", "not run"):
                 rows.append((m, "baseline fails", 0, 0, "", 0.0))
