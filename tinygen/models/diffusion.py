@@ -75,7 +75,8 @@ class Config:
     The defaults are sized for MNIST (1 x 28 x 28) on 2 CPU cores: channels (32, 64, 128) make a
     UNet of 1,461,953 parameters, trained for 4,000 steps of batch 64 with Adam (warm-up, then a
     cosine decay of the learning rate to 0) and sampled from an EMA of the weights with decay
-    0.999, which averages over the last ~1,000 steps. The README gives the measured time of this
+    0.999 after `optim.EMA`'s warm-up (decay_t = min(0.999, (1 + t) / (10 + t)): at step t it
+    averages over roughly the last t / 9 steps, up to ~1,000). The README gives the measured time of this
     default run and what its samples look like. `Config.for_shape` gives the defaults for other
     image shapes.
 
