@@ -35,8 +35,8 @@ Measured in one run, in this order:
 
 The kernels are called through their modules (the same functions the dispatcher forwards to),
 so TINYGEN_KERNELS=numpy or cupy, which would not change what is timed, is refused;
-Numba's threading policy is tinygen's own (`tinygen.backend`), exactly what a user gets with no
-environment variables set. Benchmarks are not tests: nothing here asserts a time.
+Numba's threading policy is tinygen's own (`tinygen.kernels.cpu_runtime`), exactly what a user
+gets with no environment variables set. Benchmarks are not tests: nothing here asserts a time.
 
 NOTE: this process never imports torch. Numba and torch loaded in one process share one GNU
 OpenMP runtime, whichever came first, with its wait policy: with torch first, Numba's kernels
@@ -61,7 +61,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from benchmarks import machine
-from tinygen import backend, image
+from tinygen import image
+from tinygen.kernels import cpu_runtime, dispatch
 from tinygen.kernels.conv2d import conv_output_size, conv_transpose_output_size, reference
 from tinygen.kernels.diffusion import reference as noise_reference
 
@@ -85,8 +86,9 @@ def reference_time(fn, repeats, warmups=2):
 
     The reference's products run on OpenBLAS's own pool, whose threads spin for about a tenth
     of a second after each product; a Numba kernel timed right after shared the cores with them
-    (c1: 14.8 ms instead of 7.7). tinygen's kernels never start that pool (`tinygen.backend`),
-    so the pause gives each row's Numba timing the machine a user of the kernels gets.
+    (c1: 14.8 ms instead of 7.7). tinygen's kernels never start that pool
+    (`tinygen.kernels.cpu_runtime`), so the pause gives each row's Numba timing the machine a user
+    of the kernels gets.
     """
     seconds = median_time(fn, repeats, warmups)
     time.sleep(BLAS_SPIN_S)
@@ -140,7 +142,7 @@ def _parallel_copy(numba):
 def tinygen_threads():
     """The threads the Numba kernels run on here (NUMBA_NUM_THREADS, else every core): PyTorch gets
     as many, so that a ratio compares the kernels, not the thread counts. Without Numba, every core."""
-    numba = backend.load_numba()
+    numba = cpu_runtime.load_numba()
     return numba.get_num_threads() if numba is not None else os.cpu_count()
 
 
@@ -161,7 +163,7 @@ def fma_peak(quick):
     vectors, so in this process the loop ran ymm FMAs at half those cores' peak, below what
     OpenBLAS's sgemm reaches (a "peak" of 227 GFLOP/s beside sgemm's 306 on a 2-core Xeon).
     """
-    numba = backend.load_numba()
+    numba = cpu_runtime.load_numba()
     if numba is None:
         return None
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "")
@@ -188,7 +190,7 @@ def wide_vector_features():
 
 def fma_peak_here(quick, threads):
     """(GFLOP/s, vector bits) of the FMA loop in this process, on `threads` Numba threads."""
-    numba = backend.load_numba()
+    numba = cpu_runtime.load_numba()
     numba.set_num_threads(threads)
     out = np.zeros(threads, np.float32)
     m, c = np.float32(0.9999), np.float32(1e-4)
@@ -224,7 +226,7 @@ def copy_bandwidth(quick):
     n = (16 if quick else 64) * 2**20  # elements: 64 MiB (quick) or 256 MiB per array
     src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
     candidates = [lambda: np.copyto(dst, src)]
-    numba = backend.load_numba()
+    numba = cpu_runtime.load_numba()
     if numba is not None:
         copy = _parallel_copy(numba)
         copy(src[:64], dst[:64])  # compile
@@ -238,7 +240,7 @@ def same_size_copy_gbs(n, repeats, warmups):
     (the large copy's ceiling is DRAM's, which a kernel on cached arrays exceeds)."""
     src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
     copies = [lambda: np.copyto(dst, src)]
-    numba = backend.load_numba()
+    numba = cpu_runtime.load_numba()
     if numba is not None:
         copy = _parallel_copy(numba)
         copies.append(lambda: copy(src, dst))
@@ -325,7 +327,7 @@ def conv_torch_times(torch, quick, repeats, warmups):
 def conv_section(args, peaks, theirs):
     """One row per layer shape: times, GFLOP/s, % of peak and the ratios (see the module docstring)."""
     from_numba = None
-    if backend.load_numba() is not None:  # else the Numba columns stay empty
+    if cpu_runtime.load_numba() is not None:  # else the Numba columns stay empty
         from tinygen.kernels.conv2d import cpu_numba as from_numba
     rows = []
     for shape in CONV_SHAPES:
@@ -432,7 +434,7 @@ def noise_section(args, peaks, theirs):
     """One row per (op, shape): times in microseconds, GB/s, % of copy and the ratios; then one
     Gaussian-generation row per shape in ns per number (see the module docstring)."""
     from_numba = None
-    if backend.load_numba() is not None:  # else the Numba columns stay empty
+    if cpu_runtime.load_numba() is not None:  # else the Numba columns stay empty
         from tinygen.kernels.diffusion import cpu_numba as from_numba
     repeats = NOISE_REPEATS * args.repeats
     rows = []
@@ -584,7 +586,7 @@ def fused_section(args, peaks, theirs):
     from tinygen.kernels.optim import reference as optim_reference
 
     modules = {"numpy": {"group_norm": norm_reference, "silu": norm_reference, "adam": optim_reference}}
-    if backend.load_numba() is not None:
+    if cpu_runtime.load_numba() is not None:
         from tinygen.kernels.normalization import cpu_numba as norm_numba
         from tinygen.kernels.optim import cpu_numba as optim_numba
 
@@ -641,7 +643,7 @@ def torch_times(quick, repeats, warmups, threads):
     torch.set_num_threads(threads)
     result = {name: torch_section(torch, quick, repeats * (NOISE_REPEATS if name == "noise" else 1), warmups)
               for name, _, _, torch_section in SECTIONS}
-    if backend._numba is not None:  # nothing above may start Numba's pool (see the module docstring's NOTE)
+    if cpu_runtime._numba is not None:  # nothing above may start Numba's pool (see the module docstring's NOTE)
         raise RuntimeError("Numba was loaded in the PyTorch process: the timings are not torch's own")
     return dict(result, torch=torch.__version__, threads=torch.get_num_threads())
 
@@ -680,7 +682,7 @@ print(imported - start, first(4, 8), first(1, 8), first_noise_steps())
 def compile_times(quick):
     """Seconds for import, the first conv fwd+bwd (gemm path, then direct path) and the first noise
     steps (q_sample_noise, then p_sample_step: both diffusion kernels, float32), per process."""
-    if backend.load_numba() is None:
+    if cpu_runtime.load_numba() is None:
         return None
     result = {}
     with tempfile.TemporaryDirectory() as cache:
@@ -773,12 +775,12 @@ def main(argv=None):
     args.repeats = (1 if args.quick else 7) if args.repeats is None else args.repeats
     if args.repeats < 1 or args.warmups < 1:  # a first call times Numba loading (or compiling) its kernels
         parser.error(f"--repeats and --warmups must be >= 1, not {args.repeats} and {args.warmups}")
-    if backend.requested_kernels() not in ("auto", "numba"):  # the rows call the modules, not the dispatcher
+    if dispatch.requested_kernels() not in ("auto", "numba"):  # the rows call the modules, not the dispatcher
         parser.error(f"this benchmark times the Numba kernels beside the NumPy reference whatever "
-                     f"TINYGEN_KERNELS says; with TINYGEN_KERNELS={backend.requested_kernels()} its header "
+                     f"TINYGEN_KERNELS says; with TINYGEN_KERNELS={dispatch.requested_kernels()} its header "
                      f"would name kernels it does not time: unset TINYGEN_KERNELS")
 
-    info = backend.kernel_info()
+    info = dispatch.kernel_info()
     description = machine.describe() + f"; BLAS products: {info['blas']}"
     load = os.getloadavg()[0]
     print(f"machine: {description}")

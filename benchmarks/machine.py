@@ -6,7 +6,7 @@ import platform
 import numpy as np
 
 import tinygen
-from tinygen.backend import kernel_info
+from tinygen.kernels.dispatch import kernel_info
 
 
 def cpu_name():

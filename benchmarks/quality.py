@@ -84,6 +84,7 @@ from tinygen import backend, evaluation, image, models, optim, trainer
 from tinygen.data import DATASETS, DataLoader, load_dataset
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
+from tinygen.kernels import cpu_runtime
 from tinygen.serialization import load, save
 
 SEED = 0  # the training seed of `tinygen train` (and of the twins' initial weights and data order)
@@ -441,7 +442,7 @@ def run_twin(name, run, steps, n, batch_size, samplers, folder, threads, seed):
         seconds = time.perf_counter() - start
         np.savez(path, samples=np.concatenate(batches), seconds=seconds)
         drawn[label] = {"path": path, "seconds": seconds, "how": "drawn by this command"}
-    if backend._numba is not None:  # see the module's NOTE
+    if cpu_runtime._numba is not None:  # see the module's NOTE
         raise RuntimeError("Numba was loaded in the PyTorch process: the twin's timings are not torch's own")
     return {"how": how, "train_seconds": info["train_seconds"], "threads": info["threads"], "samples": drawn,
             "weights": tinygen_weights(twin), "torch": torch.__version__,

@@ -68,7 +68,7 @@ def build(name, seed):
 def measure_tinygen(name, batch_size, warmup, repeats, warmup_s, seed):
     """Run in a fresh process: the seconds of each timed `train_step`, the parameter count and the
     threads the kernels ran on (Numba's pool; every core where the kernels are NumPy's)."""
-    from tinygen import backend
+    from tinygen.kernels import dispatch
 
     model = build(name, seed)
     images, labels = inputs(batch_size, seed)
@@ -76,7 +76,7 @@ def measure_tinygen(name, batch_size, warmup, repeats, warmup_s, seed):
     nets = [model.generator, model.discriminator] if hasattr(model, "generator") else [model.net]
     seconds = time_steps(lambda: model.train_step(x, labels), warmup, repeats, warmup_s)
     return {"parameters": int(sum(p.numel() for net in nets for p in net.parameters())), "seconds": seconds,
-            "threads": backend.kernel_info()["threads"] or os.cpu_count()}
+            "threads": dispatch.kernel_info()["threads"] or os.cpu_count()}
 
 
 def measure_torch(name, batch_size, warmup, repeats, warmup_s, seed, threads):
@@ -84,7 +84,7 @@ def measure_torch(name, batch_size, warmup, repeats, warmup_s, seed, threads):
     import torch  # here only: the tinygen process never imports it
 
     from benchmarks import torch_twins
-    from tinygen import backend
+    from tinygen.kernels import cpu_runtime
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -92,7 +92,7 @@ def measure_torch(name, batch_size, warmup, repeats, warmup_s, seed, threads):
     images, labels = inputs(batch_size, seed)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     seconds = time_steps(lambda: twin.train_step(x, y), warmup, repeats, warmup_s)
-    if backend._numba is not None:  # building the model must not start Numba's pool (see the NOTE above)
+    if cpu_runtime._numba is not None:  # building the model must not start Numba's pool (see the NOTE above)
         raise RuntimeError("Numba was loaded in the PyTorch process: the timings are not torch's own")
     return {"seconds": seconds, "torch": torch.__version__, "threads": torch.get_num_threads()}
 

@@ -412,9 +412,10 @@ class RawKernel:
 def _reset_tinygen():
     """Forget the CuPy (and compiled modules) tinygen has cached."""
     from tinygen import backend
+    from tinygen.kernels import gpu_runtime
 
     backend._cupy = None
-    backend._sm_counts.clear()
+    gpu_runtime._sm_counts.clear()
     for family in ("conv2d", "diffusion", "normalization", "optim"):
         module = sys.modules.get(f"tinygen.kernels.{family}.gpu_cupy")
         if module is not None:

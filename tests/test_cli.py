@@ -13,6 +13,7 @@ import pytest
 from tinygen import backend, cli, trainer
 from tinygen.errors import ArgumentError, CheckpointError, TinygenError
 from tinygen.image import read_png
+from tinygen.kernels.dispatch import kernel_info
 from tinygen.models import MODELS
 from tinygen.serialization import load, save
 
@@ -195,7 +196,7 @@ def test_command_line_train_sample_info(tmp_path, capsys):
     assert cli.main(["sample", "--checkpoint", ckpt, "--out", str(tmp_path / "nodir" / "g.png")]) == 2
     assert f"--out {tmp_path / 'nodir' / 'g.png'}: the folder {tmp_path / 'nodir'} does not exist" in capsys.readouterr().err
     assert cli.main(["info"]) == 0
-    assert f"kernels: {backend.kernel_info()['backend']}" in capsys.readouterr().out
+    assert f"kernels: {kernel_info()['backend']}" in capsys.readouterr().out
 
 
 class Killed(Exception):

@@ -30,6 +30,7 @@ from tinygen import backend, distributed, evaluation, image, models, progress, t
 from tinygen.data import DATASETS
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
+from tinygen.kernels.dispatch import kernel_info
 from tinygen.safetensors import export_model
 from tinygen.serialization import save
 
@@ -370,7 +371,7 @@ def _training_proportions(data, args, n):
 
 
 def run_info(args):
-    info = backend.kernel_info()
+    info = kernel_info()
     print(f"tinygen {tinygen.__version__} (Python {platform.python_version()}, NumPy {np.__version__})")
     print(f"kernels: {info['backend'] or 'unavailable'} (TINYGEN_KERNELS={info['requested'] or os.environ.get('TINYGEN_KERNELS')})")
     if info["error"]:

@@ -29,7 +29,8 @@ import numpy as np
 from tinygen.kernels import conv2d as conv_kernels
 from tinygen.kernels import normalization as norm_kernels
 from tinygen import backend
-from tinygen.backend import get_array_module, matmul
+from tinygen.backend import get_array_module
+from tinygen.kernels.dispatch import matmul
 
 # --- binary ---------------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ Two paths (`paths` counts which one each call took)
   (P = Ho*Wo.) The batch is cut into chunks of n samples (`_chunks`: a power of two, small
   enough that a chunk's cols and outputs fit in one core's L2 cache, CHUNK_BYTES), and each of
   tinygen's threads runs whole chunks, im2col -> product -> swap or col2im, with
-  single-threaded OpenBLAS (`tinygen.backend.run_split`). So the k*k-times-larger cols matrix
-  is written and read back within L2, never through memory, and the products keep their
+  single-threaded OpenBLAS (`tinygen.kernels.cpu_runtime.run_split`). So the k*k-times-larger
+  cols matrix is written and read back within L2, never through memory, and the products keep their
   efficiency (a chunk's product is hundreds to thousands of columns wide). im2col and col2im
   read and write a zero-padded copy of the chunk (`_im2col_padded`), so their loops test no
   bounds. The weight gradient keeps one partial sum per chunk and adds them in chunk order,
@@ -45,7 +45,8 @@ Two paths (`paths` counts which one each call took)
   backward-input 0.62 vs 0.41, backward-weight 1.04 vs 0.47; 32 -> 1 forward 0.59 vs 6.9,
   backward-input 0.30 vs 13.0, backward-weight 0.96 vs 5.8. Hence the rule in `_direct`.
 
-Transposed convolution reuses the three conv functions exactly as `reference.py` does.
+Transposed convolution reuses the three conv functions, wired by `reference.transposed` as for the
+reference.
 
 Buffers
 -------
@@ -60,7 +61,7 @@ that cost 2-4 ms per call on c3/c4-sized layers, as much as the layer's GEMM (me
 the thread: a few chunk-sized matrices (a few MB) and the direct path's padded planes.
 Inputs are made C-contiguous at the entrance (a no-op for the arrays tinygen passes), so each
 kernel is compiled for contiguous arrays only: two signatures each, float32 and float64.
-Threading: tinygen's one policy is in `tinygen.backend` (Numba's pool set to sleep when idle
+Threading: tinygen's one policy is in `tinygen.kernels.cpu_runtime` (Numba's pool set to sleep when idle
 before it starts; the chunks of the gemm path on tinygen's own threads, `run_split`).
 """
 
@@ -69,10 +70,10 @@ from collections import Counter
 
 import numpy as np
 
-from tinygen.backend import check_numba_dtype, load_numba, run_split
-from tinygen.kernels.conv2d.reference import conv_output_size, conv_transpose_output_size
+from tinygen.kernels.cpu_runtime import check_numba_dtype, load_numba, run_split
+from tinygen.kernels.conv2d.reference import conv_output_size, transposed
 
-# Through the backend, never a bare `import numba`: it applies tinygen's threading policy before
+# Through cpu_runtime, never a bare `import numba`: it applies tinygen's threading policy before
 # Numba's thread pool starts, whoever imports this module first.
 numba = load_numba()
 if numba is None:
@@ -610,23 +611,6 @@ def conv2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
     return gw
 
 
-def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):
-    """y (N, Cout, Ho, Wo) = transposed conv of x (N, Cin, H, W) with w (Cin, Cout, kh, kw)."""
-    H, W = x.shape[2:]
-    kh, kw = w.shape[2:]
-    Ho = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0], dilation[0])
-    Wo = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1], dilation[1])
-    return conv2d_backward_input(x, w, (Ho, Wo), stride, padding, dilation)
-
-
-def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
-    """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw)."""
-    grad_x = conv2d_forward(grad_out, w, stride, padding, dilation)  # (N, Cin, >=H, >=W)
-    if input_hw is not None:
-        grad_x = grad_x[:, :, : input_hw[0], : input_hw[1]]
-    return grad_x
-
-
-def conv_transpose2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
-    """grad_w (Cin, Cout, kh, kw) from x (N, Cin, H, W) and grad_out (N, Cout, Ho, Wo)."""
-    return conv2d_backward_weight(grad_out, x, kernel_hw, stride, padding, dilation)
+conv_transpose2d_forward, conv_transpose2d_backward_input, conv_transpose2d_backward_weight = transposed(
+    conv2d_forward, conv2d_backward_input, conv2d_backward_weight
+)

@@ -14,7 +14,7 @@ CuPy) and the products in cuBLAS through `cupy.matmul`:
 
 (K = Cin*kh*kw, P = Ho*Wo; `cols` is im2col in the (K, N*P) layout, `knp=1` in conv2d.cu.) The
 swaps between (N, Cout, P) and (Cout, N, P) are CuPy copies. Transposed convolution reuses the
-three functions exactly as `reference.py` does.
+three functions, wired by `reference.transposed` as for the reference.
 
 Every array a kernel writes comes from `_empty` (the tests replace it with a NaN-filling
 allocator, to prove that every element is written). No host round trip: nothing here reads a
@@ -26,8 +26,9 @@ import os
 
 import numpy as np
 
-from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, load_cupy
-from tinygen.kernels.conv2d.reference import conv_output_size, conv_transpose_output_size
+from tinygen.backend import load_cupy
+from tinygen.kernels.gpu_runtime import CudaSource, cuda_suffix, grid_blocks
+from tinygen.kernels.conv2d.reference import conv_output_size, transposed
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv2d.cu")
 BLOCK = 256  # threads per block
@@ -148,23 +149,6 @@ def conv2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
     return gw.reshape(Cout, Cin, kh, kw)
 
 
-def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):
-    """y (N, Cout, Ho, Wo) = transposed conv of x (N, Cin, H, W) with w (Cin, Cout, kh, kw)."""
-    H, W = x.shape[2:]
-    kh, kw = w.shape[2:]
-    Ho = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0], dilation[0])
-    Wo = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1], dilation[1])
-    return conv2d_backward_input(x, w, (Ho, Wo), stride, padding, dilation)
-
-
-def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
-    """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw)."""
-    grad_x = conv2d_forward(grad_out, w, stride, padding, dilation)  # (N, Cin, >=H, >=W)
-    if input_hw is not None and tuple(grad_x.shape[2:]) != tuple(input_hw):
-        grad_x = _contiguous(grad_x[:, :, : input_hw[0], : input_hw[1]])
-    return grad_x
-
-
-def conv_transpose2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
-    """grad_w (Cin, Cout, kh, kw) from x (N, Cin, H, W) and grad_out (N, Cout, Ho, Wo)."""
-    return conv2d_backward_weight(grad_out, x, kernel_hw, stride, padding, dilation)
+conv_transpose2d_forward, conv_transpose2d_backward_input, conv_transpose2d_backward_weight = transposed(
+    conv2d_forward, conv2d_backward_input, conv2d_backward_weight
+)

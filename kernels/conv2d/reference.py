@@ -176,38 +176,52 @@ def conv2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
     return (_channels_first(grad_out) @ cols.T).reshape(Cout, Cin, *kernel_hw)
 
 
-def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):
-    """y (N, Cout, Ho, Wo) = transposed conv of x (N, Cin, H, W) with w (Cin, Cout, kh, kw).
+def transposed(conv2d_forward, conv2d_backward_input, conv2d_backward_weight):
+    """The transposed convolution's three functions, built from a convolution's three: the adjoint
+    wiring, written once for every implementation (each module passes its own conv functions).
 
-    Ho = (H-1)*sh - 2*ph + dh*(kh-1) + output_padding[0] + 1, likewise Wo. This is the gradient of
-    conv2d (weight w, which has the conv layout (Cout_conv=Cin, Cin_conv=Cout, kh, kw)) w.r.t. a
-    conv input of size (Ho, Wo), at grad_out = x.
+    A transposed convolution is the gradient of a convolution with respect to its input, so its
+    forward is that convolution's backward-input, its backward-input the convolution's forward,
+    and its backward-weight the convolution's backward-weight with input and output swapped.
     """
-    H, W = x.shape[2:]
-    kh, kw = w.shape[2:]
-    Ho = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0], dilation[0])
-    Wo = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1], dilation[1])
-    return conv2d_backward_input(x, w, (Ho, Wo), stride, padding, dilation)
+
+    def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):
+        """y (N, Cout, Ho, Wo) = transposed conv of x (N, Cin, H, W) with w (Cin, Cout, kh, kw).
+
+        Ho = (H-1)*sh - 2*ph + dh*(kh-1) + output_padding[0] + 1, likewise Wo. This is the gradient
+        of conv2d (weight w, which has the conv layout (Cout_conv=Cin, Cin_conv=Cout, kh, kw)) w.r.t.
+        a conv input of size (Ho, Wo), at grad_out = x.
+        """
+        H, W = x.shape[2:]
+        kh, kw = w.shape[2:]
+        Ho = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0], dilation[0])
+        Wo = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1], dilation[1])
+        return conv2d_backward_input(x, w, (Ho, Wo), stride, padding, dilation)
+
+    def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
+        """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw).
+
+        The adjoint of a scatter is a gather: conv2d of grad_out with w. That conv gives
+        H + output_padding // stride rows, i.e. H whenever output_padding < stride; only when
+        output_padding >= stride (allowed if dilation > stride) the sizes alone do not determine H,
+        and the caller passes `input_hw` = (H, W) to crop the surplus rows/columns.
+        """
+        grad_x = conv2d_forward(grad_out, w, stride, padding, dilation)  # (N, Cin, >=H, >=W)
+        if input_hw is not None and tuple(grad_x.shape[2:]) != tuple(input_hw):
+            grad_x = get_array_module(grad_x).ascontiguousarray(grad_x[:, :, : input_hw[0], : input_hw[1]])
+        return grad_x
+
+    def conv_transpose2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
+        """grad_w (Cin, Cout, kh, kw) from x (N, Cin, H, W) and grad_out (N, Cout, Ho, Wo).
+
+        In the underlying conv, grad_out is the input and x the output gradient; conv2d_backward_weight
+        then returns the conv layout (Cout_conv, Cin_conv, ...) = (Cin, Cout, kh, kw), as wanted.
+        """
+        return conv2d_backward_weight(grad_out, x, kernel_hw, stride, padding, dilation)
+
+    return conv_transpose2d_forward, conv_transpose2d_backward_input, conv_transpose2d_backward_weight
 
 
-def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
-    """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw).
-
-    The adjoint of a scatter is a gather: conv2d of grad_out with w. That conv gives
-    H + output_padding // stride rows, i.e. H whenever output_padding < stride; only when
-    output_padding >= stride (allowed if dilation > stride) the sizes alone do not determine H,
-    and the caller passes `input_hw` = (H, W) to crop the surplus rows/columns.
-    """
-    grad_x = conv2d_forward(grad_out, w, stride, padding, dilation)  # (N, Cin, >=H, >=W)
-    if input_hw is not None:
-        grad_x = grad_x[:, :, : input_hw[0], : input_hw[1]]
-    return grad_x
-
-
-def conv_transpose2d_backward_weight(x, grad_out, kernel_hw, stride, padding, dilation):
-    """grad_w (Cin, Cout, kh, kw) from x (N, Cin, H, W) and grad_out (N, Cout, Ho, Wo).
-
-    In the underlying conv, grad_out is the input and x the output gradient; conv2d_backward_weight
-    then returns the conv layout (Cout_conv, Cin_conv, ...) = (Cin, Cout, kh, kw), as wanted.
-    """
-    return conv2d_backward_weight(grad_out, x, kernel_hw, stride, padding, dilation)
+conv_transpose2d_forward, conv_transpose2d_backward_input, conv_transpose2d_backward_weight = transposed(
+    conv2d_forward, conv2d_backward_input, conv2d_backward_weight
+)

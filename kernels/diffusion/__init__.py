@@ -1,10 +1,10 @@
 """Diffusion noise-step kernels, and the one dispatcher that picks which implementation runs.
 
-`implementation(xp)` maps `tinygen.backend.kernel_backend()` (the ``TINYGEN_KERNELS`` knob and
-the images' array module `xp`) to a module; every function below checks its arguments once, here
-at the entrance, forwards to that module and counts the call in `calls`, keyed by (module,
-function), e.g. ``calls["reference", "q_sample"]``, so the choice is made on each call and a test
-can check which module really ran. Every implementation module has the same functions with the
+`kernels` (a `tinygen.kernels.dispatch.KernelFamily`) picks the implementation for the
+``TINYGEN_KERNELS`` knob and the images' array module; every function below checks its arguments
+once, here at the entrance, forwards to that implementation and counts the call in `calls`, keyed
+by (module, function), e.g. ``calls["reference", "q_sample"]``, so a test can check which module
+really ran. Every implementation module has the same functions with the
 same signatures as `reference.py`, the plain NumPy spec (read it for the math, the conventions
 on shapes and dtypes, and the counter-based generator behind `normal` and the *_noise steps):
 `reference` (NumPy; on CuPy arrays too, through `xp`), `cpu_numba` or `gpu_cupy` (CUDA kernels,
@@ -19,28 +19,16 @@ element as they go, so an `out` shifted against an input would read values alrea
 """
 
 import math
-from collections import Counter
 
 import numpy as np
 
 from tinygen import backend as _backend
-from tinygen.backend import device_of, get_array_module, is_device_array, kernel_module
+from tinygen.backend import device_of, get_array_module, is_device_array
 from tinygen.errors import ArgumentError, DeviceMismatchError, DTypeError, ShapeError
+from tinygen.kernels.dispatch import KernelFamily
 
-PROVIDES = ("numpy", "numba", "cupy")  # the kernel backends with diffusion kernels
-
-calls = Counter()  # (module name, function name) -> number of calls forwarded there
-
-
-def implementation(xp=np):
-    """The module holding the diffusion kernels of the current kernel backend, for arrays of module `xp`."""
-    return kernel_module(__name__, PROVIDES, xp)
-
-
-def _dispatch(name, x):
-    module = implementation(get_array_module(x))
-    calls[module.__name__.rsplit(".", 1)[-1], name] += 1
-    return getattr(module, name)
+kernels = KernelFamily(__name__, ("numpy", "numba", "cupy"))
+calls, implementation = kernels.calls, kernels.implementation
 
 
 def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out=None):
@@ -50,7 +38,7 @@ def q_sample(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out=None):
                         sqrt_one_minus_alpha_bar_t=sqrt_one_minus_alpha_bar_t)
     _check_out("q_sample", x0.shape, x0.dtype, type(x0), out=out)
     _check_overlap("q_sample", {"out": out}, x0=x0, eps=eps)
-    return _dispatch("q_sample", x0)(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out)
+    return kernels.function("q_sample", x0)(x0, eps, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, out)
 
 
 def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None, out=None):
@@ -60,7 +48,7 @@ def p_sample_step(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z=None, out=No
     _check_noise("p_sample_step", sigma, z)
     _check_out("p_sample_step", x_t.shape, x_t.dtype, type(x_t), out=out)
     _check_overlap("p_sample_step", {"out": out}, x_t=x_t, eps_pred=eps_pred, z=z)
-    return _dispatch("p_sample_step", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
+    return kernels.function("p_sample_step", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, z, out)
 
 
 def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z=None,
@@ -74,7 +62,7 @@ def ddim_step(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_
     _check_noise("ddim_step", sigma, z)
     _check_out("ddim_step", x_t.shape, x_t.dtype, type(x_t), out=out)
     _check_overlap("ddim_step", {"out": out}, x_t=x_t, eps_pred=eps_pred, z=z)
-    return _dispatch("ddim_step", x_t)(
+    return kernels.function("ddim_step", x_t)(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, z, out
     )
 
@@ -96,7 +84,7 @@ def q_sample_noise(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offse
             raise ArgumentError("q_sample_noise: out[0] and out[1] are one array; x_t and eps need two")
         _check_overlap("q_sample_noise", {"out[0]": out[0]}, x0=x0, **{"out[1]": out[1]})
         _check_overlap("q_sample_noise", {"out[1]": out[1]}, x0=x0)
-    return _dispatch("q_sample_noise", x0)(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset, out)
+    return kernels.function("q_sample_noise", x0)(x0, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, seed, offset, out)
 
 
 def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset=0, out=None):
@@ -106,7 +94,9 @@ def p_sample_step_noise(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, of
     _check_stream("p_sample_step_noise", seed, offset, x_t.size)
     _check_out("p_sample_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
     _check_overlap("p_sample_step_noise", {"out": out}, x_t=x_t, eps_pred=eps_pred)
-    return _dispatch("p_sample_step_noise", x_t)(x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset, out)
+    return kernels.function("p_sample_step_noise", x_t)(
+        x_t, eps_pred, coef_eps, inv_sqrt_alpha, sigma, seed, offset, out
+    )
 
 
 def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed,
@@ -120,7 +110,7 @@ def ddim_step_noise(x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t,
     _check_stream("ddim_step_noise", seed, offset, x_t.size)
     _check_out("ddim_step_noise", x_t.shape, x_t.dtype, type(x_t), out=out)
     _check_overlap("ddim_step_noise", {"out": out}, x_t=x_t, eps_pred=eps_pred)
-    return _dispatch("ddim_step_noise", x_t)(
+    return kernels.function("ddim_step_noise", x_t)(
         x_t, eps_pred, sqrt_alpha_bar_t, sqrt_one_minus_alpha_bar_t, sqrt_alpha_bar_prev, sigma, seed, offset, out
     )
 
@@ -143,7 +133,7 @@ def normal(shape, seed, offset=0, dtype=np.float32, out=None, device=None):
     _check_out("normal", shape, np.dtype(dtype), type(out) if gpu or is_device_array(out) else np.ndarray, out=out)
     if out is None and gpu:  # the implementations make the numbers on the current GPU or into out
         out = _backend.empty(shape, np.dtype(dtype), device)
-    return _dispatch("normal", out)(shape, seed, offset, dtype, out)
+    return kernels.function("normal", out)(shape, seed, offset, dtype, out)
 
 
 # --- argument checks (once, for every implementation) ---------------------------------------

@@ -56,7 +56,7 @@ write each of its elements; the tests replace `_empty` with a NaN-filling alloca
 Inputs are made C-contiguous at the entrance (a no-op for the arrays tinygen passes), so each
 kernel is compiled for contiguous arrays only. Every compiled function is
 `@njit(cache=True, fastmath=False)`, compiled on first call per dtype and cached on disk.
-Threading: tinygen's one policy, from `tinygen.backend` (Numba's pool set to sleep when idle
+Threading: tinygen's one policy, from `tinygen.kernels.cpu_runtime` (Numba's pool set to sleep when idle
 before it starts), as for the conv kernels.
 """
 
@@ -64,7 +64,7 @@ import math
 
 import numpy as np
 
-from tinygen.backend import load_numba
+from tinygen.kernels.cpu_runtime import load_numba
 
 # Through the backend, never a bare `import numba`: it applies tinygen's threading policy before
 # Numba's thread pool starts, whoever imports this module first.

@@ -29,7 +29,8 @@ import os
 
 import numpy as np
 
-from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, is_device_array, load_cupy
+from tinygen.backend import is_device_array, load_cupy
+from tinygen.kernels.gpu_runtime import CudaSource, cuda_suffix, grid_blocks
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "diffusion.cu")
 BLOCK = 256  # threads per block; each thread makes 4 elements

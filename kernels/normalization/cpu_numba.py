@@ -26,9 +26,9 @@ reassociate their adds (`_sum_jit`).
 
 import numpy as np
 
-from tinygen.backend import check_numba_dtype, load_numba
+from tinygen.kernels.cpu_runtime import check_numba_dtype, load_numba
 
-numba = load_numba()  # through the backend: it applies tinygen's threading policy first
+numba = load_numba()  # through cpu_runtime: it applies tinygen's threading policy first
 if numba is None:
     raise ImportError("the Numba normalization kernels need Numba: pip install tinygen[cpu]")
 prange = numba.prange

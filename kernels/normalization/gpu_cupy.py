@@ -17,7 +17,8 @@ import os
 
 import numpy as np
 
-from tinygen.backend import CudaSource, cuda_suffix, grid_blocks, load_cupy
+from tinygen.backend import load_cupy
+from tinygen.kernels.gpu_runtime import CudaSource, cuda_suffix, grid_blocks
 from tinygen.kernels.normalization import reference
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "normalization.cu")

@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
-from tinygen.backend import load_numba
+from tinygen.kernels.cpu_runtime import load_numba
 from tinygen.kernels.optim import reference
 
-numba = load_numba()  # through the backend: it applies tinygen's threading policy first
+numba = load_numba()  # through cpu_runtime: it applies tinygen's threading policy first
 if numba is None:
     raise ImportError("the Numba optimizer kernels need Numba: pip install tinygen[cpu]")
 

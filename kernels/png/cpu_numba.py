@@ -8,9 +8,9 @@ row's inner loop has one predictor and no branch on the type. One thread: a 64x6
 
 import numpy as np
 
-from tinygen.backend import load_numba
+from tinygen.kernels.cpu_runtime import load_numba
 
-numba = load_numba()  # through the backend: it applies tinygen's threading policy first
+numba = load_numba()  # through cpu_runtime: it applies tinygen's threading policy first
 if numba is None:
     raise ImportError("the Numba PNG kernels need Numba: pip install tinygen[cpu]")
 

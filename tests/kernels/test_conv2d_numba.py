@@ -28,7 +28,7 @@ pytest.importorskip("numba")
 
 from helpers import assert_kernel_output, poisoned_allocator  # noqa: E402
 from strategies import conv_case as draw_case  # noqa: E402
-from tinygen import backend  # noqa: E402
+from tinygen.kernels import cpu_runtime, dispatch  # noqa: E402
 from tinygen.errors import BackendUnavailableError, DTypeError  # noqa: E402
 from tinygen.kernels import conv2d  # noqa: E402
 from tinygen.kernels.conv2d import cpu_numba, reference  # noqa: E402
@@ -234,11 +234,11 @@ def test_products_split_over_threads_match_numpy_and_put_blas_threads_back(shape
     m, k, n = shape
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
-    blas = backend.blas_pool()
+    blas = cpu_runtime.blas_pool()
     if blas is not None:
         before = blas[1](2)  # OpenBLAS's thread count, now 2 (if it has 2)
         two = blas[1](2) == 2
-    out = backend.split_matmul(a, b.T.copy().T)  # a column-major b: BLAS reads it transposed
+    out = cpu_runtime.split_matmul(a, b.T.copy().T)  # a column-major b: BLAS reads it transposed
     assert_matches(out, a @ b)
     if blas is not None:
         restored = blas[1](before)
@@ -250,17 +250,17 @@ def test_tinygens_own_products_follow_the_policy_under_numba(monkeypatch, shapes
     rng = np.random.default_rng(4)
     a, b = (rng.standard_normal(s) for s in shapes)
     split = []
-    original = backend.split_matmul
-    monkeypatch.setattr(backend, "split_matmul", lambda *args, **kw: split.append(1) or original(*args, **kw))
+    original = cpu_runtime.split_matmul
+    monkeypatch.setattr(cpu_runtime, "split_matmul", lambda *args, **kw: split.append(1) or original(*args, **kw))
     for knob, expect_split in (("numba", a.ndim == b.ndim == 2), ("numpy", False)):
         monkeypatch.setenv("TINYGEN_KERNELS", knob)
         split.clear()
-        out = backend.matmul(a, b)
+        out = dispatch.matmul(a, b)
         assert_matches(np.asarray(out), np.asarray(a @ b), f"{knob} {shapes}")
-        assert bool(split) == (expect_split and backend.blas_pool() is not None)
+        assert bool(split) == (expect_split and cpu_runtime.blas_pool() is not None)
     monkeypatch.setenv("TINYGEN_KERNELS", "numba")
     xt = Tensor(a, requires_grad=True)
-    (xt @ Tensor(b)).sum().backward()  # ops.MatMul, forward and backward, through backend.matmul
+    (xt @ Tensor(b)).sum().backward()  # ops.MatMul, forward and backward, through dispatch.matmul
     assert_matches(xt.grad.numpy(), np.broadcast_to(b.sum(axis=-1), a.shape) if b.ndim == 2 else b * np.ones_like(a))
 
 
@@ -362,32 +362,33 @@ def test_unknown_backend_raises(monkeypatch):
 
 
 def test_missing_numba_raises_when_asked_and_falls_back_to_numpy_under_auto(monkeypatch):
-    monkeypatch.setattr(backend, "load_numba", lambda: None)  # as if `import numba` failed
-    monkeypatch.setattr(backend, "_numba_error", ImportError("No module named 'numba'"))
+    monkeypatch.setattr(cpu_runtime, "load_numba", lambda: None)  # as if `import numba` failed
+    monkeypatch.setattr(cpu_runtime, "_numba_error", ImportError("No module named 'numba'"))
+    monkeypatch.setattr(dispatch, "_chosen", {})  # forget the choices made while Numba was there
     monkeypatch.setenv("TINYGEN_KERNELS", "numba")
     with pytest.raises(BackendUnavailableError, match=r"pip install tinygen\[cpu\]"):
         conv_once()
-    info = backend.kernel_info()  # reports instead of raising
+    info = dispatch.kernel_info()  # reports instead of raising
     assert info["backend"] is None and "pip install tinygen[cpu]" in info["error"]
     monkeypatch.setenv("TINYGEN_KERNELS", "auto")
     assert conv2d.implementation() is reference
-    info = backend.kernel_info()
+    info = dispatch.kernel_info()
     assert info["backend"] == "numpy" and info["numba"] is None and "No module named" in info["numba_error"]
 
 
 def test_a_family_without_numba_kernels_stays_on_numpy_under_auto(monkeypatch):
     monkeypatch.setenv("TINYGEN_KERNELS", "auto")
-    assert backend.kernel_backend() == "numpy"  # the default: a family with only the reference
-    assert backend.kernel_backend(provides=("numpy", "numba")) == "numba"
+    assert dispatch.kernel_backend() == "numpy"  # the default: a family with only the reference
+    assert dispatch.kernel_backend(provides=("numpy", "numba")) == "numba"
     monkeypatch.setenv("TINYGEN_KERNELS", "numba")
-    assert backend.kernel_backend() == "numba"  # named: returned, so that family's dispatcher refuses
+    assert dispatch.kernel_backend() == "numba"  # named: returned, so that family's dispatcher refuses
 
 
 def test_kernel_info_names_the_pool(monkeypatch):
     import numba
 
     monkeypatch.setenv("TINYGEN_KERNELS", "auto")
-    info = backend.kernel_info()
+    info = dispatch.kernel_info()
     assert info["backend"] == "numba" and info["numba"] == numba.__version__
     assert info["threading_layer"] in ("omp", "tbb", "workqueue")
     assert info["threads"] == numba.get_num_threads() >= 1
@@ -415,8 +416,8 @@ def test_importing_tinygen_and_running_numpy_kernels_never_imports_numba():
 
 def test_threading_policy_reaches_the_openmp_pool_and_leaves_the_environment_alone():
     code = ("import ctypes, os\n"
-            "from tinygen import backend\n"
-            "info = backend.kernel_info()\n"
+            "from tinygen.kernels import dispatch\n"
+            "info = dispatch.kernel_info()\n"
             "assert 'OMP_WAIT_POLICY' not in os.environ, 'the policy leaked into the environment'\n"
             "print(info['threading_layer'])\n"
             "if info['threading_layer'] == 'omp':\n"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from tinygen import backend
+from tinygen.kernels import cpu_runtime, dispatch
 from tinygen.kernels import conv2d
 from tinygen.kernels.conv2d import reference
 
@@ -313,7 +313,8 @@ def test_conv_transpose2d_matches_torch(torch, c, data):
 def test_dispatcher_runs_the_reference_for_numpy(monkeypatch, knob):
     # auto (or no knob) means the reference only where Numba is missing: simulate that here;
     # test_conv2d_numba.py checks that auto runs the Numba kernels where Numba is installed.
-    monkeypatch.setattr(backend, "load_numba", lambda: None)
+    monkeypatch.setattr(cpu_runtime, "load_numba", lambda: None)
+    monkeypatch.setattr(dispatch, "_chosen", {})  # forget the choices made while Numba was there
     if knob is None:
         monkeypatch.delenv("TINYGEN_KERNELS", raising=False)
     else:

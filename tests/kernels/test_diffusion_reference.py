@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from helpers import assert_standard_normal
 from strategies import shapes
-from tinygen import backend
+from tinygen.kernels import cpu_runtime, dispatch
 from tinygen.errors import ArgumentError, BackendUnavailableError, DTypeError, ShapeError
 from tinygen.kernels import diffusion
 from tinygen.kernels.diffusion import reference
@@ -369,7 +369,8 @@ def test_noise_steps_are_the_steps_with_z_from_normal(problem, seed, offset):
 def test_dispatcher_runs_the_reference_for_numpy(monkeypatch, knob):
     # auto (or no knob) means the reference only where Numba is missing: simulate that here;
     # test_diffusion_numba.py checks that auto runs the Numba kernels where Numba is installed.
-    monkeypatch.setattr(backend, "load_numba", lambda: None)
+    monkeypatch.setattr(cpu_runtime, "load_numba", lambda: None)
+    monkeypatch.setattr(dispatch, "_chosen", {})  # forget the choices made while Numba was there
     if knob is None:
         monkeypatch.delenv("TINYGEN_KERNELS", raising=False)
     else:
@@ -396,7 +397,8 @@ def test_dispatcher_refuses_an_unknown_backend(monkeypatch):
 
 
 def test_numba_asked_for_but_missing_raises_with_no_fallback(monkeypatch):
-    monkeypatch.setattr(backend, "load_numba", lambda: None)  # as if `import numba` failed
+    monkeypatch.setattr(cpu_runtime, "load_numba", lambda: None)  # as if `import numba` failed
+    monkeypatch.setattr(dispatch, "_chosen", {})
     monkeypatch.setenv("TINYGEN_KERNELS", "numba")
     with pytest.raises(BackendUnavailableError, match="numba"):
         diffusion.q_sample_noise(np.ones((1, 1)), 1.0, 0.0, seed=0)

@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 from helpers import assert_kernel_output, poisoned_allocator
 from strategies import make_array, shapes
-from tinygen import backend
+from tinygen.kernels import cpu_runtime
 from tinygen.errors import BackendUnavailableError, DTypeError
 from tinygen.kernels import normalization
 from tinygen.kernels.normalization import reference
@@ -311,7 +311,7 @@ def test_numba_kernels_write_only_through_the_poisoned_allocator(cpu_numba):
 
 @pytest.mark.parametrize("knob", ["numpy", "numba"])
 def test_the_requested_kernels_run(monkeypatch, knob):
-    if knob == "numba" and backend.load_numba() is None:
+    if knob == "numba" and cpu_runtime.load_numba() is None:
         monkeypatch.setenv("TINYGEN_KERNELS", knob)
         with pytest.raises(BackendUnavailableError, match="Numba"):
             normalization.silu_forward(np.ones(3))

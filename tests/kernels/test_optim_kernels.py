@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from helpers import assert_kernel_output
 from strategies import adam_problem
-from tinygen import backend
+from tinygen.kernels import dispatch
 from tinygen.kernels import optim as optim_kernels
 from tinygen.kernels.optim import reference
 
@@ -53,4 +53,4 @@ def test_the_requested_kernel_runs(monkeypatch, knob):
     optim_kernels.adam_update(p, np.ones(3), np.zeros(3), np.zeros(3), 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
     assert optim_kernels.calls[module, "adam_update"] == before + 1
     np.testing.assert_allclose(p, 0.9)  # the first step moves each weight by lr against the gradient's sign
-    assert backend.kernel_backend(provides=optim_kernels.PROVIDES) == knob
+    assert dispatch.kernel_backend(provides=optim_kernels.kernels.provides) == knob

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygen import backend
+from tinygen.kernels import cpu_runtime
 from tinygen.kernels import png as png_kernels
 from tinygen.kernels.png import reference
 
@@ -117,7 +117,7 @@ def test_tall_images_go_through_the_wavefront_in_blocks(monkeypatch):
 
 @pytest.mark.parametrize("knob", ["numpy", "numba", "auto", "cupy"])
 def test_the_requested_kernel_runs(monkeypatch, knob):
-    has_numba = backend.load_numba() is not None
+    has_numba = cpu_runtime.load_numba() is not None
     if knob == "numba" and not has_numba:
         pytest.skip("Numba is not installed")
     # NOTE: cupy asks for CUDA kernels on GPU arrays; PNG decoding, on the CPU, runs as under auto

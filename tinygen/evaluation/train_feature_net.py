@@ -57,6 +57,7 @@ from tinygen.evaluation.features import (
 )
 from tinygen.evaluation.protocol import load_split
 from tinygen.evaluation.frechet import statistics
+from tinygen.kernels.dispatch import kernel_info
 from tinygen.nn import functional as F
 from tinygen.serialization import save
 
@@ -151,7 +152,7 @@ def main(argv=None):
     seconds = time.perf_counter() - start
     feats, logits = features_and_logits(test_images[:, None], net=net)  # uint8 (N, 1, 28, 28) accepted
     accuracy = float((logits.argmax(1) == test_labels).mean())
-    print(f"training: {seconds:.0f} s ({tinygen.backend.kernel_info()['backend']} kernels); "
+    print(f"training: {seconds:.0f} s ({kernel_info()['backend']} kernels); "
           f"test accuracy {100 * accuracy:.2f}% on {len(test_labels)} images")
     if accuracy < args.min_accuracy:
         print(f"test accuracy below {100 * args.min_accuracy:.1f}%: nothing written", file=sys.stderr)
@@ -208,7 +209,7 @@ def train_conv_net(args):
     logits = features_and_logits(test_images, net=net)[1]
     accuracy = float((logits.argmax(1) == test_labels).mean())
     chance = float(np.bincount(train_labels, minlength=num_classes).max() / len(train_labels))
-    print(f"training: {seconds:.0f} s on {len(x_train):,} images ({tinygen.backend.kernel_info()['backend']} kernels); "
+    print(f"training: {seconds:.0f} s on {len(x_train):,} images ({kernel_info()['backend']} kernels); "
           f"held-out accuracy {100 * accuracy:.2f}% on {len(test_labels):,} images "
           f"(the most frequent class alone: {100 * chance:.2f}%)")
     if args.min_accuracy is not None and accuracy < args.min_accuracy:
