@@ -3,8 +3,8 @@ the working tree, from the same seed and data, and compare every array of the tw
 
     python -m benchmarks.same_trajectory --commit 1301d87 --model vae --steps 300
 
-The older commit is checked out into a temporary git worktree and run with its own tinygen first
-on the path. Identical arrays mean the change moved neither the networks, their initialisation,
+The older commit is checked out into a temporary git worktree and run with its own tinygen (and its
+own kernels/) first on the path. Identical arrays mean the change moved neither the networks, their initialisation,
 the data order nor any arithmetic of the step, so the older runs' published numbers still hold.
 One thread each (NUMBA/OMP/OPENBLAS), so thread counts cannot reorder a sum.
 """
@@ -43,6 +43,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         old_tree = os.path.join(tmp, "old")
         subprocess.run(["git", "worktree", "add", "--detach", "-q", old_tree, args.commit], cwd=ROOT, check=True)
+        # tinygen.kernels is kernels/ at the top, mapped by the editable install to this checkout's: a link
+        # inside the older tinygen/ makes that tree import its own kernels
+        os.symlink(os.path.join(os.pardir, "kernels"), os.path.join(old_tree, "tinygen", "kernels"))
         try:
             old = train(old_tree, args.model, args.steps, os.path.join(tmp, "old-run"))
         finally:
