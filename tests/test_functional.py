@@ -308,6 +308,7 @@ def test_attention_arguments_are_checked():
 # Normalising a handful of values is ill-conditioned in float32 (the outputs are nearly +-1 whatever
 # the input, so the input gradient is a difference of nearly equal terms): looser float32 tolerances.
 NORM_TOL = dict(rtol=1e-3, atol=1e-4)
+EPS = st.sampled_from([1e-5, 0.5])  # 0.5: where eps goes (inside the square root, or not) shows
 
 
 @st.composite
@@ -325,8 +326,10 @@ def test_batch_norm_training_forward_and_backward(data):
     affine = data.draw(st.booleans())
     c = shape[1]
     extra = (draw_array(data, (c,)), draw_array(data, (c,))) if affine else ()
-    check(lambda x, *wb: F.batch_norm(x, None, None, *wb, training=True), O.batch_norm_train,
-          lambda x, *wb: TF.batch_norm(x, None, None, *wb, training=True), draw_array(data, shape), *extra,
+    eps = data.draw(EPS)
+    check(lambda x, *wb: F.batch_norm(x, None, None, *wb, training=True, eps=eps),
+          lambda x, *wb: O.batch_norm_train(x, *wb, eps=eps),
+          lambda x, *wb: TF.batch_norm(x, None, None, *wb, training=True, eps=eps), draw_array(data, shape), *extra,
           **NORM_TOL)
 
 
@@ -337,9 +340,10 @@ def test_batch_norm_eval_uses_running_statistics(data):
     mean, var = draw_array(data, (c,)), draw_array(data, (c,), "positive")
     affine = data.draw(st.booleans())
     extra = (draw_array(data, (c,)), draw_array(data, (c,))) if affine else ()
-    check(lambda x, *wb: F.batch_norm(x, mean, var, *wb, training=False),
-          lambda x, *wb: O.batch_norm_eval(x, mean, var, *wb),
-          lambda x, *wb: TF.batch_norm(x, torch.from_numpy(mean), torch.from_numpy(var), *wb, training=False),
+    eps = data.draw(EPS)
+    check(lambda x, *wb: F.batch_norm(x, mean, var, *wb, training=False, eps=eps),
+          lambda x, *wb: O.batch_norm_eval(x, mean, var, *wb, eps=eps),
+          lambda x, *wb: TF.batch_norm(x, torch.from_numpy(mean), torch.from_numpy(var), *wb, training=False, eps=eps),
           draw_array(data, shape), *extra, **NORM_TOL)
 
 
@@ -381,8 +385,9 @@ def test_group_norm(data):
         shape = shape + (2,)
     affine = data.draw(st.booleans())
     extra = (draw_array(data, (c,)), draw_array(data, (c,))) if affine else ()
-    check(lambda x, *wb: F.group_norm(x, groups, *wb), lambda x, *wb: O.group_norm(x, groups, *wb),
-          lambda x, *wb: TF.group_norm(x, groups, *wb), draw_array(data, shape), *extra, **NORM_TOL)
+    eps = data.draw(EPS)
+    check(lambda x, *wb: F.group_norm(x, groups, *wb, eps=eps), lambda x, *wb: O.group_norm(x, groups, *wb, eps=eps),
+          lambda x, *wb: TF.group_norm(x, groups, *wb, eps=eps), draw_array(data, shape), *extra, **NORM_TOL)
 
 
 @given(data=st.data())
@@ -394,8 +399,9 @@ def test_layer_norm(data):
         shape, normalized = shape + (3,), normalized + (3,)
     affine = data.draw(st.booleans())
     extra = (draw_array(data, normalized), draw_array(data, normalized)) if affine else ()
-    check(lambda x, *wb: F.layer_norm(x, normalized, *wb), lambda x, *wb: O.layer_norm(x, normalized, *wb),
-          lambda x, *wb: TF.layer_norm(x, normalized, *wb), draw_array(data, shape), *extra, **NORM_TOL)
+    eps = data.draw(EPS)
+    check(lambda x, *wb: F.layer_norm(x, normalized, *wb, eps=eps), lambda x, *wb: O.layer_norm(x, normalized, *wb, eps=eps),
+          lambda x, *wb: TF.layer_norm(x, normalized, *wb, eps=eps), draw_array(data, shape), *extra, **NORM_TOL)
 
 
 def test_layer_norm_with_an_int_shape():

@@ -62,6 +62,7 @@ def test_conv_transpose2d_grid(p, dtype):
                  f"conv_transpose2d {conv_id(p)}")
 
 
+@pytest.mark.cpu_only  # the CUDA kernels take float32 and float64 only, and say so
 def test_unfold_keeps_integer_dtypes():
     x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
     assert_close(F.unfold(tg.tensor(x), (2, 3), padding=1, stride=(2, 1)), O.unfold(x, (2, 3), padding=1, stride=(2, 1)),

@@ -6,6 +6,8 @@ float64, and the outputs, the input gradient and every parameter gradient of
 loss = sum(output * r) (r a fixed random tensor) must agree; so must the running statistics.
 Default initialisations are compared with PyTorch's as distributions (two-sample
 Kolmogorov-Smirnov statistic) and against the formulas (bounds, standard deviations).
+Every layer's forward value is also checked against the NumPy oracles of tests/oracles.py, with
+or without PyTorch, in tests/nn/test_layer_oracles.py.
 """
 
 import math
