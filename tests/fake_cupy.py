@@ -17,6 +17,25 @@ duration of a `with` block (and resets tinygen's cached CuPy); tests use it thro
   so this checks that too; kernels with shared memory or __syncthreads are not supported. Arguments
   must be arrays or NumPy scalars (their C types), as the real launch wants; every launch is
   counted in `launches` by kernel name.
+- Races: each emulated thread runs on its own copy of the launch's arrays as they were at the
+  launch (arrays that overlap share one copy); when all have run, their stores are merged into
+  the arrays and every atomicAdd's addition is added, in the order the threads ran. A thread
+  never sees another's writes, as nothing orders them on a GPU within a launch. Two threads that
+  store different values to one location (a plain `+=` where atomicAdd belongs), or a plain store
+  and atomicAdd on one location, fail the launch with `DataRaceError`, naming the kernel, the
+  threads, the argument and the element; the arrays are then left as they were.
+  tests/kernels/test_cuda_emulation.py shows each case.
+
+What the race emulation cannot catch: a race between work items that one emulated thread runs in
+turn but a GPU would give to different threads (a few threads share a grid-stride loop; a GPU's
+thousands meet pairs these never do); stores of equal values (harmless on a GPU too); a thread
+that needs another's write within a launch (it reads the launch-time value: a wrong result a test
+may see, never an error); anything in memory a kernel reaches through pointers stored in an
+array (kernels/optim's tables: all threads share it, so its races show nothing); what atomicAdd
+returns (the launch-time value plus the thread's own earlier additions, never another's; only
+atomicAdd on double is emulated). Reads and writes out of an array's bounds are not caught here
+(a forgotten element is, where the tests poison the outputs with NaN); on a GPU,
+`benchmarks/gpu_check.py` runs the kernel tests under compute-sanitizer's memcheck.
 
 Not emulated: streams, events and timing (they exist and do nothing), several GPUs (there is one,
 id 0), memory pools, and CuPy's own kernels (everything else runs in NumPy).
@@ -25,6 +44,7 @@ id 0), memory pools, and CuPy's own kernels (everything else runs in NumPy).
 import contextlib
 import ctypes
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -372,6 +392,20 @@ class RawModule:
         self._lib = ctypes.CDLL(library)
         self._set = self._lib.tinygen_emu_set
         self._set.argtypes = [ctypes.c_uint] * 4
+        self._atomics = self._lib.tinygen_emu_atomics
+        self._atomics.argtypes = [ctypes.POINTER(ctypes.POINTER(ctypes.c_uint64)),
+                                  ctypes.POINTER(ctypes.POINTER(ctypes.c_double))]
+        self._atomics.restype = ctypes.c_uint64
+        self._uses_atomics = "atomicAdd" in code
+
+    def atomics(self):
+        """The atomicAdd log of the thread that ran last: (addresses as int64, values), copied."""
+        addresses, values = ctypes.POINTER(ctypes.c_uint64)(), ctypes.POINTER(ctypes.c_double)()
+        n = self._atomics(ctypes.byref(addresses), ctypes.byref(values)) if self._uses_atomics else 0
+        if n == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        return (np.ctypeslib.as_array(addresses, (n,)).astype(np.int64),
+                np.ctypeslib.as_array(values, (n,)).copy())
 
     def get_function(self, name):
         return RawKernel(self, name)
@@ -400,10 +434,134 @@ class RawKernel:
                                 f"scalars of the kernel's C types (fake CuPy checks what CuPy would guess)")
         launches[self.name] += 1
         blocks, threads = min(grid[0], EMULATED_GRID), min(block[0], EMULATED_BLOCK)
+        regions = _regions([(i, a._a.ctypes.data, a._a.nbytes, a._a.itemsize) for i, a in enumerate(args)
+                            if isinstance(a, ndarray) and a._a.nbytes])
         for b in range(blocks):
             for t in range(threads):
+                pointers = {}
+                for region in regions:
+                    pointers.update(region.fresh_copy())
                 self.module._set(b, t, blocks, threads)
-                self._function(*converted)
+                self._function(*(pointers.get(i, c) for i, c in enumerate(converted)))
+                addresses, values = self.module.atomics()
+                for region in regions:
+                    region.collect(f"{self.name} (block {b}, thread {t})", addresses, values)
+        for region in regions:
+            region.check(self.name)
+        for region in regions:  # only once every region is checked: a launch that fails changes nothing
+            region.write()
+
+
+class DataRaceError(RuntimeError):
+    """Two threads of one emulated launch wrote one location: different values with plain stores,
+    or a plain store and an atomicAdd."""
+
+
+_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _regions(arrays):
+    """The memory of a launch's arrays, (argument index, pointer, bytes, itemsize), as `_Region`s:
+    arrays that overlap (an output that is also an input) share one."""
+    groups = []
+    for a in sorted(arrays, key=lambda a: a[1]):
+        if groups and a[1] < max(p + n for _, p, n, _ in groups[-1]):
+            groups[-1].append(a)
+        else:
+            groups.append([a])
+    return [_Region(group) for group in groups]
+
+
+def _doubles(words, offsets):
+    """The doubles at byte `offsets` of the array `words` (any alignment)."""
+    return words.view(np.uint8)[offsets[:, None] + np.arange(8)].view(np.float64).ravel()
+
+
+class _Region:
+    """Memory that arrays of one launch cover, in words of their smallest element: the real memory
+    (which no thread writes: it keeps the launch-time contents until `write`), the threads' plain
+    stores merged so far and which thread stored each word (made at the first store), and the
+    atomic additions."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.start = min(p for _, p, _, _ in arrays)
+        end = max(p + n for _, p, n, _ in arrays)
+        common = math.gcd(*(size for *_, size in arrays), *(p - self.start for _, p, _, _ in arrays))
+        self.word = next(w for w in (8, 4, 2, 1) if common % w == 0)
+        raw = (ctypes.c_uint8 * (end - self.start)).from_address(self.start)
+        self.memory = np.frombuffer(raw, np.uint8).view(_WORDS[self.word])
+        self.merged = self.owner = None
+        self.writers = []  # names of the threads that ran, indexed by `owner`
+        self.atomic_offsets, self.atomic_values = [], []  # per thread, in the order the threads ran
+        self.copy = None
+
+    def where(self, word):
+        byte = self.start + int(word) * self.word
+        i, p, _, size = next(a for a in self.arrays if a[1] <= byte < a[1] + a[2])
+        return f"argument {i}, element {(byte - p) // size}"
+
+    def words_of_doubles(self, offsets):
+        return ((offsets[:, None] + np.arange(0, 8, self.word)) // self.word).ravel()
+
+    def fresh_copy(self):
+        """The launch-time contents copied for the next thread: {argument index: its pointer there}."""
+        self.copy = self.memory.copy()
+        return {i: ctypes.c_void_p(self.copy.ctypes.data + p - self.start) for i, p, _, _ in self.arrays}
+
+    def collect(self, thread, addresses, values):
+        """Merge the plain stores of the thread that ran on `fresh_copy` and keep its atomic additions
+        (`addresses` in any region's copy; `values`); DataRaceError where threads clash."""
+        stored = np.flatnonzero(self.copy != self.memory)
+        base = self.copy.ctypes.data
+        inside = (addresses >= base) & (addresses < base + self.copy.nbytes) if addresses.size else None
+        if inside is not None and inside.any():
+            offsets, values = addresses[inside] - base, values[inside]
+            # The copy holds the launch-time value plus the thread's additions, in its order, where
+            # it added: anything else there is a plain store beside the atomics.
+            unique, inverse = np.unique(offsets, return_inverse=True)
+            expected = _doubles(self.memory, unique)
+            np.add.at(expected, inverse, values)
+            mixed = expected.view(np.uint64) != _doubles(self.copy, unique).view(np.uint64)
+            if mixed.any():
+                word = unique[mixed.argmax()] // self.word
+                raise DataRaceError(f"{thread} stored to {self.where(word)} and added to it with atomicAdd")
+            stored = np.setdiff1d(stored, self.words_of_doubles(offsets), assume_unique=False)
+            self.atomic_offsets.append(offsets)
+            self.atomic_values.append(values)
+        if stored.size:
+            if self.owner is None:
+                self.merged, self.owner = np.empty_like(self.memory), np.full(self.memory.size, -1, np.int32)
+            clash = (self.owner[stored] >= 0) & (self.copy[stored] != self.merged[stored])
+            if clash.any():
+                word = stored[clash.argmax()]
+                raise DataRaceError(f"{self.writers[self.owner[word]]} and {thread} stored different values to "
+                                    f"{self.where(word)}: a race (a read-modify-write that needs atomicAdd?)")
+            self.merged[stored] = self.copy[stored]
+            self.owner[stored] = len(self.writers)
+        self.writers.append(thread)
+        self.copy = None
+
+    def check(self, kernel):
+        """DataRaceError where one thread stored to a location that others add to with atomicAdd."""
+        if self.atomic_offsets and self.owner is not None:
+            both = np.intersect1d(self.words_of_doubles(np.concatenate(self.atomic_offsets)),
+                                  np.flatnonzero(self.owner >= 0))
+            if both.size:
+                raise DataRaceError(f"{self.writers[self.owner[both[0]]]} stored to {self.where(both[0])}, which "
+                                    f"other threads of {kernel} add to with atomicAdd")
+
+    def write(self):
+        """The merged stores into the real memory, then every thread's atomic additions."""
+        if self.owner is not None:
+            written = self.owner >= 0
+            self.memory[written] = self.merged[written]
+        if self.atomic_offsets:
+            offsets, values = np.concatenate(self.atomic_offsets), np.concatenate(self.atomic_values)
+            unique, inverse = np.unique(offsets, return_inverse=True)
+            sums = _doubles(self.memory, unique)
+            np.add.at(sums, inverse, values)  # in the order the threads ran, as one memory would have added
+            self.memory.view(np.uint8)[unique[:, None] + np.arange(8)] = sums.view(np.uint8).reshape(-1, 8)
 
 
 # --- installing it as cupy --------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Every test takes the `gpu` fixture (tests/conftest.py): CuPy on a GPU; where there is none, the
 stand-in of tests/fake_cupy.py, which runs the same CUDA C compiled for the CPU as a small
 emulated grid (so the kernels' indexing and grid-stride coverage are checked on any machine with
-a C++ compiler; their speed only on a GPU, by benchmarks/gpu_check.py). The oracles:
+a C++ compiler, and two threads storing different values to one element fail the launch; their
+speed only on a GPU, by benchmarks/gpu_check.py, which also runs these tests under
+compute-sanitizer's memcheck for out-of-bounds accesses, which the emulation does not see). The
+oracles:
 - the NumPy reference, function by function, on hypothesis-drawn shapes, strides, paddings,
   dilations, output paddings, float32 and float64, and odd sizes that divide no block size;
 - the reference's gradients through autograd: `F.conv2d` / `F.conv_transpose2d` forward and

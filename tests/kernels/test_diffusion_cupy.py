@@ -3,7 +3,9 @@
 Every test takes the `gpu` fixture (tests/conftest.py): CuPy on a GPU; where there is none, the
 stand-in of tests/fake_cupy.py, which runs the same CUDA C compiled for the CPU as a small
 emulated grid (so the Philox stream, the per-sample coefficients, the float4 and scalar paths
-and the grid-stride coverage are checked on any machine with a C++ compiler). The oracles:
+and the grid-stride coverage are checked on any machine with a C++ compiler, and two threads
+storing different values to one element fail the launch; fake_cupy.py says what the emulation
+cannot catch). The oracles:
 - the reference, function by function, on hypothesis-drawn shapes (1-D to 4-D, sides of 1 and
   odd sides that divide no block size, and long flat runs), float32 and float64, per-sample and
   scalar coefficients, seeds and offsets (every lane of a Philox counter);

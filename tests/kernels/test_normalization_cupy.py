@@ -2,8 +2,11 @@
 against the NumPy reference.
 
 The `gpu` fixture (tests/conftest.py) gives CuPy on a GPU, else the stand-in of tests/fake_cupy.py,
-which runs the same CUDA C compiled for the CPU as a small emulated grid (the grid-stride loops,
-the row parts and the atomic sums are then checked on any machine with a C++ compiler). The
+which runs the same CUDA C compiled for the CPU as a small emulated grid: the grid-stride loops,
+the row parts and the atomic sums are then checked on any machine with a C++ compiler. Each
+emulated thread works on its own copy of the arrays, so the sums would come out short, or the
+launch fail with DataRaceError, with a plain `+=` in place of atomicAdd (test_cuda_emulation.py
+makes that mutation and needs it refused); fake_cupy.py says what the emulation cannot catch. The
 draws are those of tests/kernels/test_normalization.py (shapes with any number of spatial dims,
 sides of 1, odd sizes, group means away from zero), float32 and float64; every buffer gpu_cupy
 allocates is poisoned with NaN first, so an element a kernel never writes fails.

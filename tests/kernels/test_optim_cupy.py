@@ -1,7 +1,10 @@
 """Adam's update on the GPU (kernels/optim/gpu_cupy.py + optim.cu) against the NumPy reference.
 
 The `gpu` fixture (tests/conftest.py) gives CuPy on a GPU, else the stand-in of tests/fake_cupy.py,
-which runs the same CUDA C compiled for the CPU as a small emulated grid. In place, so there is
+which runs the same CUDA C compiled for the CPU as a small emulated grid. The emulation gives each
+thread its own copy of a launch's arrays to expose races, but p, g, m and v reach the kernels
+through a table of pointers, which all emulated threads share: a race on them would not show here
+(sum_of_squares' partial sums, a plain argument, are covered). In place, so there is
 no output buffer to poison: p, m and v start from drawn values and every element of all three
 must match the reference's, on sizes that divide no block size, float32 and float64, Adam and
 AdamW weight decay, at the first and at later steps.
