@@ -8,6 +8,13 @@ In order, each part skipped with a note once the budget (seconds, counted from t
 1. the machine: GPU, CuPy, CUDA, and how tinygen was made importable;
 2. the GPU tests in subprocesses (pytest -m gpu: first tests/kernels, the CUDA kernels against
    the reference, then the rest, the device-parametrized suites on ``cuda``), their summaries;
+   then the CUDA kernel tests again under compute-sanitizer (when one is found: --sanitizer, PATH,
+   the CUDA toolkit, NVIDIA's wheels; else a line saying where it looked), racecheck then
+   memcheck, CuPy's memory pool off, sharing at most --sanitizer-budget seconds (150) of what the
+   budget leaves: each tool's error count and its reports, grouped. memcheck catches reads and
+   writes out of an array's bounds and misaligned ones; racecheck checks shared memory only, which
+   tinygen's kernels do not use, so its zero says nothing about a race on global memory (a plain
+   `+=` where atomicAdd belongs): the emulated GPU's tests catch those (tests/fake_cupy.py);
 3. the kernels, each the median of repeated calls timed with CUDA events, beside the same work
    done by the NumPy reference on CuPy arrays (the kernels' `reference.py` through ``xp``) and by
    PyTorch eager:
@@ -42,12 +49,16 @@ CPU, on tiny shapes: it checks the control flow, the budget and the table, not t
 
 import argparse
 import contextlib
+import glob
 import importlib.util
 import io
 import json
 import math
 import os
 import platform
+import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -217,40 +228,191 @@ def attempt(rows, section, name, fn):
 # --- 2. the GPU tests ---------------------------------------------------------------------------------------
 
 
-def run_tests(seconds, paths, env, first_paths, log=None):
-    """pytest -m gpu on `paths` in a subprocess: its summary and failures, at most `seconds` long;
-    its whole output also goes to the file `log` (when given), a run stopped by the budget included.
+def pytest_args(paths, first_paths):
+    """pytest's arguments for the GPU tests in `paths`.
 
     `first_paths` go before the checkout on the test process's path (pyproject's ``pythonpath``
     puts the checkout first, whose tinygen/ lacks tinygen/kernels when tinygen is not installed).
     """
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfE", "--tb=short", *paths]
+    args = ["-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfE", "--tb=short", *paths]
     if first_paths:
-        cmd[3:3] = ["-o", "pythonpath=" + " ".join([*first_paths, ".", "tests"])]
-    t0 = time.perf_counter()
-    try:
-        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=max(10, seconds))
-        output, rc = result.stdout + result.stderr, result.returncode
-    except subprocess.TimeoutExpired as err:
-        output = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
-        output += f"\n(stopped after {seconds:.0f} s: the budget for the tests)"
-        rc = "timeout"
-    if log:
-        with open(log, "w") as f:
-            f.write(" ".join(cmd) + "\n" + output)
+        args[:0] = ["-o", "pythonpath=" + " ".join([*first_paths, ".", "tests"])]
+    return args
+
+
+def run_capped(cmd, seconds, env):
+    """cmd run in the checkout for at most `seconds`: (its stdout and stderr, its return code or
+    "timeout"). A command past its time is killed with every process it started (pytest under
+    compute-sanitizer is two processes, and the target would go on using the GPU)."""
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", start_new_session=True) as process:
+        try:
+            return process.communicate(timeout=seconds)[0], process.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            return process.communicate()[0] + f"\n(stopped after {seconds:.0f} s: the budget)", "timeout"
+
+
+def pytest_summary(output):
+    """pytest's last summary line in `output` (else its last line), and its FAILED/ERROR lines."""
     lines = [line for line in output.splitlines() if line.strip()]
     summary = next((line for line in reversed(lines) if " in " in line and ("passed" in line or "failed" in line
                                                                               or "error" in line or "skipped" in line)),
                    lines[-1] if lines else "(no output)")
-    failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    print(f"  pytest -m gpu {' '.join(paths)}: {summary.strip('= ')}  ({time.perf_counter() - t0:.0f} s)")
+    return summary.strip("= "), [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+
+
+def run_tests(seconds, paths, env, first_paths, log=None):
+    """pytest -m gpu on `paths` in a subprocess: its summary and failures, at most `seconds` long;
+    its whole output also goes to the file `log` (when given), a run stopped by the budget included."""
+    cmd = [sys.executable, "-m", "pytest", *pytest_args(paths, first_paths)]
+    t0 = time.perf_counter()
+    output, rc = run_capped(cmd, max(10, seconds), env)
+    if log:
+        with open(log, "w") as f:
+            f.write(" ".join(cmd) + "\n" + output)
+    lines = [line for line in output.splitlines() if line.strip()]
+    summary, failures = pytest_summary(output)
+    print(f"  pytest -m gpu {' '.join(paths)}: {summary}  ({time.perf_counter() - t0:.0f} s)")
     for line in failures[:30]:
         print(f"    {line[:200]}")
     if rc not in (0, 5) and not failures:  # 5: nothing collected
         for line in lines[-15:]:
             print(f"    | {line[:200]}")
-    return dict(paths=paths, rc=rc, summary=summary.strip("= "), failures=failures,
+    return dict(paths=paths, rc=rc, summary=summary, failures=failures,
                 seconds=time.perf_counter() - t0, tail=lines[-40:])
+
+
+# --- 2b. the CUDA kernel tests under compute-sanitizer --------------------------------------------------------
+
+MIN_TOOL_SECONDS = 20  # a tool with less time left is skipped: CuPy's import and compiles alone take seconds
+SANITIZER_TOOLS = ("racecheck", "memcheck")  # racecheck costs little without shared memory: first
+# Where a CUDA toolkit keeps compute-sanitizer, after PATH, $CUDA_HOME and $CUDA_PATH and CuPy's CUDA path
+TOOLKIT_DIRS = ["/usr/local/cuda/bin", "/usr/local/cuda-*/bin", "/opt/cuda/bin"]
+# ... and NVIDIA's pip wheels, under a site-packages folder
+WHEEL_DIRS = [os.path.join("nvidia", "cu13", "bin"), os.path.join("nvidia", "cuda_nvcc", "bin")]
+# pytest with CuPy's memory pool off: each array its own cudaMalloc, whose end memcheck knows (in the
+# pool, a kernel that runs past an array's end lands in the pool's next block unseen)
+NO_POOL_PYTEST = "import sys, cupy, pytest; cupy.cuda.set_allocator(None); sys.exit(pytest.main(sys.argv[1:]))"
+_SANITIZER_LINE = re.compile(r"^========= (\S.*)$", re.M)
+_NOT_A_REPORT = re.compile(r"COMPUTE-SANITIZER|(ERROR|RACECHECK|LEAK) SUMMARY|Target application|Process ID|"
+                           r"errors? (were|was) not printed|This tool|Please use")
+
+
+def find_sanitizer(explicit=None, environ=None, site_dirs=None):
+    """The compute-sanitizer to run: `explicit` (a path, checked), else the first found on PATH, in
+    $CUDA_HOME/bin or $CUDA_PATH/bin, CuPy's CUDA path, TOOLKIT_DIRS, or NVIDIA's wheels under
+    `site_dirs` (default sys.path). Returns (path, None), or (None, where it looked)."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit, None
+        return None, f"--sanitizer {explicit} is not an executable file"
+    name = "compute-sanitizer"
+    found = shutil.which(name, path=environ.get("PATH", ""))
+    if found:
+        return found, None
+    dirs = [os.path.join(environ[v], "bin") for v in ("CUDA_HOME", "CUDA_PATH") if environ.get(v)]
+    cuda_path = cupy_cuda_path()
+    if cuda_path:
+        dirs.append(os.path.join(cuda_path, "bin"))
+    for pattern in TOOLKIT_DIRS:
+        versions = sorted(glob.glob(pattern), key=lambda d: [int(n) for n in re.findall(r"\d+", d)], reverse=True)
+        dirs += versions if "*" in pattern else [pattern]  # the newest toolkit first
+    dirs += [os.path.join(site, sub) for site in (sys.path if site_dirs is None else site_dirs) if site
+             for sub in WHEEL_DIRS]
+    for d in dirs:
+        path = os.path.join(d, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path, None
+    return None, f"not on PATH, nor in $CUDA_HOME, $CUDA_PATH, CuPy's CUDA path, {', '.join(TOOLKIT_DIRS)}, or " \
+                 f"NVIDIA's wheels ({' or '.join(WHEEL_DIRS)} under site-packages)"
+
+
+def cupy_cuda_path():
+    """CuPy's idea of the CUDA toolkit's folder, or None (no CuPy, or it knows none)."""
+    try:
+        import cupy
+
+        return cupy.cuda.get_cuda_path()
+    except Exception:  # noqa: BLE001  (an old CuPy without it, or none at all: look elsewhere)
+        return None
+
+
+def sanitizer_command(sanitizer, tool, log_file, paths, first_paths):
+    """compute-sanitizer with `tool` around pytest -m gpu on `paths` (CuPy's pool off); its report goes
+    to `log_file`. Only the pytest process is instrumented, and CUDA API calls that return an error
+    are not counted (CuPy probes some), only the kernels' accesses and the hardware's exceptions."""
+    return [sanitizer, "--tool", tool, "--target-processes", "application-only", "--report-api-errors", "no",
+            "--print-limit", "100", "--log-file", log_file,
+            sys.executable, "-c", NO_POOL_PYTEST, *pytest_args(paths, first_paths)]
+
+
+def parse_sanitizer_log(text):
+    """What a compute-sanitizer report says: errors and warnings (racecheck's hazards, or memcheck's
+    ERROR SUMMARY; None where no summary was written: a run cut short), and the reports, each headline
+    with addresses blanked, counted: {"errors", "warnings", "reports": {headline: count}}."""
+    races = re.findall(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?, (\d+) warnings?\)", text)
+    summaries = re.findall(r"ERROR SUMMARY: (\d+) errors?", text)
+    if races:
+        errors, warnings = sum(int(e) for e, _ in races), sum(int(w) for _, w in races)
+    elif summaries:
+        errors, warnings = sum(int(n) for n in summaries), 0
+    else:
+        errors = warnings = None
+    reports = {}
+    for line in _SANITIZER_LINE.findall(text):
+        if not _NOT_A_REPORT.search(line):
+            headline = re.sub(r"0x[0-9a-fA-F]+", "0x..", line.strip())
+            reports[headline] = reports.get(headline, 0) + 1
+    return dict(errors=errors, warnings=warnings, reports=reports)
+
+
+def sanitizer_version(sanitizer):
+    """compute-sanitizer's "Version ..." line."""
+    try:
+        output = subprocess.run([sanitizer, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"(--version failed: {err})"
+    return next((line.strip() for line in output.splitlines() if "Version" in line), output.strip()[:80])
+
+
+def run_sanitizer(sanitizer, seconds, paths, env, first_paths, folder, tools=SANITIZER_TOOLS):
+    """The tests in `paths` under each of `tools` in turn, sharing `seconds`: per tool its errors and
+    warnings, reports, pytest's summary, seconds; the reports are kept in `folder` as
+    sanitizer_<tool>.log. Prints a line per tool."""
+    t_start, runs = time.perf_counter(), []
+    for i, tool in enumerate(tools):
+        share = (seconds - (time.perf_counter() - t_start)) / (len(tools) - i)
+        log_file = os.path.join(folder, f"sanitizer_{tool}.log")
+        if share < MIN_TOOL_SECONDS:
+            print(f"  {tool}: skipped, out of budget")
+            runs.append(dict(tool=tool, skipped="out of budget"))
+            continue
+        if os.path.exists(log_file):
+            os.unlink(log_file)
+        t0 = time.perf_counter()
+        output, rc = run_capped(sanitizer_command(sanitizer, tool, log_file, paths, first_paths), share, env)
+        elapsed = time.perf_counter() - t0
+        text = ""
+        if os.path.exists(log_file):
+            with open(log_file, errors="replace") as f:
+                text = f.read()
+        found = parse_sanitizer_log(text)
+        summary, failures = pytest_summary(output)
+        run = dict(tool=tool, rc=rc, seconds=elapsed, pytest=summary, failures=failures, log=log_file, **found)
+        runs.append(run)
+        if found["errors"] is None:
+            verdict = (f"no summary ({'stopped by the budget' if rc == 'timeout' else f'exit code {rc}'}); "
+                       f"{sum(found['reports'].values())} reports before that")
+        else:
+            verdict = f"{found['errors']} errors" + (f", {found['warnings']} warnings" if tool == "racecheck" else "")
+        print(f"  {tool}: {verdict}; pytest: {summary}  ({elapsed:.0f} s)")
+        for headline, count in sorted(found["reports"].items(), key=lambda kv: -kv[1])[:10]:
+            print(f"    {count} x {headline[:180]}")
+        for line in failures[:10]:
+            print(f"    {line[:200]}")
+    return runs
 
 
 # --- 3. the kernels -------------------------------------------------------------------------------------------
@@ -787,7 +949,12 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="NumPy in place of CuPy (tests/fake_cupy.py), tiny shapes")
     parser.add_argument("--budget", type=float, help="wall-clock seconds for everything (default 480; dry run 240)")
     parser.add_argument("--tests-budget", type=float, default=200, help="at most this many seconds of GPU tests")
-    parser.add_argument("--no-tests", action="store_true", help="skip the pytest runs")
+    parser.add_argument("--no-tests", action="store_true", help="skip the pytest runs (and compute-sanitizer's)")
+    parser.add_argument("--sanitizer", metavar="PATH", help="the compute-sanitizer to run (default: found on PATH, "
+                        "in the CUDA toolkit or NVIDIA's wheels)")
+    parser.add_argument("--sanitizer-budget", type=float, default=150,
+                        help="at most this many seconds of CUDA kernel tests under compute-sanitizer, all tools")
+    parser.add_argument("--no-sanitizer", action="store_true", help="skip the compute-sanitizer runs")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu_check.json/.txt (default $OUT)")
     parser.add_argument("--torch-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -848,6 +1015,10 @@ def main(argv=None):
                 log = os.path.join(args.out, f"pytest_{part}.log") if args.out else None
                 report["tests"].append(run_tests(seconds, paths, env, extra_paths, log))
 
+        # 2b. the CUDA kernel tests under compute-sanitizer
+        print("\n## CUDA kernel tests under compute-sanitizer")
+        report["sanitizer"] = sanitize(args, budget, tools, extra_paths)
+
         # 3. the kernels, 4. the DDPM, with PyTorch's side in between
         print("\n## kernels")
         attempt_section(lambda: noise_rows(xp, cfg, budget, report["rows"]), "noise", budget)
@@ -876,6 +1047,10 @@ def main(argv=None):
         failed = [t for t in report["tests"] if t["rc"] not in (0, 5)]
         print(f"tests: {'; '.join(t['summary'] for t in report['tests']) or 'not run'}"
               + (f" -- {len(failed)} pytest run(s) not clean" if failed else ""))
+        checked = [r for r in report["sanitizer"].get("runs", []) if "skipped" not in r]
+        print("compute-sanitizer: " + ("; ".join(f"{r['tool']} {'cut short' if r['errors'] is None else r['errors']}"
+                                                  f"{'' if r['errors'] is None else ' errors'}" for r in checked)
+                                       or report["sanitizer"].get("skipped", "not run")))
         report["elapsed_s"] = budget.elapsed()
         print(f"elapsed {budget.elapsed():.0f} s of {budget.seconds:.0f}")
     if args.out:
@@ -886,6 +1061,36 @@ def main(argv=None):
             f.write(tee.kept.getvalue())
         print(f"wrote {os.path.join(args.out, 'gpu_check.json')} and gpu_check.txt")
     return 0
+
+
+def sanitize(args, budget, test_tools, extra_paths):
+    """The compute-sanitizer part of main (`test_tools`: the path entries that give pytest, or None):
+    {"skipped": why} or {"path", "version", "runs"}."""
+    if args.dry_run:
+        why = "dry run (no GPU to sanitize)"
+    elif args.no_tests or args.no_sanitizer:
+        why = "--no-tests" if args.no_tests else "--no-sanitizer"
+    elif test_tools is None:
+        why = "no pytest"
+    else:
+        why = None
+    sanitizer, not_found = (None, None) if why else find_sanitizer(args.sanitizer)
+    seconds = min(args.sanitizer_budget, budget.left() - 200)  # seconds kept for the benchmarks
+    if why is None and sanitizer is None:
+        why = f"compute-sanitizer {not_found}"
+    elif why is None and seconds < 40:
+        why = "out of budget"
+    if why:
+        print(f"  skipped: {why}")
+        return dict(skipped=why)
+    version = sanitizer_version(sanitizer)
+    print(f"  {sanitizer} ({version}), {', '.join(SANITIZER_TOOLS)} on pytest -m gpu tests/kernels, CuPy's pool off; "
+          f"racecheck sees shared memory only, which tinygen's kernels do not use")
+    folder = args.out or tempfile.mkdtemp(prefix="tinygen-sanitizer-")
+    os.makedirs(folder, exist_ok=True)
+    env = subprocess_env([*extra_paths, *test_tools])
+    runs = run_sanitizer(sanitizer, seconds, ["tests/kernels"], env, extra_paths, folder)
+    return dict(path=sanitizer, version=version, runs=runs)
 
 
 def attempt_section(fn, name, budget):
