@@ -513,7 +513,7 @@ def conv_step(module, prob, xp):
     if prob["transposed"]:
         def step():
             module.conv_transpose2d_forward(x, w, stride, padding, (0, 0), dilation)
-            module.conv_transpose2d_backward_input(g, w, stride, padding, dilation, x.shape[2:])
+            module.conv_transpose2d_backward_input(g, w, x.shape[2:], stride, padding, dilation)
             module.conv_transpose2d_backward_weight(x, g, prob["k"], stride, padding, dilation)
     else:
         def step():

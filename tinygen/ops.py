@@ -475,7 +475,7 @@ class ConvTranspose2d:
         x, w = ctx.saved_tensors
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = conv_kernels.conv_transpose2d_backward_input(grad_out, w, *ctx.params, input_hw=x.shape[2:])
+            gx = conv_kernels.conv_transpose2d_backward_input(grad_out, w, x.shape[2:], *ctx.params)
         if ctx.needs_input_grad[1]:
             gw = conv_kernels.conv_transpose2d_backward_weight(x, grad_out, w.shape[2:], *ctx.params)
         return gx, gw

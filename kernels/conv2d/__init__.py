@@ -40,9 +40,9 @@ def conv_transpose2d_forward(x, w, stride, padding, output_padding, dilation):
     return kernels.function("conv_transpose2d_forward", x, w)(x, w, stride, padding, output_padding, dilation)
 
 
-def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
+def conv_transpose2d_backward_input(grad_out, w, input_hw, stride, padding, dilation):
     return kernels.function("conv_transpose2d_backward_input", grad_out, w)(
-        grad_out, w, stride, padding, dilation, input_hw
+        grad_out, w, input_hw, stride, padding, dilation
     )
 
 

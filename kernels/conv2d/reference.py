@@ -198,13 +198,14 @@ def transposed(conv2d_forward, conv2d_backward_input, conv2d_backward_weight):
         Wo = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1], dilation[1])
         return conv2d_backward_input(x, w, (Ho, Wo), stride, padding, dilation)
 
-    def conv_transpose2d_backward_input(grad_out, w, stride, padding, dilation, input_hw=None):
-        """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw).
+    def conv_transpose2d_backward_input(grad_out, w, input_hw, stride, padding, dilation):
+        """grad_x (N, Cin, H, W) from grad_out (N, Cout, Ho, Wo) and w (Cin, Cout, kh, kw); `input_hw`
+        = (H, W) in the place it has in conv2d_backward_input, or None.
 
         The adjoint of a scatter is a gather: conv2d of grad_out with w. That conv gives
         H + output_padding // stride rows, i.e. H whenever output_padding < stride; only when
         output_padding >= stride (allowed if dilation > stride) the sizes alone do not determine H,
-        and the caller passes `input_hw` = (H, W) to crop the surplus rows/columns.
+        and `input_hw` crops the surplus rows/columns (None: no crop).
         """
         grad_x = conv2d_forward(grad_out, w, stride, padding, dilation)  # (N, Cin, >=H, >=W)
         if input_hw is not None and tuple(grad_x.shape[2:]) != tuple(input_hw):

@@ -99,8 +99,8 @@ def test_conv_transpose2d_kernels_match_reference(gpu, data):
     stride, padding, dilation, output_padding = p["stride"], p["padding"], p["dilation"], p["output_padding"]
     expected = assert_like_reference(gpu, "conv_transpose2d_forward", x, w, stride, padding, output_padding, dilation)
     g = rng.standard_normal(expected.shape).astype(x.dtype)
-    assert_like_reference(gpu, "conv_transpose2d_backward_input", g, w, stride, padding, dilation,
-                          input_hw=x.shape[2:])
+    assert_like_reference(gpu, "conv_transpose2d_backward_input", g, w, x.shape[2:], stride, padding,
+                          dilation)
     assert_like_reference(gpu, "conv_transpose2d_backward_weight", x, g, p["kernel"], stride, padding, dilation)
 
 

@@ -135,9 +135,9 @@ def test_conv_transpose2d_kernels_match_reference(path, data):
     with forced_path(path, stride):
         y = assert_like_reference("conv_transpose2d_forward", x, w, stride, padding, output_padding, dilation)
         g = rng.standard_normal(y.shape).astype(x.dtype)
-        assert_like_reference("conv_transpose2d_backward_input", g, w, stride, padding, dilation, input_hw=x.shape[2:])
+        assert_like_reference("conv_transpose2d_backward_input", g, w, x.shape[2:], stride, padding, dilation)
         if all(op < s for op, s in zip(output_padding, stride)):  # H follows from the sizes alone
-            assert_like_reference("conv_transpose2d_backward_input", g, w, stride, padding, dilation)
+            assert_like_reference("conv_transpose2d_backward_input", g, w, None, stride, padding, dilation)
         assert_like_reference("conv_transpose2d_backward_weight", x, g, p["kernel"], stride, padding, dilation)
 
 
@@ -166,8 +166,8 @@ def test_larger_layers_match_reference(path):
                 z = cpu_numba.conv_transpose2d_forward(y, wt, *t_args)
                 assert_matches(z, reference.conv_transpose2d_forward(y, wt, *t_args))
                 hw = y.shape[2:]
-                assert_matches(cpu_numba.conv_transpose2d_backward_input(z, wt, (s, s), (p, p), (1, 1), input_hw=hw),
-                               reference.conv_transpose2d_backward_input(z, wt, (s, s), (p, p), (1, 1), input_hw=hw))
+                assert_matches(cpu_numba.conv_transpose2d_backward_input(z, wt, hw, (s, s), (p, p), (1, 1)),
+                               reference.conv_transpose2d_backward_input(z, wt, hw, (s, s), (p, p), (1, 1)))
                 assert_matches(cpu_numba.conv_transpose2d_backward_weight(y, z, (k, k), (s, s), (p, p), (1, 1)),
                                reference.conv_transpose2d_backward_weight(y, z, (k, k), (s, s), (p, p), (1, 1)))
 
@@ -449,7 +449,7 @@ for transposed in (False, True):
                     w = rng.standard_normal((cin, cout, *p["kernel"]))
                     y = k.conv_transpose2d_forward(x, w, s, pad, op, d)
                     assert np.allclose(y, r.conv_transpose2d_forward(x, w, s, pad, op, d))
-                    k.conv_transpose2d_backward_input(y, w, s, pad, d, x.shape[2:])
+                    k.conv_transpose2d_backward_input(y, w, x.shape[2:], s, pad, d)
                     k.conv_transpose2d_backward_weight(x, y, p["kernel"], s, pad, d)
                 else:
                     w = rng.standard_normal((cout, cin, *p["kernel"]))

@@ -202,15 +202,15 @@ def test_conv_transpose2d_forward_matches_naive_scatter(c):
 def test_conv_transpose2d_backward_is_adjoint_of_naive(c, data):
     y = naive_conv_transpose2d(c.x, c.w, c.stride, c.padding, c.output_padding, c.dilation)
     g = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).standard_normal(y.shape)
-    grad_x = reference.conv_transpose2d_backward_input(g, c.w, c.stride, c.padding, c.dilation,
-                                                       input_hw=c.x.shape[2:])
+    grad_x = reference.conv_transpose2d_backward_input(g, c.w, c.x.shape[2:], c.stride, c.padding,
+                                                       c.dilation)
     grad_w = reference.conv_transpose2d_backward_weight(c.x, g, c.kernel_hw, c.stride, c.padding,
                                                         c.dilation)
     assert grad_x.shape == c.x.shape and grad_w.shape == c.w.shape
     assert dot(y, g) == pytest.approx(dot(c.x, grad_x), rel=1e-10, abs=1e-10)
     assert dot(y, g) == pytest.approx(dot(c.w, grad_w), rel=1e-10, abs=1e-10)
     if all(op < s for op, s in zip(c.output_padding, c.stride)):  # then H follows from the sizes
-        no_hw = reference.conv_transpose2d_backward_input(g, c.w, c.stride, c.padding, c.dilation)
+        no_hw = reference.conv_transpose2d_backward_input(g, c.w, None, c.stride, c.padding, c.dilation)
         assert_matches(no_hw, grad_x)
 
 
@@ -219,9 +219,9 @@ def test_conv_transpose2d_backward_input_needs_input_hw_when_output_padding_reac
     x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
     y = reference.conv_transpose2d_forward(x, w, (1, 1), (0, 0), (1, 1), (2, 2))
     assert y.shape == (1, 1, 6, 6)
-    uncropped = reference.conv_transpose2d_backward_input(y, w, (1, 1), (0, 0), (2, 2))
+    uncropped = reference.conv_transpose2d_backward_input(y, w, None, (1, 1), (0, 0), (2, 2))
     assert uncropped.shape == (1, 1, 4, 4)
-    cropped = reference.conv_transpose2d_backward_input(y, w, (1, 1), (0, 0), (2, 2), (3, 3))
+    cropped = reference.conv_transpose2d_backward_input(y, w, (3, 3), (1, 1), (0, 0), (2, 2))
     assert_matches(cropped, uncropped[:, :, :3, :3])
 
 
@@ -248,16 +248,16 @@ def test_float32_conv2d_stays_float32_and_accurate(c, data):
 def test_float32_conv_transpose2d_stays_float32_and_accurate(c, data):
     y64 = naive_conv_transpose2d(c.x, c.w, c.stride, c.padding, c.output_padding, c.dilation)
     g = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).standard_normal(y64.shape)
-    grad_x64 = reference.conv_transpose2d_backward_input(g, c.w, c.stride, c.padding, c.dilation,
-                                                         c.x.shape[2:])
+    grad_x64 = reference.conv_transpose2d_backward_input(g, c.w, c.x.shape[2:], c.stride, c.padding,
+                                                         c.dilation)
     grad_w64 = reference.conv_transpose2d_backward_weight(c.x, g, c.kernel_hw, c.stride, c.padding,
                                                           c.dilation)  # adjoint-tested above
     c32, g32 = c.astype(np.float32), g.astype(np.float32)
     assert_matches(reference.conv_transpose2d_forward(c32.x, c32.w, c.stride, c.padding,
                                                       c.output_padding, c.dilation),
                    y64, np.float32)
-    assert_matches(reference.conv_transpose2d_backward_input(g32, c32.w, c.stride, c.padding,
-                                                             c.dilation, c.x.shape[2:]),
+    assert_matches(reference.conv_transpose2d_backward_input(g32, c32.w, c.x.shape[2:], c.stride,
+                                                             c.padding, c.dilation),
                    grad_x64, np.float32)
     assert_matches(reference.conv_transpose2d_backward_weight(c32.x, g32, c.kernel_hw, c.stride,
                                                               c.padding, c.dilation),
@@ -298,8 +298,8 @@ def test_conv_transpose2d_matches_torch(torch, c, data):
     assert_matches(reference.conv_transpose2d_forward(c.x, c.w, c.stride, c.padding,
                                                       c.output_padding, c.dilation),
                    y.detach().numpy())
-    assert_matches(reference.conv_transpose2d_backward_input(g, c.w, c.stride, c.padding,
-                                                             c.dilation, c.x.shape[2:]),
+    assert_matches(reference.conv_transpose2d_backward_input(g, c.w, c.x.shape[2:], c.stride,
+                                                             c.padding, c.dilation),
                    x.grad.numpy())
     assert_matches(reference.conv_transpose2d_backward_weight(c.x, g, c.kernel_hw, c.stride,
                                                               c.padding, c.dilation),
