@@ -10,7 +10,7 @@ import pytest
 import tinygen as tg
 from tinygen import ArgumentError, DTypeError, ShapeError
 
-from helpers import check_op, requires_torch, torch
+from helpers import check_op, gradcheck, requires_torch, torch
 
 # Every test here runs on the CPU and, where a GPU is visible, again on it (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("device")
@@ -217,6 +217,57 @@ def test_constants_are_not_connected():
     c = tg.tensor([5.0])
     (x * c).sum().backward()
     assert c.grad is None and x.grad.tolist() == [5.0]
+
+
+class ScaledShift(tg.Function):
+    """a * x + b for x (N, C) and b (C,): a user-defined op, as with torch.autograd.Function. Its
+    backward returns b's gradient in the broadcast shape (N, C): the engine sums it down."""
+
+    @staticmethod
+    def forward(ctx, x, b, a):
+        ctx.a = a
+        return a * x + b
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return ctx.a * grad_out, grad_out
+
+
+def test_a_function_subclass_runs_and_its_broadcast_gradient_is_summed_down():
+    rng = np.random.default_rng(0)
+    x, b = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    gradcheck(lambda x, b: ScaledShift.apply(x, b, a=2.5), x, b)
+    y = ScaledShift.apply(tg.tensor(x), tg.tensor(b, requires_grad=True), a=2.5)
+    assert y._ctx.op is ScaledShift and y._ctx.needs_input_grad == (False, True)
+
+
+class WrongShape(tg.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out.T
+
+
+def test_a_gradient_that_does_not_sum_to_the_input_shape_raises_naming_the_op():
+    x = tg.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"WrongShape.backward returned a gradient of shape \(3, 2\) for an input "
+                                           r"of shape \(2, 3\)"):
+        WrongShape.apply(x).sum().backward()
+
+
+def test_the_primitives_need_nothing_from_the_engine():
+    """tinygen/ops.py works on arrays: it imports nothing from tinygen.tensor (no import circle)."""
+    import ast
+    import inspect
+
+    from tinygen import ops
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(ops)))
+                if isinstance(node, ast.ImportFrom)}
+    assert "tinygen.tensor" not in imported and imported >= {"tinygen.backend"}
 
 
 # --- leaving the graph and grad modes ------------------------------------------------------------
