@@ -17,6 +17,12 @@ change. The ``cuda`` cases are marked ``gpu`` and skip cleanly where no GPU is v
 ``TINYGEN_TEST_FAKE_GPU=1`` runs them on the stand-in of `fake_cupy.py` (NumPy arrays with
 CuPy's rules; CUDA C compiled for the CPU). The `gpu` fixture gives the CUDA kernels' tests a
 CuPy: the real one on a GPU, else that stand-in where a C++ compiler exists, else a skip.
+
+Data: `mnist_idx_dir` is a folder of the four MNIST IDX files made from the subset shipped inside
+tinygen (`helpers.write_mnist_idx`), so the tests of reading MNIST from a folder run everywhere
+instead of skipping where ../shared/data/mnist is absent. Only the tests of the full files
+themselves (their SHA-256 and counts, rebuilding the subset from them, the feature network on all
+10,000 test digits) still need that folder.
 """
 
 import contextlib
@@ -27,6 +33,7 @@ import pytest
 from hypothesis import settings
 
 import fake_cupy
+import helpers
 import tinygen
 from tinygen import backend
 from tinygen.errors import BackendUnavailableError
@@ -42,6 +49,12 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def torch():
     """The torch module; the test is skipped where PyTorch is not installed."""
     return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="session")
+def mnist_idx_dir(tmp_path_factory):
+    """A folder holding the embedded MNIST subset as the four IDX files (as `--data-dir` takes)."""
+    return str(helpers.write_mnist_idx(tmp_path_factory.mktemp("mnist_idx")))
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,9 @@
   gradients, against the NumPy oracle, the finite differences, and PyTorch when it is installed.
 - `assert_standard_normal(z)`: moments, tails and a Kolmogorov-Smirnov test of a large draw
   (no SciPy: the normal CDF comes from `math.erf`).
+- `write_mnist_idx(folder)`: the MNIST subset shipped inside tinygen written as the four IDX files,
+  for the tests of `--data mnist --data-dir`, which then run on any machine (conftest's
+  `mnist_idx_dir` fixture), not only where the full files sit in ../shared/data/mnist.
 
 `torch` is the torch module, or None where PyTorch is not installed; `requires_torch` marks a
 test that cannot run without it. check_op skips its PyTorch comparison by itself.
@@ -13,11 +16,14 @@ test that cannot run without it. check_op skips its PyTorch comparison by itself
 
 import contextlib
 import math
+import os
+import struct
 
 import numpy as np
 import pytest
 
 from tinygen import backend
+from tinygen.data import MNIST_FILES, load_embedded_mnist
 from tinygen.tensor import Tensor, no_grad
 
 try:
@@ -143,6 +149,24 @@ def random_batches(images, batch_size, count, seed=0):
     """`count` Tensors of `batch_size` images drawn with replacement from a float array."""
     rng = np.random.default_rng(seed)
     return [Tensor(images[rng.integers(0, len(images), batch_size)]) for _ in range(count)]
+
+
+def idx_bytes(array, code=0x08):
+    """The bytes of an IDX file holding `array`: magic (0, 0, type code, ndim), big-endian sizes, data."""
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_mnist_idx(folder):
+    """Write the embedded MNIST subset (15,000 training and 1,000 test digits, real MNIST) into
+    `folder` as the four uncompressed IDX files that `load_mnist` and `MNIST(root)` read; returns
+    `folder`."""
+    for train in (True, False):
+        images, labels = load_embedded_mnist(train)
+        for name, array in zip(MNIST_FILES[train], (images, labels)):
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(idx_bytes(array))
+    return folder
 
 
 def normal_cdf(x):

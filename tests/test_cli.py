@@ -17,8 +17,6 @@ from tinygen.kernels.dispatch import kernel_info
 from tinygen.models import MODELS
 from tinygen.serialization import load, save
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-
 
 def model_arrays(path):
     """Every array of a checkpoint's model state, by flat key."""
@@ -235,13 +233,11 @@ def test_sampling_killed_between_batches_continues_where_it_stopped(tmp_path, mo
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_every_model_trains_on_the_full_mnist_files(tmp_path, model):
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+def test_every_model_trains_on_mnist_idx_files(tmp_path, model, mnist_idx_dir):
     out = tmp_path / model
     small = {"channels": [8, 16], "groups": 4} if model == "ddpm" else {}  # its grid samples 50 steps
-    trainer.train(model, str(out), steps=2, overrides={"batch_size": 8, **small}, data="mnist", data_dir=DATA_DIR,
-                  sample_every=2)
+    trainer.train(model, str(out), steps=2, overrides={"batch_size": 8, **small}, data="mnist",
+                  data_dir=mnist_idx_dir, sample_every=2)
     run = json.loads((out / "config.json").read_text())
     assert run["data"] == "mnist" and run["steps"] == 2 and run["config"]["steps"] == 2
     assert load(out / "checkpoint.npz")["step"] == 2

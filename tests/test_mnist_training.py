@@ -3,31 +3,25 @@ classifiers' loss (the short version of `python -m benchmarks.mnist_classifier`,
 loop), and a GAN's and a VAE's samples must move measurably towards the test digits.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 import tinygen
 from benchmarks import mnist_classifier
 from tinygen import evaluation, optim
-from tinygen.data import MNIST, load_mnist
+from tinygen.data import MNIST
 from tinygen.evaluation.features import features
 from tinygen.models import MODELS
 from tinygen.nn import functional as F
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-
 
 @pytest.fixture(scope="module")
 def mnist_subset():
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
-    train_images, train_labels = load_mnist(DATA_DIR, train=True)
-    test_images, test_labels = load_mnist(DATA_DIR, train=False)
-    train = mnist_classifier.as_inputs(train_images[:6000]), train_labels[:6000]
-    test = mnist_classifier.as_inputs(test_images[:1000]), test_labels[:1000]
-    return train, test
+    """From the subset shipped inside tinygen: its first 6,000 training digits (the full training
+    file's first 6,000) and its 1,000 test digits (the first 100 of each digit in the test file)."""
+    train, test = MNIST(train=True), MNIST(train=False)
+    return (mnist_classifier.as_inputs(train.images[:6000]), train.labels[:6000]), (
+        mnist_classifier.as_inputs(test.images), test.labels)
 
 
 @pytest.mark.slow

@@ -15,9 +15,6 @@ from tinygen import backend, image, trainer
 from tinygen.serialization import load
 from tinygen.tensor import Tensor
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-
-
 def test_elapsed_seconds_continue_across_a_resume(tmp_path):
     out = tmp_path / "vae"
     trainer.train("vae", str(out), steps=8, checkpoint_every=4, log_every=2)
@@ -49,20 +46,18 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
         quality.ensure_trained("vae", str(tmp_path / "vae"), 5, full=False)
 
 
-def test_train_data_mnist_trains_on_the_files_and_keeps_runs_apart(tmp_path, capsys):
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+def test_train_data_mnist_trains_on_the_files_and_keeps_runs_apart(tmp_path, capsys, mnist_idx_dir):
     out = str(tmp_path / "vae")
-    quality.ensure_trained("vae", out, 2, full=False, data_dir=DATA_DIR)
+    quality.ensure_trained("vae", out, 2, full=False, data_dir=mnist_idx_dir)
     run = load(os.path.join(out, trainer.CHECKPOINT))["run"]
-    assert (run["data"], run["data_dir"], run["steps"]) == ("mnist", DATA_DIR, 2)
-    assert quality.ensure_trained("vae", out, 2, full=False, data_dir=DATA_DIR)["how"].startswith("reused")
+    assert (run["data"], run["data_dir"], run["steps"]) == ("mnist", mnist_idx_dir, 2)
+    assert quality.ensure_trained("vae", out, 2, full=False, data_dir=mnist_idx_dir)["how"].startswith("reused")
     with pytest.raises(SystemExit, match="holds another run.*on embedded"):
         quality.ensure_trained("vae", out, 2, full=False)  # the same folder, the embedded subset asked for
     from benchmarks import quality_curve
 
     with pytest.raises(SystemExit):
-        quality_curve.main(["--model", "vae", "--steps", "2", "--runs", str(tmp_path), "--data-dir", DATA_DIR])
+        quality_curve.main(["--model", "vae", "--steps", "2", "--runs", str(tmp_path), "--data-dir", mnist_idx_dir])
     assert "trained on mnist data" in capsys.readouterr().err
     no_folder = ["--train-data", "mnist", "--data-dir", "", "--runs", str(tmp_path / "none")]
     with pytest.raises(SystemExit):
@@ -197,13 +192,11 @@ def _no_cupy():
     raise quality.backend.BackendUnavailableError("no CuPy here")
 
 
-def test_vae_prior_gap_scores_samples_reconstructions_and_the_floor(tmp_path, capsys):
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
+def test_vae_prior_gap_scores_samples_reconstructions_and_the_floor(tmp_path, capsys, mnist_idx_dir):
     from benchmarks import vae_prior_gap
 
     path = trainer.train("vae", str(tmp_path / "vae"), steps=2)
-    vae_prior_gap.main(["--checkpoint", path, "--data-dir", DATA_DIR, "--n", "100"])
+    vae_prior_gap.main(["--checkpoint", path, "--data-dir", mnist_idx_dir, "--n", "100"])
     rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     fds = {name.split(":")[0]: float(fd) for name, fd in rows[2:]}  # after the header and its rule
     assert list(fds) == ["samples", "reconstructions", "the training images x themselves (floor)"]
@@ -215,7 +208,7 @@ def test_vae_prior_gap_scores_samples_reconstructions_and_the_floor(tmp_path, ca
                                model.decode(mu).sigmoid().numpy(), rtol=1e-6)
     gan = trainer.train("gan", str(tmp_path / "gan"), steps=1, overrides={"batch_size": 8})
     with pytest.raises(SystemExit):
-        vae_prior_gap.main(["--checkpoint", gan, "--data-dir", DATA_DIR])
+        vae_prior_gap.main(["--checkpoint", gan, "--data-dir", mnist_idx_dir])
     assert "holds a MLPGAN, not a VAE" in capsys.readouterr().err
 
 

@@ -2,22 +2,19 @@
 
 import gzip
 import os
-import struct
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import idx_bytes
+from tinygen.data import MNIST
+from tinygen.data.mnist import EMBEDDED_PATH
 from tinygen.data.idx import load_mnist, read_idx
 from tinygen.errors import DatasetFormatError
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
-
-
-def idx_bytes(array, code=0x08):
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
 def write(tmp_path, name, payload, gz=False):
@@ -87,3 +84,17 @@ def test_real_mnist_is_read_exactly():
     assert round(float(images.mean()), 3) == 33.318
     _, test_labels = load_mnist(DATA_DIR, train=False)
     assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_the_embedded_subset_written_as_idx_files_reads_back(mnist_idx_dir):
+    # the folder that the tests of --data-dir train from (conftest.py)
+    for train in (True, False):
+        from_files, embedded = MNIST(mnist_idx_dir, train=train), MNIST(train=train)
+        np.testing.assert_array_equal(from_files.images, embedded.images)
+        np.testing.assert_array_equal(from_files.labels, embedded.labels)
+
+
+def test_the_embedded_subset_starts_with_the_full_training_file():
+    # so the tests that train on its first 2,000 or 6,000 digits train on those of the full file
+    with np.load(EMBEDDED_PATH, allow_pickle=False) as archive:
+        np.testing.assert_array_equal(archive["train_indices"][:6000], np.arange(6000))

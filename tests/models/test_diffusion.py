@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 import tinygen
 from helpers import gradcheck, requires_torch, torch
 from tinygen import backend
+from tinygen.data import MNIST
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
 from tinygen.kernels.diffusion.reference import normal
@@ -18,7 +19,6 @@ from tinygen.models.diffusion import DDPM, AttentionBlock, Config, Schedule, UNe
 from tinygen.serialization import load
 from tinygen.tensor import Tensor, no_grad
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 TINY = dict(channels=(8, 16), groups=4)  # a UNet of a few thousand parameters
 
 
@@ -377,12 +377,9 @@ def test_train_step_checks_images():
 
 @pytest.fixture(scope="module")
 def mnist_2000():
-    if not os.path.isdir(DATA_DIR):
-        pytest.skip(f"MNIST IDX files not found at {DATA_DIR}")
-    from tinygen.data import load_mnist
-
-    images, labels = load_mnist(DATA_DIR, train=True)
-    return images[:2000, None].astype(np.float32) / 255, labels[:2000].astype(np.int64)
+    """The first 2,000 digits of the shipped subset (those of the full training file) and their labels."""
+    images, labels = MNIST().arrays()
+    return images[:2000], labels[:2000]
 
 
 def test_loss_is_finite_and_falls_on_real_digits(mnist_2000):
