@@ -16,8 +16,10 @@ import tinygen
 from benchmarks.sampler_order import SHAPE, GaussianDDPM, exact_answer, sampler_errors, slope
 from tinygen import backend, cli, trainer
 from tinygen.errors import ArgumentError
+from tinygen.kernels.diffusion.reference import normal
 from tinygen.models.diffusion import DDPM, Config
 from tinygen.serialization import load
+from tinygen.tensor import Tensor
 
 MU, S = 0.1, 0.2  # the data: x_0 ~ N(MU, S^2 I); MU +- 4.5 S stays inside the sampler's output range [-1, 1]
 
@@ -122,6 +124,37 @@ def test_dpmpp_with_two_steps_is_ddim_with_two_steps(clip_x0):
     tinygen.manual_seed(4)
     c = model.sample(3, sampler="dpmpp", steps=6, use_ema=False, clip_x0=clip_x0)
     assert not np.allclose(a, c, atol=1e-3)  # with more steps the second-order updates make a difference
+
+
+def test_dpmpp_is_algorithm_2_of_lu_et_al_unrolled_by_hand():
+    # Three steps on a random network: x_T -> t_1 (first order), t_1 -> t_2 = 1 (the 2M update with
+    # D_2 = (1 + 1 / (2 r)) x_theta(t_1) - 1 / (2 r) x_theta(T)), then x_0 = x_theta(x_1, 1).
+    tinygen.manual_seed(0)
+    model = tiny_model(T=30)
+    s = model.schedule
+    T1, t1, t2 = model.dpmpp_timesteps(3)[::-1]  # indices: T - 1 > t_1 > t_2 = 0
+    assert (T1, t2) == (29, 0) and 0 < t1 < 29
+    tinygen.manual_seed(6)
+    out = model.sample(2, sampler="dpmpp", steps=3, use_ema=False, clip_x0=False)
+
+    tinygen.manual_seed(6)
+    x = normal((2, 1, 8, 8), int(backend.generator().integers(2**63))).astype(np.float64)
+    alpha, sigma = s.sqrt_alpha_bar, s.sqrt_one_minus_alpha_bar
+    lam = np.log(alpha / sigma)
+
+    def x_theta(x, i):
+        eps = model.net(Tensor(x.astype(np.float32)), np.full(2, i)).numpy().astype(np.float64)
+        return (x - sigma[i] * eps) / alpha[i]
+
+    d_T = x_theta(x, T1)
+    h1 = lam[t1] - lam[T1]
+    x = sigma[t1] / sigma[T1] * x - alpha[t1] * (np.exp(-h1) - 1) * d_T
+    d_1 = x_theta(x, t1)
+    h2 = lam[t2] - lam[t1]
+    r = h1 / h2
+    x = sigma[t2] / sigma[t1] * x - alpha[t2] * (np.exp(-h2) - 1) * ((1 + 1 / (2 * r)) * d_1 - 1 / (2 * r) * d_T)
+    x = x_theta(x, t2)
+    np.testing.assert_allclose(out, (np.clip(x, -1, 1) + 1) / 2, atol=1e-5)
 
 
 def test_dpmpp_samples_with_labels_guidance_and_the_ema_deterministically():
