@@ -96,3 +96,15 @@ def test_python_dash_m_tinygen_pretrained_writes_the_file(small_run, tmp_path, c
     save({"format": "something else"}, str(tmp_path / "other.npz"))
     with pytest.raises(CheckpointError, match="not a file of pretrained weights"):
         pretrained.load_weights(str(tmp_path / "other.npz"))
+
+
+def test_eval_scores_the_pretrained_weights_against_their_data(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    args = ["eval", "--pretrained", "emoji-ddpm", "--data", "emoji", "--n", "12", "--steps", "2",
+            "--likelihood-n", "0", "--json", str(out)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "samples: the pretrained emoji-ddpm (step 3000, ddpm, sampler=ddim, steps=2" in printed
+    assert out.exists()
+    assert cli.main(["eval", "--pretrained", "emoji-ddpm", "--n", "12"]) == 2  # MNIST's reference: 1x28x28
+    assert "emoji-ddpm draws images of shape (3, 32, 32), but the --data embedded" in capsys.readouterr().err

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 import tinygen
-from tinygen import backend, distributed, evaluation, image, models, progress, trainer
+from tinygen import backend, distributed, evaluation, image, models, progress, pretrained, trainer
 from tinygen.data import DATASETS
 from tinygen.errors import TinygenError
 from tinygen.evaluation import PROTOCOL_N
@@ -88,7 +88,11 @@ def build_parser():
     p.set_defaults(run=run_train)
 
     p = commands.add_parser("sample", help="draw samples from a checkpoint into a PNG grid and/or an .npz")
-    p.add_argument("--checkpoint", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a run's checkpoint (tinygen train ... --out RUN writes RUN/checkpoint.npz)")
+    source.add_argument("--pretrained", choices=list(pretrained.PRETRAINED),
+                        help="weights shipped in the package: " + "; ".join(
+                            f"{name}: {entry.about}" for name, entry in pretrained.PRETRAINED.items()))
     p.add_argument("--n", type=int, default=64, help="images to draw (default 64)")
     p.add_argument("--out", default="grid.png", help="PNG grid to write ('' for none)")
     p.add_argument("--npz", help="also write the raw samples, shape (n, C, H, W), to this .npz; until then "
@@ -115,6 +119,8 @@ def build_parser():
     source.add_argument("--samples", help="an .npz holding 'samples' (n, C, H, W) of the --data images' shape, "
                         "as tinygen sample --npz writes")
     source.add_argument("--checkpoint", help="draw --n samples from this checkpoint and evaluate them")
+    source.add_argument("--pretrained", choices=list(pretrained.PRETRAINED),
+                        help="draw --n samples from these shipped weights and evaluate them")
     p.add_argument("--n", type=int,
                    help=f"samples to evaluate (default: all in --samples; from --checkpoint the protocol's n: "
                         f"{PROTOCOL_N:,} for MNIST, the held-out images' number for other data)")
@@ -219,6 +225,22 @@ def _sampling_options(args, run):
     return options
 
 
+def _load_model(args):
+    """(model, run, step, SHA-256 of its file) of --checkpoint or --pretrained."""
+    if args.checkpoint is not None:
+        model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
+        return model, run, step, evaluation.sha256_of(args.checkpoint)
+    if args.no_ema:
+        raise tinygen.ArgumentError(f"--no-ema: the pretrained {args.pretrained} is one set of weights "
+                                    f"({pretrained.PRETRAINED[args.pretrained].about})")
+    entry = pretrained.PRETRAINED[args.pretrained]
+    model, run = pretrained.load_weights(pretrained.path_of(args.pretrained), sha256=entry.sha256, device=args.device)
+    for name, value in entry.sample_options.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return model, run, model.step, entry.sha256
+
+
 def _class_rows(args, model):
     """The class of every sample, one grid row per class, for a class-conditional model (else None):
     the classes of --labels, or all of them, each with max(1, n // classes) samples."""
@@ -248,7 +270,7 @@ def _check_output_folder(path, flag):
 
 def run_sample(args):
     _check_output_folder(args.out, "--out")
-    model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
+    model, run, step, digest = _load_model(args)
     options = _sampling_options(args, run)
     for name in ("n", "batch_size"):
         if getattr(args, name) < 1:
@@ -262,7 +284,7 @@ def run_sample(args):
         print(f"rows: {rows} ({nrow} samples each)")
     # With --npz, a killed run (hours of DDPM sampling on a CPU) continues from NPZ.partial
     partial = args.npz + ".partial" if args.npz else None
-    key = dict(checkpoint=evaluation.sha256_of(args.checkpoint), model=run["model"], step=step) if args.npz else None
+    key = dict(checkpoint=digest, model=run["model"], step=step) if args.npz else None
     samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr,
                                            partial=partial, key=key)  # (n, C, H, W) float32 in [0, 1]
     if args.out:
@@ -309,7 +331,7 @@ def run_eval(args):
                 raise tinygen.ArgumentError(f"--n {args.n}: {args.samples} holds only {len(samples)} samples")
             samples = samples[: args.n]
     else:
-        model, run, step = trainer.load_checkpoint(args.checkpoint, device=args.device)
+        model, run, step, _ = _load_model(args)
         options = _sampling_options(args, run)
         if run["model"] == "ddpm" and args.likelihood_n and args.t_subsample >= model.schedule.T:
             raise tinygen.ArgumentError(f"--t-subsample {args.t_subsample}: this DDPM has T = {model.schedule.T} "
@@ -318,15 +340,16 @@ def run_eval(args):
                                    channels=args.channels, test_dir=args.test_dir)
         shape = (model.config.image_channels, model.config.image_size, model.config.image_size)
         if shape != tuple(ref.shape):  # before any sampling
-            raise tinygen.ArgumentError(f"{args.checkpoint} draws images of shape {shape}, but the --data {data} "
-                                        f"reference's are {tuple(ref.shape)}: evaluate it on the data it was trained on")
+            raise tinygen.ArgumentError(f"{args.checkpoint or args.pretrained} draws images of shape {shape}, "
+                                        f"but the --data {data} reference's are {tuple(ref.shape)}: "
+                                        "evaluate it on the data it was trained on")
         n = ref.protocol_n if args.n is None else args.n
         settings = ", ".join([run["model"]] + [f"{k}={v}" for k, v in options.items()])
         if getattr(model.config, "num_classes", None) is not None:
             options["labels"] = _training_proportions(data, args, n)
             settings += ", classes in the training data's proportions"
         samples = evaluation.sample_in_batches(model, n, args.batch_size, args.seed, options, progress=sys.stderr)
-        source = f"{args.checkpoint} (step {step}, {settings})"
+        source = f"{args.checkpoint or 'the pretrained ' + args.pretrained} (step {step}, {settings})"
         extra = evaluation.likelihood_metrics(model, run["model"], ref.test_images[: args.likelihood_n], seed=args.seed,
                                               iwae_k=args.iwae_k, t_subsample=args.t_subsample,
                                               use_ema=options.get("use_ema", True))
@@ -365,8 +388,8 @@ def _training_proportions(data, args, n):
 
     _, labels, _ = load_split(data, args.data_dir, True, args.image_size, args.channels)
     if labels is None:
-        raise tinygen.ArgumentError(f"{args.checkpoint} is class-conditional, but --data {data} has no labels "
-                                    "to draw its classes from")
+        raise tinygen.ArgumentError(f"{args.checkpoint or args.pretrained} is class-conditional, but --data {data} "
+                                    "has no labels to draw its classes from")
     return np.random.default_rng(args.seed).choice(labels, size=n)
 
 
