@@ -153,25 +153,25 @@ def run_tests(python, tree, tests, env, timeout):
     seconds = time.perf_counter() - start
     ran, skipped, failure = 0, 0, ""
     if os.path.exists(report):
-        for suite in ET.parse(report).getroot().iter("testsuite"):
+        results = ET.parse(report).getroot()
+        for suite in results.iter("testsuite"):
             skipped += int(suite.get("skipped", 0))
             ran += int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
-        for case in ET.parse(report).getroot().iter("testcase"):
+        for case in results.iter("testcase"):
             if case.find("failure") is not None or case.find("error") is not None:
                 failure = f"{case.get('classname', '')}::{case.get('name', '')}"
                 break
+    last_line = (done.stdout.strip() or done.stderr.strip() or "no output").splitlines()[-1]
     if done.returncode == 1:
         status = "caught"
     elif done.returncode == 2:
-        status = "caught (collection error)"
-        failure = failure or done.stdout.strip().splitlines()[-1]
+        status, failure = "caught (collection error)", failure or last_line
     elif done.returncode == 5 or (done.returncode == 0 and ran == 0):
         status = "not run"
     elif done.returncode == 0:
         status = "survived"
     else:
-        status = f"error (pytest exit {done.returncode})"
-        failure = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-200:]
+        status, failure = f"error (pytest exit {done.returncode})", last_line
     return status, ran, skipped, failure, seconds
 
 

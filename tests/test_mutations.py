@@ -36,3 +36,14 @@ def test_the_copy_of_the_tree_imports_its_own_tinygen_and_kernels(tmp_path):
     mutations.check_imports(sys.executable, tree)  # tinygen and tinygen.kernels both from the copy
     with pytest.raises(SystemExit, match="not the copy's modules"):
         mutations.check_imports(sys.executable, str(tmp_path))  # no tinygen there: the installed one is imported
+
+
+def test_a_run_is_caught_survived_or_not_run(tmp_path):
+    (tmp_path / "t_pass.py").write_text("def test_a():\n    assert 1 + 1 == 2\n")
+    (tmp_path / "t_fail.py").write_text("def test_a():\n    pass\n\ndef test_b():\n    assert 1 + 1 == 3\n")
+    (tmp_path / "t_skip.py").write_text("import pytest\n\n@pytest.mark.skip\ndef test_a():\n    pass\n")
+    runs = {name: mutations.run_tests(sys.executable, str(tmp_path), (f"{name}.py",), (), 300)
+            for name in ("t_pass", "t_fail", "t_skip")}
+    assert runs["t_pass"][:4] == ("survived", 1, 0, "")
+    assert runs["t_fail"][:4] == ("caught", 2, 0, "t_fail::test_b")
+    assert runs["t_skip"][:4] == ("not run", 0, 1, "")
