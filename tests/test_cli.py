@@ -1,5 +1,6 @@
 """The training loop and the `tinygen` command: files, resume after a kill, divergence, errors."""
 
+import functools
 import json
 import os
 import signal
@@ -338,6 +339,7 @@ def test_eval_of_a_conditional_ddpm_draws_classes_as_the_training_data_has_them(
     model_class, drawn = MODELS["ddpm"], []
     sample = model_class.sample
 
+    @functools.wraps(sample)  # keeps sample's signature, which --help reads its defaults from
     def recording(self, n, **options):
         drawn.extend(options["labels"].tolist())
         assert options["guidance"] == 1.5
