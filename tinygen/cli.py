@@ -179,8 +179,11 @@ def _sample_default(option):
 
 
 def _sampling_steps_help():
-    return (f"diffusion models: sampling steps (default: {models.DDPM.DDIM_STEPS} with the default sampler, "
-            f"{_sample_default('sampler')}, or T if fewer; ddpm runs all T, {models.DDPM.Config().T} by default)")
+    steps = {"ddim": models.DDPM.DDIM_STEPS, "dpmpp": models.DDPM.DPMPP_STEPS}
+    default = _sample_default("sampler")
+    others = "".join(f"{count} with {name}, " for name, count in steps.items() if name != default)
+    return (f"diffusion models: sampling steps (default: {steps[default]} with the default sampler, {default}, "
+            f"{others}or T if fewer; ddpm runs all T, {models.DDPM.Config().T} by default)")
 
 
 def _data_of(args):
