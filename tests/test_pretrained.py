@@ -104,7 +104,7 @@ def test_eval_scores_the_pretrained_weights_against_their_data(tmp_path, capsys)
             "--likelihood-n", "0", "--json", str(out)]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
-    assert "samples: the pretrained emoji-ddpm (step 3000, ddpm, sampler=ddim, steps=2" in printed
+    assert "samples: the pretrained emoji-ddpm (step 3000, ddpm, sampler=dpmpp, steps=2" in printed
     assert out.exists()
     assert cli.main(["eval", "--pretrained", "emoji-ddpm", "--n", "12"]) == 2  # MNIST's reference: 1x28x28
     assert "emoji-ddpm draws images of shape (3, 32, 32), but the --data embedded" in capsys.readouterr().err

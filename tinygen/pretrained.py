@@ -52,7 +52,7 @@ PRETRAINED = {
         sha256="303dbd9601ca03868714e2149255155c6037674aebf625829dc982f04968f108",
         about="class-conditional DDPM on 32x32 colour emoji (tinygen train ddpm --data emoji --conditional), "
               "trained weights",
-        sample_options={"sampler": "ddim", "steps": 50},
+        sample_options={"sampler": "dpmpp", "steps": 20, "guidance": 2.0},
     ),
 }
 
