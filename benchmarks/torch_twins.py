@@ -18,8 +18,9 @@ the order of the updates); `tests/test_torch_twins.py` checks, in float64 with t
 draws, that both give the same outputs, losses and updated weights. Every random draw of a twin
 goes through one method (`noise`, `negative_elbo_terms(eps=...)`, `draw`), which the tests replace.
 Each twin also has tinygen's `sample(n, ...)` (for `benchmarks.quality`): the GAN generator (or
-its weights' average) in eval mode, the VAE's decoder means, the DDPM's ancestral and DDIM
-samplers from the EMA weights, with class labels and classifier-free guidance for a conditional one.
+its weights' average) in eval mode, the VAE's decoder means, the DDPM's ancestral, DDIM and
+DPM-Solver++(2M) samplers from the EMA weights, with class labels and classifier-free guidance for a
+conditional one.
 """
 
 import copy
@@ -509,11 +510,14 @@ class DDPMTwin:
     @torch.no_grad()
     def sample(self, n, sampler="ddim", steps=None, eta=0.0, labels=None, guidance=0.0):
         """n images (n, C, H, W) float32 in [0, 1] from the EMA weights: "ddpm" (Algorithm 2, all T
-        steps, sigma_t^2 = beta_t) or "ddim" (`steps` timesteps, default 50, with `eta`), each step's
+        steps, sigma_t^2 = beta_t), "ddim" (`steps` timesteps, default `DDPM.DDIM_STEPS`, with `eta`)
+        or "dpmpp" (DPM-Solver++(2M), `steps` timesteps, default `DDPM.DPMPP_STEPS`), each step's
         x0_hat clipped to [-1, 1] as tinygen's `DDPM._eps` does. `labels` (n,) pick the classes of a
         class-conditional model, `guidance` w > 0 applies classifier-free guidance."""
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if sampler not in ("ddpm", "ddim", "dpmpp"):
+            raise ValueError(f"sampler must be 'ddpm', 'ddim' or 'dpmpp', got {sampler!r}")
+        if sampler == "dpmpp" and eta != 0:
+            raise ValueError(f"eta={eta} applies to sampler='ddim'; DPM-Solver++(2M) is deterministic")
         if guidance != 0 and labels is None:
             raise ValueError(f"guidance={guidance} needs labels (classifier-free guidance of a conditional model)")
         if labels is not None:
@@ -530,9 +534,9 @@ class DDPMTwin:
                 x = float(s.inv_sqrt_alpha[i]) * (x - float(s.eps_coef[i]) * eps)
                 if i > 0:  # z = 0 at t = 1
                     x = x + float(sigmas[i]) * torch.randn_like(x)
-        else:
+        elif sampler == "ddim":
             # tinygen's own timestep sub-sequence and sigma (Song et al. eq. 16): they read self.schedule only
-            taus = DDPM.ddim_timesteps(self, min(50, s.T) if steps is None else steps)
+            taus = DDPM.ddim_timesteps(self, min(DDPM.DDIM_STEPS, s.T) if steps is None else steps)
             for k in reversed(range(len(taus))):
                 i, prev = taus[k], taus[k - 1] if k > 0 else -1  # prev = -1: alpha_bar_0 = 1
                 alpha_bar_prev = float(s.alpha_bar[prev]) if prev >= 0 else 1.0
@@ -544,7 +548,40 @@ class DDPMTwin:
                 x = math.sqrt(alpha_bar_prev) * x0_hat + direction * eps
                 if sigma > 0:
                     x = x + sigma * torch.randn_like(x)
+        else:
+            x = self._sample_dpmpp(net, x, labels, guidance, steps)
         return ((x.clamp(-1, 1) + 1) / 2).numpy().astype(np.float32)  # [-1, 1] -> [0, 1]
+
+    def _sample_dpmpp(self, net, x, labels, guidance, steps):
+        """DPM-Solver++(2M), Lu et al. (2022), Algorithm 2, as `DDPM._sample_dpmpp`: along tinygen's
+        timesteps t_0 = T > ... > t_{M-1} = 1 (`DDPM.dpmpp_timesteps`, which reads self.schedule only),
+        with alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t), lambda_t = log(alpha_t / sigma_t),
+        h_i = lambda_{t_i} - lambda_{t_{i-1}} and r_i = h_{i-1} / h_i,
+
+            D_i = (1 + 1 / (2 r_i)) x_theta(x_{t_{i-1}}, t_{i-1}) - 1 / (2 r_i) x_theta(x_{t_{i-2}}, t_{i-2})
+            x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i,
+
+        the first step first order (D_1 = x_theta(x_T, T)), and the last, to sigma = 0, returning
+        x_theta(x_1, 1)."""
+        s = self.schedule
+        alpha, sigma, lam = s.sqrt_alpha_bar, s.sqrt_one_minus_alpha_bar, s.lambdas  # alpha_t, sigma_t, lambda_t
+        taus = DDPM.dpmpp_timesteps(self, min(DDPM.DPMPP_STEPS, s.T) if steps is None else steps)
+        x0_prev = h_prev = None  # x_theta(x_{t_{i-2}}, t_{i-2}) and h_{i-1}
+        for k in reversed(range(len(taus))):
+            i = taus[k]  # t_{i-1}, as an index
+            eps = self._eps(net, x, i, labels, guidance)
+            x0 = (x - float(sigma[i]) * eps) / float(alpha[i])  # x_theta(x_{t_{i-1}}, t_{i-1})
+            if k == 0:  # the last step, to sigma = 0
+                return x0
+            prev = taus[k - 1]  # t_i, as an index
+            h = float(lam[prev] - lam[i])  # h_i
+            if x0_prev is None:  # D_1 = x_theta(x_T, T)
+                D = x0
+            else:
+                r = h_prev / h  # r_i
+                D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev
+            x = float(sigma[prev] / sigma[i]) * x - float(alpha[prev] * math.expm1(-h)) * D
+            x0_prev, h_prev = x0, h
 
     def _eps(self, net, x, i, labels=None, guidance=0.0):
         """eps_theta(x_t, t, c) at index i = t - 1, guided, (1 + w) eps_theta(x, c) - w eps_theta(x, null),

@@ -4,8 +4,8 @@ In float64, with the weights copied (`benchmarks.torch_twins`) and the same rand
 twin's networks give tinygen's outputs (default configs, as benchmarked), and two training steps
 (small configs) give the same losses and leave the same weights, BatchNorm statistics and EMA:
 on MNIST's 1x28x28 and on colour 3x32x32 images (the VAEs with the discretised logistic, the
-DDPM with attention and classes), where the guided DDIM sampler of the twin also draws
-tinygen's images. Skipped where PyTorch is not installed.
+DDPM with attention and classes), where the twin's guided DDIM and DPM-Solver++(2M) samplers
+also draw tinygen's images. Skipped where PyTorch is not installed.
 """
 
 import functools
@@ -214,19 +214,30 @@ class SeedOnly:
         return self.seed
 
 
-def test_guided_ddim_samples_match(monkeypatch):
-    """After training, the twin's deterministic DDIM (eta 0) from tinygen's x_T gives tinygen's images,
-    class-conditional without guidance and with it."""
+def test_guided_ode_samples_match(monkeypatch):
+    """After training, the twin's deterministic samplers, DDIM (eta 0) and DPM-Solver++(2M), from tinygen's
+    x_T give tinygen's images, class-conditional without guidance and with it. Four DPM-Solver++ steps are
+    a first-order first step, two 2M steps and the last step to t = 0."""
     model, twin = train_both("ddpm-colour", monkeypatch)
     n, seed, labels = 3, 12345, np.array([0, 2, 1])
     x_T = noise_kernels.normal((n, *model.config.shape), seed, 0, np.float64)  # tinygen's draw of x_T
     monkeypatch.setattr(backend, "generator", lambda: SeedOnly(seed))
     twin.initial_noise = lambda k, dtype: torch.from_numpy(x_T)
-    for guidance in (0.0, 2.0):
-        ours = model.sample(n, sampler="ddim", steps=4, labels=labels, guidance=guidance)
-        theirs = twin.sample(n, sampler="ddim", steps=4, labels=labels, guidance=guidance)
-        assert ours.shape == (n, 3, 32, 32) and 0 < ours.std()
-        assert_close(theirs, ours, f"DDIM samples, guidance {guidance}", rtol=1e-5, atol=1e-6)
+    drawn = {}
+    for sampler in ("ddim", "dpmpp"):
+        for guidance in (0.0, 2.0):
+            ours = model.sample(n, sampler=sampler, steps=4, labels=labels, guidance=guidance)
+            theirs = twin.sample(n, sampler=sampler, steps=4, labels=labels, guidance=guidance)
+            assert ours.shape == (n, 3, 32, 32) and 0 < ours.std()
+            assert_close(theirs, ours, f"{sampler} samples, guidance {guidance}", rtol=1e-5, atol=1e-6)
+            drawn[sampler, guidance] = ours
+    assert np.abs(drawn["dpmpp", 0.0] - drawn["ddim", 0.0]).max() > 1e-3  # two samplers, not one twice
+
+
+def test_dpmpp_twin_refuses_eta():
+    twin = torch_twins.twin(SMALL["ddpm"]())
+    with pytest.raises(ValueError, match="deterministic"):
+        twin.sample(1, sampler="dpmpp", steps=2, eta=0.5)
 
 
 def test_a_gan_twin_state_keeps_the_average_of_g():
