@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality                                    # all five models, n = 10,000
     python -m benchmarks.quality --models vae,ddpm --ddpm-samplers ddim20 --torch
+    python -m benchmarks.quality --models ddpm --ddpm-samplers ddpm,dpmpp10,dpmpp20,ddim20,ddim100  # every sampler
     python -m benchmarks.quality --steps-scale 0.002 --n 200 --runs /tmp/q   # a smoke test
     python -m benchmarks.quality --models ddpm --device cuda --batch-size 2000  # train and sample on a GPU
     python -m benchmarks.quality --data emoji --models convvae,dcgan --steps dcgan=2000 --torch
@@ -32,7 +33,8 @@ For each model of --models:
    --checkpoint` draws them: GANs with their batch norm in eval mode (the MLP GAN from the
    average of its weights, `GAN.sample`), VAEs' decoder means (sigmoid(f(z)), or the discretised
    logistic's locations) at z from their prior, the DDPM from its EMA weights with every sampler of --ddpm-samplers (`ddpm`: ancestral
-   over all T = 1000 steps; `ddimS`: DDIM with S steps, eta = 0). The samples are saved in
+   over all T = 1000 steps; `ddimS`: DDIM with S steps, eta = 0; `dpmppS`: DPM-Solver++(2M) with
+   S steps, its timesteps even in log-SNR, `DDPM.dpmpp_timesteps`). The samples are saved in
    RUNS/NAME/quality/ with the seconds they took, beside a PNG grid of the first 100, and reused
    by a run that would draw the same ones in the same time: the same checkpoint step, sampler,
    n, seed, --batch-size (it orders the random draws), device, machine and kernels.
@@ -63,7 +65,8 @@ NOTE: the twin's training time is its loop alone; tinygen's includes writing che
 64-image sample grids of `tinygen train` (one every tenth of the run).
 NOTE: the cost on a 2-core CPU is dominated by the DDPM: every sampling step is one UNet call per
 image, so 10,000 images take 10,000 x 1000 calls with the ancestral sampler, 100 and 20 times
-fewer with DDIM 100 and 20 (see the README for the measured rates).
+fewer with DDIM 100 and 20, 50 and 100 times fewer with DPM-Solver++ 20 and 10 (see the README
+for the measured rates).
 """
 
 import argparse
@@ -99,10 +102,12 @@ MNIST_DATA = ("embedded", "mnist")
 
 
 def parse_samplers(text, T=1000):
-    """"ddpm,ddim100,ddim20" -> [(label, sample() options)]: ancestral over all T steps, or DDIM S steps, eta 0.
+    """"ddpm,ddim100,dpmpp20" -> [(label, sample() options)]: ancestral over all T steps, DDIM S steps
+    with eta 0, or DPM-Solver++(2M) S steps.
 
-    >>> parse_samplers("ddpm,ddim20")
-    [('ddpm', {'sampler': 'ddpm'}), ('ddim20', {'sampler': 'ddim', 'steps': 20, 'eta': 0.0})]
+    >>> parse_samplers("ddpm,ddim20,dpmpp10")  # doctest: +NORMALIZE_WHITESPACE
+    [('ddpm', {'sampler': 'ddpm'}), ('ddim20', {'sampler': 'ddim', 'steps': 20, 'eta': 0.0}),
+     ('dpmpp10', {'sampler': 'dpmpp', 'steps': 10})]
     """
     samplers = []
     for label in (part.strip() for part in text.split(",")):
@@ -110,8 +115,11 @@ def parse_samplers(text, T=1000):
             samplers.append((label, {"sampler": "ddpm"}))
         elif label.startswith("ddim") and label[4:].isdigit() and 1 <= int(label[4:]) <= T:
             samplers.append((label, {"sampler": "ddim", "steps": int(label[4:]), "eta": 0.0}))
+        elif label.startswith("dpmpp") and label[5:].isdigit() and 1 <= int(label[5:]) <= T:
+            samplers.append((label, {"sampler": "dpmpp", "steps": int(label[5:])}))
         else:
-            raise ValueError(f"unknown DDPM sampler {label!r}: use ddpm (ancestral, all {T} steps) or ddimS, S in 1..{T}")
+            raise ValueError(f"unknown DDPM sampler {label!r}: use ddpm (ancestral, all {T} steps), ddimS (DDIM) "
+                             f"or dpmppS (DPM-Solver++(2M)), S in 1..{T}")
     if not samplers:
         raise ValueError("--ddpm-samplers names no sampler")
     return samplers
@@ -126,8 +134,12 @@ def describe_sampler(name, options, config=None):
     if name in ("vae", "convvae"):
         prior = "N(0, I)" if config.prior == "standard" else f"the VampPrior (K = {config.pseudo_inputs})"
         return (VAE_SAMPLER if config.likelihood == "bernoulli" else VAE_LOGISTIC_SAMPLER).format(prior=prior)
-    text = "ancestral (Algorithm 2), all T steps" if options["sampler"] == "ddpm" else \
-        f"DDIM {options['steps']} steps, eta {options['eta']:g}"
+    if options["sampler"] == "ddpm":
+        text = "ancestral (Algorithm 2), all T steps"
+    elif options["sampler"] == "ddim":
+        text = f"DDIM {options['steps']} steps, eta {options['eta']:g}"
+    else:
+        text = f"DPM-Solver++(2M) {options['steps']} steps, even in log-SNR"
     if options.get("labels") is not None:
         text += f", classes in the training set's proportions, guidance {options.get('guidance', 0.0):g}"
     return text + ", EMA weights"
@@ -570,7 +582,8 @@ def build_parser():
     p.add_argument("--conditional", action="store_true", help="train the DDPM class-conditional on the data's labels")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w of a --conditional DDPM")
     p.add_argument("--ddpm-samplers", default="ddpm,ddim100,ddim20",
-                   help="ddpm (ancestral, all T steps) and/or ddimS (DDIM, S steps, eta 0); default ddpm,ddim100,ddim20")
+                   help="ddpm (ancestral, all T steps), ddimS (DDIM, S steps, eta 0) and/or dpmppS (DPM-Solver++(2M), "
+                        "S steps, even in log-SNR); default ddpm,ddim100,ddim20")
     p.add_argument("--likelihood-n", type=int, default=1000, help="test images for the likelihood bounds (0 skips)")
     p.add_argument("--iwae-k", type=int, default=100, help="importance samples K of the VAE's IWAE bound")
     p.add_argument("--t-subsample", type=int, default=50, help="DDPM bits/dim: timesteps per image (0: all T)")

@@ -68,10 +68,38 @@ def test_train_data_mnist_trains_on_the_files_and_keeps_runs_apart(tmp_path, cap
     assert "--train-data mnist trains on the MNIST files of --data-dir" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text", ["ddim0", "ddim1001", "ancestral", ""])
+@pytest.mark.parametrize("text", ["ddim0", "ddim1001", "dpmpp", "dpmpp0", "dpmpp1001", "dpm20", "ancestral", ""])
 def test_bad_samplers_are_refused(text):
     with pytest.raises(ValueError):
         quality.parse_samplers(text)
+
+
+def test_a_tiny_ddpm_run_has_a_row_per_sampler_dpmpp_included(tmp_path, capsys, monkeypatch):
+    """Issue 24's table: the DDPM with every sampler, DPM-Solver++ beside DDIM (and beside the twin's,
+    where torch is installed), each with its sampling time."""
+    with_torch = importlib.util.find_spec("torch") is not None
+    monkeypatch.setattr(trainer, "write_grid", lambda model, path, **options: None)  # the run's final grid
+    out = tmp_path / "results.json"
+    argv = ["--models", "ddpm", "--steps-scale", "0.00025", "--n", "6", "--batch-size", "6", "--data-dir", "",
+            "--likelihood-n", "0", "--ddpm-samplers", "dpmpp3,ddim2", "--runs", str(tmp_path / "runs"),
+            "--out", str(out)] + (["--torch"] if with_torch else [])
+    assert quality.main(argv) == 0
+    table = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    ours = [row for row in rows if row["model"] == "ddpm"]
+    assert [row["sampler_options"] for row in ours] == [{"sampler": "dpmpp", "steps": 3},
+                                                        {"sampler": "ddim", "steps": 2, "eta": 0.0}]
+    assert ours[0]["sampler"] == "DPM-Solver++(2M) 3 steps, even in log-SNR, EMA weights"
+    batch = quality.budget("ddpm", 0.00025)[1]  # one step of the default batch
+    assert f"| ddpm | DPM-Solver++(2M) 3 steps, even in log-SNR, EMA weights | 1 × {batch} (×0.00025) |" in table
+    assert all(row["sample_seconds"] > 0 and np.isfinite(row["metrics"]["fd"]) for row in ours)
+    grids = sorted(p.name for p in (tmp_path / "runs").glob("ddpm-*steps/quality/*.png"))
+    assert grids == ["ddim2-n6-seed0-step1-batch6-cpu.png", "dpmpp3-n6-seed0-step1-batch6-cpu.png"]
+    theirs = [row for row in rows if row["model"] == "ddpm (torch)"]
+    assert [row["sampler"] for row in theirs] == ([row["sampler"] for row in ours] if with_torch else [])
+    for row in theirs:
+        samples = np.load(row["samples"].split("(")[-1].rstrip(")"))["samples"]
+        assert samples.shape == (6, 1, 28, 28) and row["sample_seconds"] > 0
 
 
 @pytest.mark.parametrize("with_torch", [False, True])
