@@ -15,6 +15,7 @@ from tinygen.data import MNIST
 from tinygen.errors import ArgumentError, DTypeError, ShapeError
 from tinygen.kernels import diffusion as kernels
 from tinygen.kernels.diffusion.reference import normal
+from tinygen.kernels.dispatch import kernel_info
 from tinygen.models.diffusion import DDPM, AttentionBlock, Config, Schedule, UNet
 from tinygen.serialization import load
 from tinygen.tensor import Tensor, no_grad
@@ -342,7 +343,7 @@ def test_a_checkpoint_written_before_colour_images_loads_and_computes_the_same()
     probe = state["probe"]
     with no_grad():
         eps = model.net(Tensor(probe["x"]), probe["t"], probe["labels"]).numpy()
-    np.testing.assert_array_equal(eps, probe["eps"])
+    assert_as_probed(eps, probe["eps"])
     assert model.sample(1, steps=2, labels=[1], guidance=1.0).shape == (1, 1, 28, 28)
     # the MNIST default: the 1,461,953 parameters of the README's network
     assert DDPM().net.num_parameters() == 1_461_953
@@ -355,7 +356,16 @@ def test_trainer_loads_a_checkpoint_written_before_colour_images():
     probe = load(os.path.join(os.path.dirname(__file__), "data", "ddpm_before_issue23.ckpt"))["probe"]
     with no_grad():
         eps = model.net(Tensor(probe["x"]), probe["t"], probe["labels"]).numpy()
-    np.testing.assert_array_equal(eps, probe["eps"])
+    assert_as_probed(eps, probe["eps"])
+
+
+def assert_as_probed(eps, probed):
+    """The probe was computed by the Numba kernels: they give it to the bit; the NumPy reference
+    kernels (no Numba installed) sum in another order, to float32 rounding."""
+    if kernel_info()["backend"] == "numba":
+        np.testing.assert_array_equal(eps, probed)
+    else:
+        np.testing.assert_allclose(eps, probed, rtol=1e-5, atol=1e-6 * np.abs(probed).max())
 
 
 # --- training -------------------------------------------------------------------------------
