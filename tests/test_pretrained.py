@@ -74,7 +74,7 @@ def test_the_wrong_digest_another_file_and_another_model_are_refused(small_run, 
     vae = trainer.train("vae", str(tmp_path / "vae"), steps=1, sample_every=100)
     with pytest.raises(ArgumentError, match="a vae run; pretrained weights are made of DDPM runs"):
         pretrained.build(vae, str(tmp_path / "vae.npz"))
-    with pytest.raises(ArgumentError, match="no pretrained weights named 'cifar-ddpm'; there are emoji-ddpm"):
+    with pytest.raises(ArgumentError, match="no pretrained weights named 'cifar-ddpm'; there are mnist-ddpm, emoji-ddpm"):
         pretrained.load_pretrained("cifar-ddpm")
 
 

@@ -47,6 +47,12 @@ class Pretrained:
 
 
 PRETRAINED = {
+    "mnist-ddpm": Pretrained(
+        file="mnist-ddpm.npz",
+        sha256="1e5ef814c10fbfb227071d5a6208fb560e23a5e0a8af0e949a01b7c05f4b4d88",
+        about="DDPM on 28x28 MNIST digits (tinygen train ddpm, its default 4,000 steps), EMA weights",
+        sample_options={"sampler": "dpmpp", "steps": 20},
+    ),
     "emoji-ddpm": Pretrained(
         file="emoji-ddpm.npz",
         sha256="303dbd9601ca03868714e2149255155c6037674aebf625829dc982f04968f108",
