@@ -22,7 +22,6 @@ state (twice the weights' size) is what resuming needs, not sampling.
 """
 
 import argparse
-import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 
 from tinygen import backend, optim, trainer
 from tinygen.errors import ArgumentError, CheckpointError
+from tinygen.evaluation.features import sha256_of
 from tinygen.serialization import load, save
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -82,7 +82,7 @@ def load_weights(path, sha256=None, device=None):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file of pretrained weights")
     if sha256 is not None:
-        digest = _sha256(path)
+        digest = sha256_of(path)
         if digest != sha256:
             raise CheckpointError(f"{path}: SHA-256 {digest}, expected {sha256}: the file is damaged or not the "
                                   "one this tinygen version ships; reinstall tinygen")
@@ -125,15 +125,7 @@ def build(checkpoint, out, use_ema=True):
             if k in run}
     save({"format": FORMAT, "run": keep, "weights": half,
           "source": {"weights": "ema" if use_ema else "trained", "step": int(state["step"])}}, out)
-    return worst, _sha256(out)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return worst, sha256_of(out)
 
 
 def main(argv=None):
